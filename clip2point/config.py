@@ -1,0 +1,273 @@
+"""Typed experiment configuration, loaded from YAML with ``yaml.safe_load``.
+
+One :class:`ExperimentConfig` flows through everything: the CLI builds it, sweeps override fields of it
+(dotted keys such as ``"render.dilation"``), MLflow logs it flattened. Every section is a frozen
+dataclass; :func:`from_dict` checks each key and value against the field types and constraints, and
+raises :class:`~clip2point.errors.ConfigError` naming the key, the bad value and what is allowed.
+
+Supported field types: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]``, ``X | None``,
+``tuple[X, ...]``, and nested config dataclasses. Numeric ranges are declared with :func:`bounded`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from clip2point.errors import ConfigError
+
+
+def bounded(default: Any, *, low: float | None = None, high: float | None = None, low_open=False):
+    """A dataclass field whose numeric value must lie in ``[low, high]`` (``(low, high]`` if ``low_open``)."""
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+    hi = "" if high is None else f"<= {high}"
+    allowed = " and ".join(p for p in (lo, hi) if p)
+
+    def check(value: float) -> bool:
+        if low is not None and (value <= low if low_open else value < low):
+            return False
+        return high is None or value <= high
+
+    return field(default=default, metadata={"check": check, "allowed": allowed})
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Point cloud -> depth maps (SPEC.md section 1). ``radius`` is in NDC units, ``fov`` in degrees."""
+
+    image_size: int = bounded(224, low=8, high=4096)
+    views: Literal[6, 10] = 10
+    footprint: Literal["disk", "square"] = "disk"
+    radius: float = bounded(0.02, low=0.0, low_open=True, high=2.0)
+    dilation: int = bounded(2, low=1, high=64)
+    depth: Literal["minimum", "weighted"] = "minimum"
+    projection: Literal["orthographic", "perspective"] = "orthographic"
+    fov: float = bounded(60.0, low=1.0, high=179.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """CLIP backbone: an open_clip model name and its weights (tag, local file, ``"toy"`` or None)."""
+
+    name: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data lives and how clouds are sampled."""
+
+    root: str = "data"
+    dataset: str = "modelnet10"
+    num_points: int = bounded(1024, low=1)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow: ``uri`` None means ``MLFLOW_TRACKING_URI`` or ``sqlite:///<project>/mlflow.db``."""
+
+    uri: str | None = None
+    experiment: str = "clip2point"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole configuration of one run."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    render: RenderConfig = field(default_factory=RenderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+C = typing.TypeVar("C")
+
+
+def _describe(tp: Any) -> str:
+    """Human-readable name of an allowed type, e.g. ``one of 'disk', 'square'``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it converted (int -> float, list -> tuple)."""
+
+    def bad() -> ConfigError:
+        return ConfigError(f"config key {key!r}: {value!r} is not allowed; expected {_describe(tp)}")
+
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and type(value) in {type(a) for a in allowed}:
+            return value
+        raise bad()
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad()
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise bad()
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad()
+        return tuple(_convert(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise bad()
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    raise TypeError(f"unsupported config annotation {tp!r} for {key!r}")
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
+    """Build config dataclass ``cls`` from a mapping, validating every key and value.
+
+    Missing keys take their defaults. Raises :class:`ConfigError` for an unknown key (listing the
+    known ones), a value of the wrong type, or one outside its declared range.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + str(unknown[0])!r}; allowed keys in "
+            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(fields)}"
+        )
+    values = {}
+    for name, value in data.items():
+        key = prefix + name
+        converted = _convert(value, hints[name], key)
+        check: Callable[[Any], bool] | None = fields[name].metadata.get("check")
+        if check is not None and converted is not None and not check(converted):
+            raise ConfigError(
+                f"config key {key!r}: {value!r} is out of range; allowed: {fields[name].metadata['allowed']}"
+            )
+        values[name] = converted
+    return cls(**values)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (YAML-ready); inverse of :func:`from_dict`."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(config)
+
+
+def flatten(config: Any) -> dict[str, Any]:
+    """Dotted-key view of a config, e.g. ``{"render.dilation": 2, ...}`` (MLflow params, sweep axes)."""
+    out: dict[str, Any] = {}
+
+    def walk(v: Any, prefix: str) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{prefix}{k}.")
+        else:
+            out[prefix.rstrip(".")] = v
+
+    walk(to_dict(config), "")
+    return out
+
+
+def with_overrides(config: C, overrides: Mapping[str, Any]) -> C:
+    """A copy of ``config`` with dotted-key overrides applied and validated.
+
+    >>> with_overrides(ExperimentConfig(), {"render.dilation": 4}).render.dilation
+    4
+    """
+    tree = to_dict(config)
+    for dotted, value in overrides.items():
+        node = tree
+        parts = dotted.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in override {dotted!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {dotted!r}; allowed keys here: {', '.join(node)}")
+        node[parts[-1]] = value
+    return from_dict(type(config), tree)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a command-line override ``key=value``; the value is read as YAML (``4``, ``true``, ``null``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Load an :class:`ExperimentConfig` from a YAML file (None: defaults), then apply ``overrides``."""
+    data: Any = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        try:
+            config = from_dict(ExperimentConfig, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    else:
+        config = ExperimentConfig()
+    return with_overrides(config, overrides or {})
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write ``config`` as YAML that :func:`load_config` reads back to an equal object."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
