@@ -1,0 +1,1 @@
+"""Command-line verbs: one module each, registered in clip2point.cli.VERBS."""
