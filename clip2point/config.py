@@ -168,7 +168,9 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     known ones), a value of the wrong type, or one outside its declared range.
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+        raise ConfigError(
+            f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
@@ -246,7 +248,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> ExperimentConfig:
     """Load an :class:`ExperimentConfig` from a YAML file (None: defaults), then apply ``overrides``."""
     data: Any = {}
     if path is not None:
