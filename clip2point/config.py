@@ -231,8 +231,12 @@ def with_overrides(config: C, overrides: Mapping[str, Any]) -> C:
         node = tree
         parts = dotted.split(".")
         for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in override {dotted!r}")
+            if part not in node:
+                raise ConfigError(f"unknown config key {dotted!r}: no section {'.'.join(parts[: i + 1])!r}")
+            if not isinstance(node[part], dict):
+                raise ConfigError(
+                    f"unknown config key {dotted!r}: {'.'.join(parts[: i + 1])!r} is not a section"
+                )
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"unknown config key {dotted!r}; allowed keys here: {', '.join(node)}")
