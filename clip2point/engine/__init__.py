@@ -1,0 +1,1 @@
+"""The loops: feature extraction, zero-shot evaluation (pre-training and adapter training to follow)."""
