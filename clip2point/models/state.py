@@ -39,8 +39,8 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
         raise InputError(
-            f"cannot read weights file {path}: {exc}. Expected a safetensors file or a torch state dict "
-            "(loaded with weights_only=True, so pickled code objects and TorchScript archives are refused)"
+            f"cannot read weights file {path}: {_reason(exc)}. Expected a safetensors file or a torch state "
+            "dict (loaded with weights_only=True, so pickled objects and TorchScript archives are refused)"
         ) from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
@@ -50,6 +50,12 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     if bad:
         raise InputError(f"weights file {path} has non-tensor entries: {_listing(bad)}")
     return dict(obj)
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of a loader error (torch's weights_only errors span many lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if "Unsupported" in line), lines[0] if lines else repr(exc))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
