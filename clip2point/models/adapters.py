@@ -1,0 +1,139 @@
+"""Few-shot adapters on per-view features ``(B, V, C)`` (SPEC.md section 4): the global-view aggregator
+(paper and official variants), PointCLIP's inter-view adapter and the Gated Dual-Path Adapter (GDPA)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip2point.errors import ConfigError, InputError
+from clip2point.models.heads import cosine_logits
+
+PATHS = ("single", "dual")
+AGGREGATORS = ("global", "inter_view")
+FUSIONS = ("gate", "average", "none")
+VARIANTS = ("paper", "official")
+OFFICIAL_DROPOUT = 0.075
+OFFICIAL_VIEW_WEIGHT = 0.5
+
+
+def _check_views(x: torch.Tensor, views: int, dim: int) -> None:
+    if x.ndim != 3 or x.shape[1:] != (views, dim):
+        raise InputError(f"expected per-view features (B, {views}, {dim}); got shape {tuple(x.shape)}")
+
+
+class GlobalViewAggregator(nn.Module):
+    """``g``: per-view features ``(B, V, C)`` -> one global feature ``(B, C)``.
+
+    ``paper`` (Eq. 12): concat -> Linear(V*C, C) -> ReLU -> Linear(C, C).
+    ``official`` (the authors' SimplifiedAdapter): per-view weights (init 0.5) scale each view, BatchNorm
+    over each view's C features, Dropout(0.075), concat, Linear(V*C, C), BatchNorm1d(C), ReLU,
+    Dropout(0.075), Linear(C, C).
+    """
+
+    def __init__(self, views: int, dim: int, variant: str = "paper"):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ConfigError(f"adapter variant '{variant}' is not allowed; allowed: {', '.join(VARIANTS)}")
+        official = variant == "official"
+        self.views, self.dim, self.variant = views, dim, variant
+        self.view_weights = nn.Parameter(torch.full((views,), OFFICIAL_VIEW_WEIGHT)) if official else None
+        self.view_norm = nn.BatchNorm1d(dim) if official else nn.Identity()
+        self.dropout = nn.Dropout(OFFICIAL_DROPOUT) if official else nn.Identity()
+        self.fc1 = nn.Linear(views * dim, dim)
+        self.norm = nn.BatchNorm1d(dim) if official else nn.Identity()
+        self.fc2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_views(x, self.views, self.dim)
+        if self.view_weights is not None:
+            x = x * self.view_weights.view(1, -1, 1)
+        b = x.shape[0]
+        x = self.dropout(self.view_norm(x.reshape(b * self.views, self.dim)).reshape(b, -1))
+        return self.fc2(self.dropout(F.relu(self.norm(self.fc1(x)))))
+
+
+class InterViewAdapter(nn.Module):
+    """PointCLIP's inter-view adapter (Eq. 2-3): ``(B, V, C)`` -> adapted per-view features ``(B, V, C)``.
+
+    ``G = f2(ReLU(f1(concat)))`` with f1 = Linear(V*C, C), f2 = Linear(C, C); ``F^_v = ReLU(G W_v^T)``
+    with one C x C matrix per view; the output is the residual ``F_v + F^_v``.
+    """
+
+    def __init__(self, views: int, dim: int):
+        super().__init__()
+        self.views, self.dim = views, dim
+        self.fc1 = nn.Linear(views * dim, dim)
+        self.fc2 = nn.Linear(dim, dim)
+        self.expand = nn.Linear(dim, views * dim, bias=False)  # rows v*C:(v+1)*C hold W_v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_views(x, self.views, self.dim)
+        g = self.fc2(F.relu(self.fc1(x.flatten(1))))
+        return x + F.relu(self.expand(g)).view(-1, self.views, self.dim)
+
+
+class GDPA(nn.Module):
+    """Gated Dual-Path Adapter with the ablation switches; returns cosine logits ``(B, K)`` (no scale).
+
+    - ``path``: ``single`` (depth features only) or ``dual`` (depth and CLIP features, one adapter each).
+    - ``aggregator``: ``global`` (:class:`GlobalViewAggregator`, logits ``cos(G, T_k)``) or ``inter_view``
+      (:class:`InterViewAdapter`, logits ``mean_v cos(F_v + F^_v, T_k)``).
+    - ``fusion`` (dual path): ``gate`` ``G = s_g * G_C + G_D`` with a learnable scalar ``s_g`` (paper Eq. 14);
+      ``none`` ``G = G_C + G_D`` (paper without gate); ``average`` ``(G_D + G_C) / 2`` (official code). Under
+      cosine logits ``none`` and ``average`` give the same logits. The single path takes ``none`` only.
+    - ``variant``: ``paper`` or ``official`` form of the global aggregator (``paper`` for ``inter_view``).
+    """
+
+    def __init__(
+        self,
+        views: int,
+        dim: int,
+        path: str = "dual",
+        aggregator: str = "global",
+        fusion: str = "gate",
+        variant: str = "paper",
+        gate_init: float = 1.0,
+    ):
+        super().__init__()
+        for key, value, allowed in (
+            ("path", path, PATHS),
+            ("aggregator", aggregator, AGGREGATORS),
+            ("fusion", fusion, FUSIONS),
+            ("variant", variant, VARIANTS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"adapter.{key} '{value}' is not allowed; allowed: {', '.join(allowed)}")
+        if path == "single" and fusion != "none":
+            raise ConfigError(f"adapter.fusion '{fusion}' needs the dual path; a single path takes 'none'")
+        if aggregator == "inter_view" and variant != "paper":
+            raise ConfigError("adapter.variant 'official' applies to the global aggregator only; use 'paper'")
+        self.path, self.aggregator, self.fusion, self.variant = path, aggregator, fusion, variant
+
+        def make() -> nn.Module:
+            if aggregator == "global":
+                return GlobalViewAggregator(views, dim, variant)
+            return InterViewAdapter(views, dim)
+
+        self.depth_adapter = make()
+        self.clip_adapter = make() if path == "dual" else None
+        self.gate = nn.Parameter(torch.tensor(float(gate_init))) if fusion == "gate" else None
+
+    def forward(
+        self, depth_features: torch.Tensor, text: torch.Tensor, clip_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``depth_features`` (and ``clip_features`` on the dual path) ``(B, V, C)``; ``text`` ``(K, C)``."""
+        if (clip_features is not None) != (self.clip_adapter is not None):
+            raise InputError(f"GDPA path '{self.path}' takes CLIP view features only on the dual path")
+        rep = self.depth_adapter(depth_features)
+        if self.clip_adapter is not None:
+            rep_clip = self.clip_adapter(clip_features)
+            if self.gate is not None:
+                rep = self.gate * rep_clip + rep
+            elif self.fusion == "average":
+                rep = (rep + rep_clip) / 2
+            else:
+                rep = rep + rep_clip
+        logits = cosine_logits(rep, text)
+        return logits if self.aggregator == "global" else logits.mean(dim=1)

@@ -1,0 +1,192 @@
+"""The authors' released checkpoints (SPEC.md section 6), imported into our modules and exported back.
+
+- Pre-trained depth encoder ``best_eval.pth``: DataParallel keys ``module.point_model.<visual key>``
+  (depth encoder), ``module.image_model.<visual key>`` (frozen CLIP copy), ``module.weights`` (balance s).
+- Few-shot DPA ``best_test.pth``: ``pre_model.*`` (pre-trained depth encoder), ``ori_model.*`` (CLIP
+  encoder), ``adapter1.*`` (pre-trained path aggregator), ``adapter2.*`` (CLIP path aggregator), both in
+  the official aggregator layout: ``fusion_ratio``, ``global_f.0.bn.*`` (per-view BatchNorm),
+  ``global_f.3.*`` (Linear V*C -> C), ``global_f.4.*`` (BatchNorm1d), ``global_f.7.*`` (Linear C -> C).
+
+Visual keys are OpenAI's VisionTransformer names, which open_clip's VisionTransformer shares. Keys of
+the official view selector (``selector.*``: fixed camera buffers) carry no weights we need and are
+skipped. A file that does not fit raises :class:`InputError` listing missing / unexpected / mis-shaped
+keys in the official names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clip2point.errors import ConfigError, InputError
+from clip2point.models.adapters import GDPA
+from clip2point.models.backbone import load_clip
+from clip2point.models.classifier import FewShotClassifier
+from clip2point.models.state import StateDict, check_state_dict, read_state_dict, save_module
+
+DEPTH_PREFIX = "point_model."
+IMAGE_PREFIX = "image_model."
+BALANCE_KEY = "weights"
+DATAPARALLEL = "module."
+SKIPPED_PREFIXES = ("selector.",)
+
+# our GlobalViewAggregator(variant="official") key prefix -> the official SimplifiedAdapter's
+_AGGREGATOR_TO_OFFICIAL = {
+    "view_weights": "fusion_ratio",
+    "view_norm.": "global_f.0.bn.",
+    "fc1.": "global_f.3.",
+    "norm.": "global_f.4.",
+    "fc2.": "global_f.7.",
+}
+# our FewShotClassifier key prefix -> the official DPA's
+_DPA_TO_OFFICIAL = {
+    "depth.encoder.": "pre_model.",
+    "clip.encoder.": "ori_model.",
+    "adapter.depth_adapter.": "adapter1.",
+    "adapter.clip_adapter.": "adapter2.",
+}
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: tensors loaded, file keys skipped, and the balance ``s`` (depth files only)."""
+
+    source: str
+    loaded: int
+    skipped: tuple[str, ...]
+    balance: float | None = None
+
+
+def _rename(key: str, table: Mapping[str, str]) -> str | None:
+    for ours, official in table.items():
+        if key.startswith(ours):
+            return official + key[len(ours) :]
+    return None
+
+
+def _read_official(path: str | os.PathLike) -> tuple[StateDict, tuple[str, ...]]:
+    """The file's state dict with the DataParallel prefix removed, minus the skipped selector keys."""
+    state = read_state_dict(path)
+    if all(k.startswith(DATAPARALLEL) for k in state):
+        state = {k[len(DATAPARALLEL) :]: v for k, v in state.items()}
+    skipped = tuple(sorted(k for k in state if k.startswith(SKIPPED_PREFIXES)))
+    return {k: v for k, v in state.items() if k not in skipped}, skipped
+
+
+def _load_renamed(
+    module: nn.Module, to_official: Mapping[str, str], state: StateDict, source: str, target: str
+) -> None:
+    """Check ``state`` (official names) against ``module`` seen through ``to_official`` and load it."""
+    ours = module.state_dict()
+    expected = {to_official[k]: v for k, v in ours.items()}
+    check_state_dict(expected, state, source, target)
+    module.load_state_dict({k: state[to_official[k]] for k in ours}, strict=True)
+
+
+def load_official_depth(
+    path: str | os.PathLike, depth_encoder: nn.Module, image_encoder: nn.Module | None = None
+) -> ImportReport:
+    """Load ``best_eval.pth``'s depth encoder into ``depth_encoder`` (an open_clip visual encoder).
+
+    With ``image_encoder`` the file's ``image_model.*`` is loaded into it too; without, those keys are
+    skipped. The balance ``s`` (``weights``) is returned in the report.
+    """
+    state, skipped = _read_official(path)
+    if image_encoder is None:
+        extra = tuple(sorted(k for k in state if k.startswith(IMAGE_PREFIX)))
+        state = {k: v for k, v in state.items() if k not in extra}
+        skipped += extra
+    holder = nn.Module()
+    holder.point_model = depth_encoder
+    if image_encoder is not None:
+        holder.image_model = image_encoder
+    holder.weights = nn.Parameter(torch.ones(()), requires_grad=False)
+    table = {k: k for k in holder.state_dict()}
+    _load_renamed(holder, table, state, f"official depth checkpoint {path}", "the official CLIP2Point layout")
+    return ImportReport(str(path), len(table), skipped, float(holder.weights))
+
+
+def export_official_depth(
+    depth_encoder: nn.Module, image_encoder: nn.Module, balance: float | torch.Tensor = 1.0
+) -> StateDict:
+    """Our encoders in the official ``best_eval.pth`` layout (``module.point_model.*`` etc., on CPU)."""
+    state = {f"{DATAPARALLEL}{DEPTH_PREFIX}{k}": v for k, v in depth_encoder.state_dict().items()}
+    state |= {f"{DATAPARALLEL}{IMAGE_PREFIX}{k}": v for k, v in image_encoder.state_dict().items()}
+    state[f"{DATAPARALLEL}{BALANCE_KEY}"] = torch.as_tensor(balance, dtype=torch.float32).reshape(())
+    return {k: v.detach().to("cpu").clone() for k, v in state.items()}
+
+
+def _dpa_to_official(classifier: FewShotClassifier) -> dict[str, str]:
+    """Our classifier keys -> the official DPA keys (aggregator keys renamed inside ``adapter1/2``)."""
+    table = {}
+    for key in classifier.state_dict():
+        prefix = next((p for p in _DPA_TO_OFFICIAL if key.startswith(p)), None)
+        rest = None if prefix is None else key[len(prefix) :]
+        if prefix is not None and prefix.startswith("adapter."):
+            rest = _rename(rest, _AGGREGATOR_TO_OFFICIAL)
+        if rest is None:
+            raise InputError(f"key {key} of our classifier has no place in the official DPA layout")
+        table[key] = _DPA_TO_OFFICIAL[prefix] + rest
+    return table
+
+
+def load_official_dpa(path: str | os.PathLike, classifier: FewShotClassifier) -> ImportReport:
+    """Load ``best_test.pth`` into ``classifier``: a dual-path, global, ``official``-variant, ``average``-
+    fusion GDPA over a depth and a CLIP encoder (the official DPA)."""
+    adapter = classifier.adapter
+    if (adapter.path, adapter.aggregator, adapter.variant, adapter.fusion) != (
+        "dual",
+        "global",
+        "official",
+        "average",
+    ):
+        raise InputError(
+            "the official DPA checkpoint needs GDPA(path='dual', aggregator='global', variant='official', "
+            f"fusion='average'); got path={adapter.path}, aggregator={adapter.aggregator}, "
+            f"variant={adapter.variant}, fusion={adapter.fusion}"
+        )
+    state, skipped = _read_official(path)
+    table = _dpa_to_official(classifier)
+    _load_renamed(classifier, table, state, f"official DPA checkpoint {path}", "the official DPA layout")
+    return ImportReport(str(path), len(table), skipped)
+
+
+def export_official_dpa(classifier: FewShotClassifier) -> StateDict:
+    """Our official-form classifier in the ``best_test.pth`` layout (on CPU)."""
+    table = _dpa_to_official(classifier)
+    return {table[k]: v.detach().to("cpu").clone() for k, v in classifier.state_dict().items()}
+
+
+def convert_official(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    kind: str = "depth",
+    model: str = "ViT-B-32",
+    views: int = 10,
+) -> tuple[ImportReport, Path]:
+    """Convert an official file to our safetensors layout at ``out``.
+
+    ``kind="depth"``: ``best_eval.pth`` -> the depth encoder's state dict (open_clip visual keys).
+    ``kind="dpa"``: ``best_test.pth`` -> a :class:`FewShotClassifier` state dict (``views`` views, the
+    official dual/global/average adapter). The official encoders are OpenAI CLIP ``model`` with QuickGELU;
+    metadata records kind, model, views, quick_gelu, source and (depth) the balance ``s``.
+    """
+    if kind not in ("depth", "dpa"):
+        raise ConfigError(f"import kind '{kind}' is not allowed; allowed: depth, dpa")
+    bundle = load_clip(model, None, quick_gelu=True)
+    metadata = {"kind": kind, "model": model, "quick_gelu": "true", "source": str(path)}
+    if kind == "depth":
+        target: nn.Module = bundle.depth_encoder()
+        report = load_official_depth(path, target)
+        metadata["balance"] = repr(report.balance)
+    else:
+        adapter = GDPA(views, bundle.embed_dim, "dual", "global", "average", "official")
+        target = FewShotClassifier(bundle.depth_encoder(), adapter, bundle.depth_encoder())
+        report = load_official_dpa(path, target)
+        metadata["views"] = str(views)
+    return report, save_module(target, out, metadata)

@@ -1,0 +1,257 @@
+"""Official checkpoint layouts (SPEC.md section 6): import, export, clear errors; safe local saving."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clip2point.commands import import_official
+from clip2point.errors import InputError
+from clip2point.models import (
+    GDPA,
+    FewShotClassifier,
+    export_official_depth,
+    export_official_dpa,
+    load_clip,
+    load_module,
+    load_official_depth,
+    load_official_dpa,
+    read_state_dict,
+    save_module,
+    save_torch,
+)
+
+from .conftest import EMBED, PATCH, SIZE, WIDTH, random_images
+
+LAYERS = 2
+BLOCK = (
+    ("ln_1.weight", (WIDTH,)),
+    ("ln_1.bias", (WIDTH,)),
+    ("attn.in_proj_weight", (3 * WIDTH, WIDTH)),
+    ("attn.in_proj_bias", (3 * WIDTH,)),
+    ("attn.out_proj.weight", (WIDTH, WIDTH)),
+    ("attn.out_proj.bias", (WIDTH,)),
+    ("ln_2.weight", (WIDTH,)),
+    ("ln_2.bias", (WIDTH,)),
+    ("mlp.c_fc.weight", (4 * WIDTH, WIDTH)),
+    ("mlp.c_fc.bias", (4 * WIDTH,)),
+    ("mlp.c_proj.weight", (WIDTH, 4 * WIDTH)),
+    ("mlp.c_proj.bias", (WIDTH,)),
+)
+
+
+def official_visual_shapes() -> dict[str, tuple[int, ...]]:
+    """OpenAI VisionTransformer key names and shapes, written out from SPEC.md section 6."""
+    tokens = (SIZE // PATCH) ** 2 + 1
+    shapes = {
+        "conv1.weight": (WIDTH, 3, PATCH, PATCH),
+        "class_embedding": (WIDTH,),
+        "positional_embedding": (tokens, WIDTH),
+        "ln_pre.weight": (WIDTH,),
+        "ln_pre.bias": (WIDTH,),
+        "ln_post.weight": (WIDTH,),
+        "ln_post.bias": (WIDTH,),
+        "proj": (WIDTH, EMBED),
+    }
+    for i in range(LAYERS):
+        shapes |= {f"transformer.resblocks.{i}.{name}": shape for name, shape in BLOCK}
+    return shapes
+
+
+def random_official_visual(prefix: str, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {prefix + k: 0.05 * torch.randn(s, generator=g) for k, s in official_visual_shapes().items()}
+
+
+def official_depth_file(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A best_eval.pth-style dict: DataParallel keys, depth + image encoders, balance, selector buffers."""
+    state = random_official_visual("module.point_model.", seed) | random_official_visual(
+        "module.image_model.", 99
+    )
+    state["module.weights"] = torch.tensor(0.75)
+    state["module.selector.view_selector.views_azim"] = torch.zeros(10)
+    return state
+
+
+def test_open_clip_visual_keys_are_openai_names(tiny_bundle):
+    ours = {k: tuple(v.shape) for k, v in tiny_bundle.visual.state_dict().items()}
+    assert ours == official_visual_shapes()
+
+
+def test_official_depth_file_loads_exactly(tiny_bundle, tmp_path):
+    state = official_depth_file()
+    path = save_torch(state, tmp_path / "best_eval.pth")
+    encoder = tiny_bundle.depth_encoder()
+    report = load_official_depth(path, encoder)
+    assert report.balance == 0.75
+    assert report.loaded == len(official_visual_shapes()) + 1
+    assert "selector.view_selector.views_azim" in report.skipped
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, state[f"module.point_model.{key}"]), key
+    image = tiny_bundle.depth_encoder()
+    load_official_depth(path, tiny_bundle.depth_encoder(), image_encoder=image)
+    assert torch.equal(image.proj, state["module.image_model.proj"])
+
+
+def test_depth_export_round_trip_gives_identical_features(tiny_bundle, tmp_path):
+    ours = tiny_bundle.depth_encoder()
+    with torch.no_grad():
+        ours.proj.mul_(3.0)  # differ from CLIP
+    exported = export_official_depth(ours, tiny_bundle.visual, balance=1.5)
+    expected_keys = {f"module.point_model.{k}" for k in official_visual_shapes()}
+    expected_keys |= {f"module.image_model.{k}" for k in official_visual_shapes()} | {"module.weights"}
+    assert set(exported) == expected_keys
+    path = save_torch(exported, tmp_path / "ours_best_eval.pth")
+    fresh = load_clip(tiny_bundle.name, None).depth_encoder()  # another random init
+    report = load_official_depth(path, fresh)
+    assert report.balance == 1.5
+    x = random_images(2, seed=11)
+    torch.testing.assert_close(fresh(x), ours(x), rtol=0, atol=0)
+
+
+def test_mismatched_depth_file_lists_keys(tiny_bundle, tmp_path):
+    state = official_depth_file()
+    del state["module.point_model.ln_post.bias"]
+    state["module.point_model.head.weight"] = torch.zeros(2)
+    state["module.point_model.proj"] = torch.zeros(WIDTH, EMBED + 1)
+    path = save_torch(state, tmp_path / "best_eval.pth")
+    with pytest.raises(InputError, match=r"best_eval\.pth") as err:
+        load_official_depth(path, tiny_bundle.depth_encoder())
+    message = str(err.value)
+    assert "missing: point_model.ln_post.bias" in message
+    assert "unexpected: point_model.head.weight" in message
+    assert (
+        f"mis-shaped: point_model.proj (file ({WIDTH}, {EMBED + 1}), expected ({WIDTH}, {EMBED}))" in message
+    )
+
+
+def official_adapter(prefix: str, views: int, seed: int) -> dict[str, torch.Tensor]:
+    """The official SimplifiedAdapter keys with random values."""
+    g = torch.Generator().manual_seed(seed)
+
+    def bn(name: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{name}.weight": 1 + 0.1 * torch.randn(EMBED, generator=g),
+            f"{name}.bias": 0.1 * torch.randn(EMBED, generator=g),
+            f"{name}.running_mean": 0.1 * torch.randn(EMBED, generator=g),
+            f"{name}.running_var": 0.5 + torch.rand(EMBED, generator=g),
+            f"{name}.num_batches_tracked": torch.tensor(7),
+        }
+
+    state = {"fusion_ratio": 0.5 + 0.1 * torch.randn(views, generator=g)}
+    state |= bn("global_f.0.bn") | bn("global_f.4")
+    state["global_f.3.weight"] = 0.1 * torch.randn(EMBED, views * EMBED, generator=g)
+    state["global_f.3.bias"] = 0.1 * torch.randn(EMBED, generator=g)
+    state["global_f.7.weight"] = 0.1 * torch.randn(EMBED, EMBED, generator=g)
+    state["global_f.7.bias"] = 0.1 * torch.randn(EMBED, generator=g)
+    return {prefix + k: v for k, v in state.items()}
+
+
+def official_adapter_forward(state: dict, prefix: str, feats: torch.Tensor) -> torch.Tensor:
+    """The official global aggregator in eval mode, written from the key names: (B, V, C) -> (B, C)."""
+    b, v, c = feats.shape
+
+    def bn(x, name):
+        return F.batch_norm(
+            x,
+            state[f"{prefix}{name}.running_mean"],
+            state[f"{prefix}{name}.running_var"],
+            state[f"{prefix}{name}.weight"],
+            state[f"{prefix}{name}.bias"],
+        )
+
+    x = feats * state[f"{prefix}fusion_ratio"].view(1, v, 1)
+    x = bn(x.reshape(b * v, c), "global_f.0.bn").reshape(b, v * c)
+    x = F.relu(
+        bn(F.linear(x, state[f"{prefix}global_f.3.weight"], state[f"{prefix}global_f.3.bias"]), "global_f.4")
+    )
+    return F.linear(x, state[f"{prefix}global_f.7.weight"], state[f"{prefix}global_f.7.bias"])
+
+
+def dpa_classifier(bundle, views: int) -> FewShotClassifier:
+    adapter = GDPA(views, EMBED, "dual", "global", "average", "official")
+    return FewShotClassifier(bundle.depth_encoder(), adapter, bundle.depth_encoder())
+
+
+def test_official_dpa_file_gives_the_official_logits(tiny_bundle, tmp_path):
+    views = 3
+    state = random_official_visual("pre_model.", 1) | random_official_visual("ori_model.", 2)
+    state |= official_adapter("adapter1.", views, 3) | official_adapter("adapter2.", views, 4)
+    path = save_torch(state, tmp_path / "best_test.pth")
+    classifier = dpa_classifier(tiny_bundle, views)
+    report = load_official_dpa(path, classifier)
+    assert report.loaded == len(state)
+    classifier.eval()
+    images = torch.randn(2, views, 3, SIZE, SIZE)
+    text = torch.randn(5, EMBED)
+    pre, ori = tiny_bundle.depth_encoder().eval(), tiny_bundle.depth_encoder().eval()
+    pre.load_state_dict({k[len("pre_model.") :]: v for k, v in state.items() if k.startswith("pre_model.")})
+    ori.load_state_dict({k[len("ori_model.") :]: v for k, v in state.items() if k.startswith("ori_model.")})
+    with torch.no_grad():
+        f_pre = pre(images.flatten(0, 1)).reshape(2, views, EMBED)
+        f_ori = ori(images.flatten(0, 1)).reshape(2, views, EMBED)
+        fused = (
+            official_adapter_forward(state, "adapter1.", f_pre)
+            + official_adapter_forward(state, "adapter2.", f_ori)
+        ) / 2
+        expected = F.normalize(fused, dim=-1) @ F.normalize(text, dim=-1).T
+        torch.testing.assert_close(classifier(images, text), expected, rtol=1e-4, atol=1e-5)
+    assert set(export_official_dpa(classifier)) == set(state)
+
+
+def test_mismatched_dpa_file_and_wrong_adapter(tiny_bundle, tmp_path):
+    state = random_official_visual("pre_model.", 1) | random_official_visual("ori_model.", 2)
+    state |= official_adapter("adapter1.", 4, 3) | official_adapter("adapter2.", 4, 4)
+    del state["adapter2.global_f.7.bias"]
+    path = save_torch(state, tmp_path / "best_test.pth")
+    with pytest.raises(InputError, match=r"best_test\.pth") as err:
+        load_official_dpa(path, dpa_classifier(tiny_bundle, 3))
+    message = str(err.value)
+    assert "missing: adapter2.global_f.7.bias" in message
+    assert "adapter1.fusion_ratio (file (4,), expected (3,))" in message
+    gated = FewShotClassifier(tiny_bundle.depth_encoder(), GDPA(3, EMBED), tiny_bundle.depth_encoder())
+    with pytest.raises(InputError, match="fusion='average'"):
+        load_official_dpa(path, gated)
+
+
+class Payload:
+    """A pickled object that weights_only loading must refuse."""
+
+
+def test_safe_reading_and_atomic_saving(tiny_bundle, tmp_path):
+    torch.save({"x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match=r"evil\.pt.*weights_only"):
+        read_state_dict(tmp_path / "evil.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"cannot read weights file .*garbage\.pt: Unsupported"):
+        read_state_dict(tmp_path / "garbage.pt")
+    with pytest.raises(InputError, match="not found"):
+        read_state_dict(tmp_path / "absent.pt")
+    encoder = tiny_bundle.depth_encoder()
+    out = save_module(encoder, tmp_path / "sub" / "depth.safetensors", {"kind": "depth"})
+    assert sorted(p.name for p in out.parent.iterdir()) == ["depth.safetensors"]  # no temp file left
+    fresh = load_clip(tiny_bundle.name, None).depth_encoder()
+    assert load_module(fresh, out) == {"kind": "depth"}
+    x = random_images(1, seed=12)
+    torch.testing.assert_close(fresh(x), encoder(x), rtol=0, atol=0)
+
+
+def test_import_official_command(tiny_bundle, tmp_path, capsys):
+    path = save_torch(official_depth_file(seed=5), tmp_path / "best_eval.pth")
+    parser = argparse.ArgumentParser()
+    import_official.add_arguments(parser)
+    out = tmp_path / "depth.safetensors"
+    args = parser.parse_args([str(path), "--out", str(out), "--model", tiny_bundle.name])
+    assert import_official.run(args) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "balance s = 0.75" in printed
+    encoder = tiny_bundle.depth_encoder()
+    metadata = load_module(encoder, out)
+    assert metadata["kind"] == "depth" and metadata["quick_gelu"] == "true"
+    assert torch.equal(encoder.proj, official_depth_file(seed=5)["module.point_model.proj"])
+    bad = parser.parse_args([str(path), "--out", str(out), "--kind", "dpa", "--model", tiny_bundle.name])
+    with pytest.raises(InputError, match=r"missing: adapter1\.fusion_ratio"):
+        import_official.run(bad)
