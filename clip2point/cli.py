@@ -13,6 +13,7 @@ from clip2point.errors import Clip2PointError
 # plus a one-line module docstring used as the verb's help.
 VERBS = {
     "render": "render",
+    "import-official": "import_official",
 }
 
 

@@ -34,7 +34,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[s
     """Top-1 accuracy of ``logits (M, K)`` against ``labels (M,)``."""
     num_classes = len(class_names)
     if logits.ndim != 2 or logits.shape[1] != num_classes or logits.shape[0] != labels.shape[0]:
-        raise ValueError(f"logits {tuple(logits.shape)} do not fit labels {tuple(labels.shape)} and {num_classes} classes")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} do not fit labels {tuple(labels.shape)} and {num_classes} classes"
+        )
     predicted = logits.argmax(dim=1).cpu().numpy()
     truth = labels.cpu().numpy().astype(np.int64)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
