@@ -52,8 +52,9 @@ def sample_surface(
 def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tensor:
     """Farthest point sampling: indices ``(B, num_samples)`` int64 into ``points (B, N, 3)``.
 
-    Deterministic: the first pick is index 0 of every cloud; each next pick is the point with the
-    largest squared distance to the picked set (ties: the lowest index, as ``argmax`` returns).
+    Deterministic: the first pick is index 0 of every cloud; each next pick is the not yet picked point
+    with the largest squared distance to the picked set (ties: the lowest index, as ``argmax`` returns),
+    so the indices of a cloud are distinct even when it holds duplicate points.
     Vectorised over the batch and the points (one step per sample); runs on the input's device.
     """
     if points.ndim != 3 or points.shape[-1] != 3:
@@ -69,6 +70,7 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tenso
         indices[:, i] = current
         d = ((points - points[batch, current].unsqueeze(1)) ** 2).sum(-1)
         nearest = torch.minimum(nearest, d)
+        nearest[batch, current] = -1.0  # never pick a point twice, even among duplicates
         current = nearest.argmax(-1)
     return indices
 
