@@ -310,10 +310,11 @@ def read_npy(path: str | Path) -> np.ndarray:
     return check_cloud(arr, path)
 
 
-def read_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def read_h5(path: str | Path, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """ScanObjectNN-style h5: ``(data (M, P, 3) float32, label (M,) int64)`` from keys ``data``, ``label``.
 
-    Labels stored as ``(M, 1)`` are flattened. Every cloud is checked for NaN/inf.
+    Labels stored as ``(M, 1)`` are flattened. With ``check_finite`` every cloud is checked for NaN/inf
+    (datasets turn it off to check, and possibly skip, sample by sample).
     """
     import h5py
 
@@ -330,7 +331,7 @@ def read_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         label = label[:, 0]
     if data.ndim != 3 or data.shape[2] != 3 or label.shape != (data.shape[0],):
         raise InputError(f"{path}: expected data (M, P, 3) and label (M,), got {data.shape}, {label.shape}")
-    bad = ~np.isfinite(data).all(axis=(1, 2))
+    bad = ~np.isfinite(data).all(axis=(1, 2)) if check_finite else np.zeros(1, bool)
     if bad.any():
         raise InputError(f"{path}: sample {int(np.argmax(bad))} of 'data' has a non-finite coordinate")
     return data.astype(np.float32, copy=False), label.astype(np.int64)

@@ -66,3 +66,39 @@ def write_h5(path: Path, data, label) -> Path:
 def box(size=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0)):
     """Vertices and quads of an axis-aligned box."""
     return CUBE_V * np.asarray(size) + np.asarray(offset), CUBE_QUADS
+
+
+def make_modelnet(
+    root: Path, classes, splits=("train", "test"), per_class=None, folder="ModelNet10"
+) -> list[Path]:
+    """A ModelNet tree: split folders for every class, ``per_class`` {name: n} boxes of n sizes."""
+    written = []
+    for name in classes:
+        for split in splits:
+            d = root / folder / name / split
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range((per_class or {}).get(name, 0)):
+                v, q = box(size=(1 + i, 2, 0.5 + i), offset=(i, 0, 0))
+                written.append(write_off(d / f"{name}_{i:04d}.off", v, q, quirk=i % 2 == 1))
+    return written
+
+
+def make_shapenet(root: Path, entries, split="train", points=128, views=10, size=8) -> None:
+    """A ShapeNet55 tree: list file, ``points``-point clouds, renders whose red channel is ``20 * view``."""
+    lists, clouds = root / "ShapeNet55" / "ShapeNet-55", root / "ShapeNet55" / "shapenet_pc"
+    lists.mkdir(parents=True, exist_ok=True)
+    clouds.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for synset, model in entries:
+        np.save(clouds / f"{synset}-{model}.npy", rng.normal(size=(points, 3)).astype(np.float32))
+        lines.append(f"{synset}-{model}.npy")
+        render = root / "rendering" / f"{synset}_{model}"
+        render.mkdir(parents=True, exist_ok=True)
+        for i in range(views):
+            from PIL import Image
+
+            img = np.zeros((size, size, 3), np.uint8)
+            img[..., 0] = 20 * i
+            Image.fromarray(img).save(render / f"{i}.png")
+    (lists / f"{split}.txt").write_text("\n".join(lines) + "\n")
