@@ -31,12 +31,8 @@ def test_cache_round_trip_equals_uncached_and_is_memory_mapped(tree):
     plain = ModelNet(root, "test", N, variant="modelnet10")
     cached = ModelNet(root, "test", N, variant="modelnet10", cache_dir=cache)
     entry = cache / "modelnet10-test"
-    assert sorted(p.name for p in entry.iterdir()) == [
-        "labels.npy",
-        "manifest.json",
-        "points.npy",
-        "records.npy",
-    ]
+    names = sorted(p.name for p in entry.iterdir())
+    assert names == [".lock", "labels.npy", "manifest.json", "points.npy", "records.npy"]
     assert isinstance(cached._samples.points, np.memmap)
     assert torch.equal(served(cached), served(plain))
     assert cached.labels.tolist() == plain.labels.tolist() == [2, 2, 7, 7]
