@@ -331,9 +331,9 @@ def read_h5(path: str | Path, check_finite: bool = True) -> tuple[np.ndarray, np
         label = label[:, 0]
     if data.ndim != 3 or data.shape[2] != 3 or label.shape != (data.shape[0],):
         raise InputError(f"{path}: expected data (M, P, 3) and label (M,), got {data.shape}, {label.shape}")
-    bad = ~np.isfinite(data).all(axis=(1, 2)) if check_finite else np.zeros(1, bool)
-    if bad.any():
-        raise InputError(f"{path}: sample {int(np.argmax(bad))} of 'data' has a non-finite coordinate")
+    if check_finite and not np.isfinite(data).all():
+        bad = int(np.argmax(~np.isfinite(data).all(axis=(1, 2))))
+        raise InputError(f"{path}: sample {bad} of 'data' has a non-finite coordinate")
     return data.astype(np.float32, copy=False), label.astype(np.int64)
 
 

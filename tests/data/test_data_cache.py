@@ -116,3 +116,29 @@ def test_all_inputs_bad_is_an_error(tmp_path):
 
     with pytest.raises(InputError, match=r"no usable samples; all 2 inputs failed \(first: file0: broken\)"):
         load_or_build(tmp_path, "y", [], {}, np.zeros(2), compute, on_error="skip")
+
+
+def test_parallel_builders_build_an_entry_once(tmp_path):
+    import threading
+    import time
+
+    calls = []
+
+    def compute(r):
+        calls.append(r)
+        time.sleep(0.01)
+        return np.full((2, 3), r, np.float32)
+
+    results = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(load_or_build(tmp_path, "z", [], {}, np.arange(4), compute))
+        )
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == [0, 1, 2, 3]  # built by one thread; the others waited and loaded it
+    assert all(np.array_equal(r.points[:, 0, 0], [0, 1, 2, 3]) for r in results) and len(results) == 3
