@@ -1,0 +1,367 @@
+"""Torch datasets over the on-disk layouts of SPEC.md section 5.
+
+Every dataset serves dicts; ``points`` is a ``(N, 3)`` float32 tensor centred and scaled into the unit
+sphere, ``label`` an int in the order of :mod:`clip2point.data.classnames`. The ShapeNet55 pre-training
+pairs add ``image (3, S, S)`` (a CLIP-normalised RGB render), ``view`` (its index 0..9) and that view's
+``azim``, ``elev`` (degrees) and ``dist`` from ``clip2point.render.official_views(10)``.
+
+Common options:
+
+- ``seed``: per-sample randomness (mesh surface sampling, the pre-training view) is drawn from
+  ``numpy.random.default_rng((seed, record))`` (plus the epoch for views), so a sample is the same on
+  every run, in every worker, with or without a cache.
+- ``cache_dir``: preprocess once into a memory-mapped cache (:mod:`clip2point.data.cache`); the samples
+  served are identical to the uncached ones.
+- ``on_error``: ``"raise"`` (default) raises :class:`InputError` naming the bad file when it is read;
+  ``"skip"`` reads every file up front (or while building the cache), leaves bad ones out, logs a warning
+  and records them in ``dataset.skipped`` (``num_skipped`` counts them). No sample is ever silently wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from clip2point.data import classnames
+from clip2point.data.cache import Samples, check_on_error, compute_samples, load_or_build
+from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
+from clip2point.data.sampling import normalize_unit_sphere, resample, sample_surface
+from clip2point.errors import InputError
+from clip2point.render.cameras import align_modelnet, official_views
+
+SPLITS = ("train", "test")
+
+
+def _require_dir(path: Path, layout: str) -> Path:
+    if not path.is_dir():
+        raise InputError(f"data folder {path} not found; expected layout: {layout}")
+    return path
+
+
+def _check_split(split: str, allowed: Sequence[str] = SPLITS) -> None:
+    if split not in allowed:
+        raise InputError(f"split={split!r} is not allowed; use one of {', '.join(allowed)}")
+
+
+class PointCloudDataset(Dataset):
+    """Base class: ``records`` (one per source sample) -> ``{"points": (N, 3) float32, "label": int}``.
+
+    Subclasses set ``sources``, ``labels (R,)``, ``class_names`` and implement :meth:`compute`; then call
+    :meth:`_prepare`. ``len(dataset)`` counts the kept samples; ``dataset.labels (M,)`` their labels.
+    """
+
+    class_names: tuple[str, ...]
+
+    def __init__(self, name: str, num_points: int, seed: int, cache_dir, on_error: str) -> None:
+        check_on_error(on_error)
+        if num_points < 1:
+            raise InputError(f"num_points must be >= 1, got {num_points}")
+        self.name, self.num_points, self.seed = name, num_points, seed
+        self.cache_dir, self.on_error = cache_dir, on_error
+        self.sources: list[Path] = []
+        self._samples: Samples | None = None
+        self.skipped: list[tuple[str, str]] = []
+
+    def compute(self, record: int) -> np.ndarray:
+        """The processed cloud ``(num_points, 3)`` float32 of one record."""
+        raise NotImplementedError
+
+    def source_of(self, record: int) -> str:
+        """The file a record comes from (named in errors and ``skipped``)."""
+        return str(self.sources[record])
+
+    def settings(self) -> dict[str, Any]:
+        """Every option that changes the samples (part of the cache fingerprint)."""
+        return {"dataset": self.name, "num_points": self.num_points, "seed": self.seed}
+
+    def _prepare(self, labels: np.ndarray, fingerprint_sources: Sequence[Path]) -> None:
+        self._all_labels = np.asarray(labels, dtype=np.int64)
+        if len(self._all_labels) == 0:
+            raise InputError(f"{self.name}: no samples found in {self.root}")
+        if self.cache_dir is not None:
+            self._samples = load_or_build(
+                self.cache_dir, self.name, fingerprint_sources, self.settings(), self._all_labels,
+                self.compute, self.on_error,
+            )  # fmt: skip
+        elif self.on_error == "skip":
+            self._samples = compute_samples(self._all_labels, self.compute, "skip", f"reading {self.name}")
+        if self._samples is not None:
+            self.skipped = [(self.source_of(r), msg) for r, msg in self._samples.skipped]
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    @property
+    def records(self) -> np.ndarray:
+        """``(M,)`` index of each served sample in the full record list."""
+        return np.arange(len(self._all_labels)) if self._samples is None else self._samples.records
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``(M,)`` int64 labels of the served samples (for K-shot selection without reading points)."""
+        return self._all_labels[self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def points(self, index: int) -> torch.Tensor:
+        """The cloud ``(num_points, 3)`` float32 of served sample ``index``."""
+        if self._samples is None:
+            return torch.from_numpy(self.compute(index))
+        return torch.from_numpy(np.array(self._samples.points[index], dtype=np.float32))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {self.name} of {len(self)} samples")
+        index %= len(self)
+        return {"points": self.points(index), "label": int(self.labels[index])}
+
+
+def _finish(points: torch.Tensor, align: bool) -> np.ndarray:
+    """Unit-sphere normalisation, then the optional ModelNet "rot" alignment; ``(N, 3)`` float32 numpy."""
+    points = normalize_unit_sphere(points)
+    return (align_modelnet(points) if align else points).numpy().astype(np.float32)
+
+
+class ModelNet(PointCloudDataset):
+    """ModelNet10 / ModelNet40 aligned: ``<root>/<folder>/<class>/<split>/*.off`` meshes.
+
+    Each mesh is surface-sampled (area-weighted, seed ``(seed, record)``) to ``num_points``, normalised,
+    and by default aligned with the official ModelNet "rot" (``align``). ``variant`` is "modelnet10"
+    (folder ``ModelNet10``) or "modelnet40" (folder ``ModelNet40_manually_aligned``).
+    """
+
+    FOLDERS: ClassVar[dict[str, str]] = {
+        "modelnet10": "ModelNet10",
+        "modelnet40": "ModelNet40_manually_aligned",
+    }
+
+    def __init__(
+        self, root, split="test", num_points=1024, variant="modelnet40", align=True, seed=0, cache_dir=None,
+        on_error="raise",
+    ) -> None:  # fmt: skip
+        if variant not in self.FOLDERS:
+            raise InputError(f"ModelNet variant {variant!r} is not allowed; use {', '.join(self.FOLDERS)}")
+        _check_split(split)
+        super().__init__(f"{variant}-{split}", num_points, seed, cache_dir, on_error)
+        self.class_names = classnames.class_names(variant)
+        self.root, self.align = Path(root), align
+        layout = f"{self.FOLDERS[variant]}/<class>/{{train,test}}/*.off"
+        base = _require_dir(self.root / self.FOLDERS[variant], layout)
+        labels = []
+        for label, name in enumerate(self.class_names):
+            files = sorted(_require_dir(base / name / split, layout).glob("*.off"))
+            self.sources += files
+            labels += [label] * len(files)
+        self._prepare(np.asarray(labels), self.sources)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "align": self.align}
+
+    def compute(self, record: int) -> np.ndarray:
+        vertices, faces = read_off(self.sources[record])
+        seed, source = (self.seed, record), self.source_of(record)
+        cloud = sample_surface(vertices, faces, self.num_points, seed, source=source)
+        return _finish(torch.from_numpy(cloud), self.align)
+
+
+class ModelNet40Ply(PointCloudDataset):
+    """The authors' fixed ModelNet40 test samples: ``<root>/ModelNet40_Ply/<label>_<anything>.ply``.
+
+    ``<label>`` is the ModelNet40 class index. The ``x, y, z`` vertices are reduced to ``num_points`` by
+    farthest point sampling (a file with fewer points is an error), normalised, and aligned if ``align``.
+    Only the ``test`` split exists.
+    """
+
+    def __init__(
+        self, root, split="test", num_points=1024, align=True, seed=0, cache_dir=None, on_error="raise"
+    ) -> None:
+        _check_split(split, ("test",))
+        super().__init__("modelnet40_ply-test", num_points, seed, cache_dir, on_error)
+        self.class_names = classnames.MODELNET40
+        self.root, self.align = Path(root), align
+        base = _require_dir(self.root / "ModelNet40_Ply", "ModelNet40_Ply/<label>_<anything>.ply")
+        self.sources = sorted(base.glob("*.ply"))
+        labels = []
+        for path in self.sources:
+            head = path.name.split("_", 1)[0]
+            if not (head.isdigit() and int(head) < len(self.class_names)):
+                raise InputError(f"{path}: file name must start with a ModelNet40 label 0..39 and '_'")
+            labels.append(int(head))
+        self._prepare(np.asarray(labels), self.sources)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "align": self.align}
+
+    def compute(self, record: int) -> np.ndarray:
+        cloud = torch.from_numpy(read_ply(self.sources[record]).astype(np.float32))
+        return _finish(resample(cloud, self.num_points, source=self.source_of(record)), self.align)
+
+
+class ScanObjectNN(PointCloudDataset):
+    """ScanObjectNN h5 files (keys ``data (M, 2048, 3)``, ``label (M,)``), reduced by FPS; no "rot".
+
+    ``variant``: "obj_only" (``main_split_nobg/``), "obj_bg" (``main_split/``) or "pb_t50_rs"
+    (``main_split/*_augmentedrot_scale75.h5``). The split folder is looked for under ``<root>``,
+    ``<root>/ScanObjectNN``, ``<root>/ScanObjectNN/h5_files`` and ``<root>/h5_files``, in this order.
+    """
+
+    VARIANTS: ClassVar[dict[str, tuple[str, str]]] = {
+        "obj_only": ("main_split_nobg", ""),
+        "obj_bg": ("main_split", ""),
+        "pb_t50_rs": ("main_split", "_augmentedrot_scale75"),
+    }
+
+    def __init__(
+        self, root, split="test", num_points=1024, variant="obj_only", seed=0, cache_dir=None,
+        on_error="raise",
+    ) -> None:  # fmt: skip
+        if variant not in self.VARIANTS:
+            allowed = ", ".join(self.VARIANTS)
+            raise InputError(f"ScanObjectNN variant {variant!r} is not allowed; use one of {allowed}")
+        _check_split(split)
+        super().__init__(f"scanobjectnn_{variant}-{split}", num_points, seed, cache_dir, on_error)
+        self.class_names = classnames.SCANOBJECTNN
+        self.root = Path(root)
+        folder, suffix = self.VARIANTS[variant]
+        rel = Path(folder) / f"{'training' if split == 'train' else 'test'}_objectdataset{suffix}.h5"
+        sub = self.root / "ScanObjectNN"
+        bases = [self.root, sub, sub / "h5_files", self.root / "h5_files"]
+        found = [b / rel for b in bases if (b / rel).is_file()]
+        if not found:
+            tried = ", ".join(str(b / rel) for b in bases)
+            raise InputError(f"ScanObjectNN file not found; tried {tried}")
+        self.path = found[0]
+        self._data, labels = read_h5(self.path, check_finite=False)
+        bad = (labels < 0) | (labels >= len(self.class_names))
+        if bad.any():
+            raise InputError(f"{self.path}: label {labels[bad][0]} out of range; allowed 0..14")
+        self.sources = [self.path]
+        self._prepare(labels, self.sources)
+        if self._samples is not None:
+            self._data = None  # served from the samples; free the raw clouds
+
+    def source_of(self, record: int) -> str:
+        return f"{self.path} sample {record}"
+
+    def compute(self, record: int) -> np.ndarray:
+        cloud = torch.from_numpy(np.ascontiguousarray(self._data[record]))
+        return _finish(resample(cloud, self.num_points, source=self.source_of(record)), align=False)
+
+
+class ShapeNet55(PointCloudDataset):
+    """ShapeNet55 clouds for zero-shot evaluation: ``{"points", "label"}``.
+
+    ``<root>/ShapeNet55/ShapeNet-55/<split>.txt`` lists ``<synset>-<model>.npy`` files of
+    ``<root>/ShapeNet55/shapenet_pc/`` (8,192 x 3 each); the label is the synset's index in the sorted
+    ShapeNet55 synset ids. Clouds are reduced to ``num_points`` by farthest point sampling and normalised.
+    The ``test`` list serves as the validation split of pre-training.
+    """
+
+    LAYOUT = "ShapeNet55/ShapeNet-55/{train,test}.txt (lines <synset>-<model>.npy), ShapeNet55/shapenet_pc/"
+
+    def __init__(self, root, split="test", num_points=1024, seed=0, cache_dir=None, on_error="raise") -> None:
+        _check_split(split)
+        super().__init__(f"shapenet55-{split}", num_points, seed, cache_dir, on_error)
+        self.class_names = classnames.SHAPENET55
+        self.root = Path(root)
+        lists = _require_dir(self.root / "ShapeNet55" / "ShapeNet-55", self.LAYOUT)
+        clouds = _require_dir(self.root / "ShapeNet55" / "shapenet_pc", self.LAYOUT)
+        list_file = lists / f"{split}.txt"
+        try:
+            lines = list_file.read_text().splitlines()
+        except OSError as exc:
+            raise InputError(f"cannot read ShapeNet55 list {list_file}: {exc.strerror}") from exc
+        synset_label = {s: i for i, s in enumerate(classnames.SHAPENET55_SYNSET_IDS)}
+        labels, self.model_ids = [], []
+        for lineno, line in enumerate(lines, start=1):
+            name = line.strip()
+            if not name:
+                continue
+            synset, _, model = name.removesuffix(".npy").partition("-")
+            if synset not in synset_label or not model:
+                raise InputError(f"{list_file}: line {lineno}: {name!r} is not '<synset>-<model>.npy' with a "
+                                 "ShapeNet55 synset id")  # fmt: skip
+            self.sources.append(clouds / name)
+            self.model_ids.append((synset, model))
+            labels.append(synset_label[synset])
+        self._prepare(np.asarray(labels), [list_file, *self.sources])
+
+    def compute(self, record: int) -> np.ndarray:
+        cloud = torch.from_numpy(read_npy(self.sources[record]))
+        return _finish(resample(cloud, self.num_points, source=self.source_of(record)), align=False)
+
+
+class ShapeNet55Pretrain(ShapeNet55):
+    """ShapeNet55 pre-training pairs: a cloud and one of its 10 RGB renders (SPEC.md section 2).
+
+    Item: ``points (N, 3)``, ``image (3, S, S)`` float32 (``<render_root>/<synset>_<model>/<view>.png``
+    resized to ``image_size`` and CLIP-normalised), ``view`` (int), ``azim``, ``elev``, ``dist`` (float
+    tensors of that official view) and ``label``. The view index is drawn per item by
+    ``numpy.random.default_rng((seed, epoch, record))``; call :meth:`set_epoch` to draw new views.
+    ``render_root`` defaults to ``<root>/rendering``. Renders are read per item (not cached).
+    """
+
+    NUM_VIEWS = 10
+
+    def __init__(
+        self, root, split="train", num_points=1024, image_size=224, render_root=None, seed=0, cache_dir=None,
+        on_error="raise",
+    ) -> None:  # fmt: skip
+        super().__init__(root, split, num_points, seed, cache_dir, on_error)
+        self.render_root = _require_dir(
+            Path(render_root) if render_root is not None else Path(root) / "rendering",
+            "rendering/<synset>_<model>/<i>.png, i = 0..9",
+        )
+        self.image_size, self.epoch = image_size, 0
+        self._azim, self._elev, self._dist = official_views(self.NUM_VIEWS)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random view indices the items use."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = super().__getitem__(index)
+        record = int(self.records[index % len(self)])
+        view = int(np.random.default_rng((self.seed, self.epoch, record)).integers(self.NUM_VIEWS))
+        synset, model = self.model_ids[record]
+        image = read_image(self.render_root / f"{synset}_{model}" / f"{view}.png", self.image_size)
+        return {
+            **item, "image": image, "view": view,
+            "azim": self._azim[view], "elev": self._elev[view], "dist": self._dist[view],
+        }  # fmt: skip
+
+
+_BUILDERS: dict[str, tuple[type[PointCloudDataset], dict[str, str]]] = {
+    "modelnet10": (ModelNet, {"variant": "modelnet10"}),
+    "modelnet40": (ModelNet, {"variant": "modelnet40"}),
+    "modelnet40_ply": (ModelNet40Ply, {}),
+    "scanobjectnn_obj_only": (ScanObjectNN, {"variant": "obj_only"}),
+    "scanobjectnn_obj_bg": (ScanObjectNN, {"variant": "obj_bg"}),
+    "scanobjectnn_pb_t50_rs": (ScanObjectNN, {"variant": "pb_t50_rs"}),
+    "shapenet55": (ShapeNet55, {}),
+    "shapenet55_pretrain": (ShapeNet55Pretrain, {}),
+}
+DATASET_NAMES = tuple(_BUILDERS)
+
+
+def build_dataset(
+    name: str, root: str | Path, split: str = "test", num_points: int = 1024, **options: Any
+) -> PointCloudDataset:
+    """The dataset called ``name`` (one of :data:`DATASET_NAMES`) over ``root``.
+
+    Names: modelnet10, modelnet40, modelnet40_ply (test only), scanobjectnn_obj_only, scanobjectnn_obj_bg,
+    scanobjectnn_pb_t50_rs, shapenet55 (clouds + labels, zero-shot evaluation), shapenet55_pretrain (cloud
+    and RGB render pairs). ``options`` go to the dataset class: ``seed``, ``cache_dir``, ``on_error`` for
+    all; ``align`` for the ModelNet ones; ``image_size``, ``render_root`` for shapenet55_pretrain.
+    """
+    if name not in _BUILDERS:
+        raise InputError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")
+    cls, fixed = _BUILDERS[name]
+    return cls(root, split, num_points, **fixed, **options)
