@@ -60,13 +60,33 @@ class ModelConfig:
     pretrained: str | None = "openai"
 
 
+DatasetName = Literal[
+    "modelnet10",
+    "modelnet40",
+    "modelnet40_ply",
+    "scanobjectnn_obj_only",
+    "scanobjectnn_obj_bg",
+    "scanobjectnn_pb_t50_rs",
+    "shapenet55",
+    "shapenet55_pretrain",
+]
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data lives and how clouds are sampled."""
+    """Where the data lives and how clouds are sampled (layouts: SPEC.md section 5, README "Data").
+
+    ``cache_dir``: preprocess each dataset once into memory-mapped arrays there (None: parse files every
+    epoch). ``on_error``: ``raise`` on a malformed file, or ``skip`` it with a warning and a count.
+    ``align``: the ModelNet "rot" alignment (ModelNet datasets only).
+    """
 
     root: str = "data"
-    dataset: str = "modelnet10"
+    dataset: DatasetName = "modelnet10"
     num_points: int = bounded(1024, low=1)
+    cache_dir: str | None = None
+    on_error: Literal["raise", "skip"] = "raise"
+    align: bool = True
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,12 @@ def test_overrides_and_flatten():
         parse_override("render.dilation")
     with pytest.raises(ConfigError, match=r"unknown config key 'rendr.dilation': no section 'rendr'"):
         with_overrides(cfg, {"rendr.dilation": 2})
+
+
+def test_dataset_names_match_the_data_package():
+    import typing
+
+    from clip2point.config import DatasetName
+    from clip2point.data import DATASET_NAMES
+
+    assert typing.get_args(DatasetName) == tuple(DATASET_NAMES)

@@ -15,9 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from clip2point.errors import InputError
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from clip2point.render.depth import CLIP_MEAN, CLIP_STD
 
 _OFF_HEADER = re.compile(r"^OFF(?=\s|$|[-+\d])")
 
