@@ -54,10 +54,14 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """CLIP backbone: an open_clip model name and its weights (tag, local file, ``"toy"`` or None)."""
+    """CLIP backbone: an open_clip model name and its weights (tag, local file, ``"toy"`` or None).
 
-    name: str = "ViT-B-32"
-    pretrained: str | None = "openai"
+    The default is the bundled toy CLIP (a demo and test model); the ``paper`` preset selects ViT-B-32
+    with OpenAI's weights.
+    """
+
+    name: str = "ToyCLIP"
+    pretrained: str | None = "toy"
 
 
 DatasetName = Literal[
@@ -81,12 +85,68 @@ class DataConfig:
     ``align``: the ModelNet "rot" alignment (ModelNet datasets only).
     """
 
-    root: str = "data"
+    root: str = "data/toy"
     dataset: DatasetName = "modelnet10"
     num_points: int = bounded(1024, low=1)
     cache_dir: str | None = None
     on_error: Literal["raise", "skip"] = "raise"
     align: bool = True
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Image-depth contrastive pre-training (SPEC.md section 2) on Ray Train.
+
+    ``batch_size`` is the global batch over all workers; ``restart_epochs`` is the cosine warm-restart
+    period T_0 in epochs (the schedule steps every iteration); ``negatives``: ``global`` gathers features
+    from every worker (N workers == 1 worker with the same global batch), ``per_worker`` keeps each
+    worker's own batch as negatives (what the official DataParallel code effectively had).
+    """
+
+    epochs: int = bounded(100, low=1)
+    batch_size: int = bounded(256, low=2)
+    lr: float = bounded(6e-3, low=0.0, low_open=True)
+    weight_decay: float = bounded(1e-4, low=0.0)
+    restart_epochs: int = bounded(2, low=1)
+    eta_min: float = bounded(1e-5, low=0.0)
+    temperature: float = bounded(0.07, low=0.0, low_open=True)
+    intra: bool = True
+    negatives: Literal["global", "per_worker"] = "global"
+    num_workers: int = bounded(1, low=1)
+    use_gpu: bool = False
+    cpus_per_worker: int = bounded(1, low=1)
+    max_failures: int = bounded(2, low=0)
+    eval_dataset: DatasetName = "modelnet10"
+    export_official: bool = False
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """The Gated Dual-Path Adapter's switches (SPEC.md section 4)."""
+
+    path: Literal["single", "dual"] = "dual"
+    aggregator: Literal["global", "inter_view"] = "global"
+    fusion: Literal["gate", "average", "none"] = "gate"
+    variant: Literal["paper", "official"] = "official"
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """Adapter training on frozen encoders: K-shot (``shots``) or the full train split (``shots: null``).
+
+    ``depth_encoder``: a pre-trained depth encoder file (safetensors or an official ``best_eval.pth``);
+    None uses CLIP's visual encoder. Results are reported as mean and std over ``seeds``.
+    """
+
+    shots: int | None = bounded(16, low=1)
+    epochs: int = bounded(50, low=1)
+    batch_size: int = bounded(32, low=1)
+    lr: float = bounded(1e-3, low=0.0, low_open=True)
+    weight_decay: float = bounded(1e-4, low=0.0)
+    dropout: float = bounded(0.075, low=0.0, high=1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    depth_encoder: str | None = None
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
 
 
 @dataclass(frozen=True)
@@ -106,6 +166,8 @@ class ExperimentConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

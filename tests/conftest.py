@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from tests.tiny_clip import tiny_bundle, tiny_name  # noqa: F401  (fixtures for every test folder)
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

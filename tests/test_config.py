@@ -10,7 +10,6 @@ from clip2point.config import (
     load_config,
     parse_override,
     save_config,
-    to_dict,
     with_overrides,
 )
 from clip2point.errors import ConfigError
@@ -87,12 +86,10 @@ def test_overrides_and_flatten():
     )
     assert cfg.render.dilation == 4 and cfg.seed == 3
     flat = flatten(cfg)
-    assert flat["render.dilation"] == 4 and flat["seed"] == 3 and flat["model.pretrained"] == "openai"
-    assert set(flat) == {
-        f"{section}.{key}" if isinstance(value, dict) else section
-        for section, value in to_dict(cfg).items()
-        for key in (value if isinstance(value, dict) else [None])
-    }
+    assert flat["render.dilation"] == 4 and flat["seed"] == 3 and flat["model.pretrained"] == "toy"
+    assert flat["fewshot.adapter.path"] == "dual" and flat["fewshot.seeds"] == [0, 1, 2]
+    assert "fewshot.adapter" not in flat and "render" not in flat  # leaves only
+    assert with_overrides(ExperimentConfig(), flat) == cfg  # the flat view is complete
     with pytest.raises(ConfigError, match=r"unknown config key 'render.dilate'"):
         with_overrides(cfg, {"render.dilate": 2})
     with pytest.raises(ConfigError, match=r"unknown config key 'seed.x': 'seed' is not a section"):

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from data_writers import box, make_modelnet, write_off
 
 from clip2point.data import MODELNET10, ModelNet, build_dataset, fingerprint, load_or_build
 from clip2point.errors import InputError
+from tests.data.data_writers import box, make_modelnet, write_off
 
 N = 32
 

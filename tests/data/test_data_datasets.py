@@ -7,7 +7,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from data_writers import make_modelnet, make_shapenet, write_h5, write_ply
 from torch.utils.data import DataLoader
 
 from clip2point.data import (
@@ -29,6 +28,7 @@ from clip2point.data import (
 )
 from clip2point.errors import InputError
 from clip2point.render import official_views
+from tests.data.data_writers import make_modelnet, make_shapenet, write_h5, write_ply
 
 N = 32
 

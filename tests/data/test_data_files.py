@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_writers import CUBE_QUADS, CUBE_V, write_h5, write_off, write_ply
 from PIL import Image
 
 from clip2point.data.files import (
@@ -21,6 +20,7 @@ from clip2point.data.files import (
     read_ply_mesh,
 )
 from clip2point.errors import InputError
+from tests.data.data_writers import CUBE_QUADS, CUBE_V, write_h5, write_off, write_ply
 
 # The 12 triangles a fan over each cube quad gives: (p0, p1, p2), (p0, p2, p3).
 CUBE_TRIS = np.array([t for q in CUBE_QUADS for t in ([q[0], q[1], q[2]], [q[0], q[2], q[3]])])

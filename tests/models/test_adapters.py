@@ -16,8 +16,7 @@ from clip2point.models import (
     InterViewAdapter,
     zero_shot_logits,
 )
-
-from .conftest import EMBED, SIZE
+from tests.tiny_clip import EMBED, SIZE
 
 V, C, K, B = 4, 6, 3, 5
 

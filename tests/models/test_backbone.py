@@ -12,8 +12,7 @@ from safetensors.torch import save_file
 
 from clip2point.errors import ConfigError, InputError
 from clip2point.models import load_clip, toy_assets_dir, uses_quick_gelu, wants_quick_gelu
-
-from .conftest import EMBED, SIZE, random_images, tiny_config
+from tests.tiny_clip import EMBED, SIZE, random_images, tiny_config
 
 
 def source_model(name: str, seed: int, quick_gelu: bool = False) -> torch.nn.Module:

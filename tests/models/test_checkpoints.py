@@ -23,8 +23,7 @@ from clip2point.models import (
     save_module,
     save_torch,
 )
-
-from .conftest import EMBED, PATCH, SIZE, WIDTH, random_images
+from tests.tiny_clip import EMBED, PATCH, SIZE, WIDTH, random_images
 
 LAYERS = 2
 BLOCK = (

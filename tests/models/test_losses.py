@@ -9,8 +9,7 @@ import torch
 
 from clip2point.errors import InputError
 from clip2point.models import PretrainObjective, nt_xent
-
-from .conftest import random_images
+from tests.tiny_clip import random_images
 
 
 def reference_nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> float:

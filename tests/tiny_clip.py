@@ -1,4 +1,4 @@
-"""Tiny random-init open_clip models registered for the model tests (offline, CPU)."""
+"""Tiny random-init open_clip models for the tests (offline, CPU); fixtures re-exported by tests/conftest.py."""
 
 from __future__ import annotations
 

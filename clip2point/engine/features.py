@@ -1,0 +1,68 @@
+"""Per-view features of a dataset: clouds -> depth maps -> a visual encoder, batched, without gradient."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from clip2point.models.heads import encode_views
+from clip2point.render.depth import DepthRenderer
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (where it pays), a no-op context on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def extract_view_features(
+    encoder: nn.Module,
+    renderer: DepthRenderer,
+    dataset: Dataset,
+    views: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render every sample of ``dataset`` at ``views`` and encode each view.
+
+    ``dataset`` items are dicts with ``points (N, 3)`` and ``label``; ``views`` is ``(azim, elev, dist)``,
+    each ``(V,)``. Returns features ``(M, V, C)`` float32 on the CPU and labels ``(M,)`` int64, in dataset
+    order. The encoder runs in eval mode, under bf16 autocast on CUDA.
+    """
+    device = torch.device(device)
+    was_training = encoder.training
+    encoder.eval()
+    azim, elev, dist = (v.to(device) for v in views)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    features, labels = [], []
+    buffer = None
+    try:
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            points = batch["points"].to(device, non_blocking=True)
+            shape = (points.shape[0], azim.shape[0], 3, renderer.image_size, renderer.image_size)
+            if buffer is None or buffer.shape != shape:
+                buffer = torch.empty(shape, device=device)
+            images = renderer(points, azim, elev, dist, out=buffer)
+            with autocast(device):
+                features.append(encode_views(encoder, images).float().cpu())
+            labels.append(torch.as_tensor(batch["label"]).long())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(features), torch.cat(labels)
