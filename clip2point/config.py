@@ -334,28 +334,61 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with the package (``clip2point/presets/<name>.yaml``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
 def load_config(
-    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    preset: str | None = None,
 ) -> ExperimentConfig:
-    """Load an :class:`ExperimentConfig` from a YAML file (None: defaults), then apply ``overrides``."""
-    data: Any = {}
+    """Load an :class:`ExperimentConfig`: defaults, then a shipped ``preset`` (e.g. ``"paper"``), then the
+    YAML file at ``path``, then dotted-key ``overrides``; each layer changes only the keys it names."""
+    config = ExperimentConfig()
+    if preset is not None:
+        if preset not in preset_names():
+            raise ConfigError(f"unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
+        config = _merge_yaml(config, PRESETS_DIR / f"{preset}.yaml")
     if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        try:
-            config = from_dict(ExperimentConfig, data)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    else:
-        config = ExperimentConfig()
+        config = _merge_yaml(config, Path(path))
     return with_overrides(config, overrides or {})
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+
+
+def _merge_yaml(config: ExperimentConfig, path: Path) -> ExperimentConfig:
+    """``config`` with the keys of the YAML file at ``path`` applied on top."""
+    data = _read_yaml(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping of config sections, got {data!r}")
+
+    def merge(into: dict, new: Mapping) -> None:
+        for key, value in new.items():
+            if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    tree = to_dict(config)
+    merge(tree, data)
+    try:
+        return from_dict(ExperimentConfig, tree)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -107,3 +107,18 @@ def test_dataset_names_match_the_data_package():
     from clip2point.data import DATASET_NAMES
 
     assert typing.get_args(DatasetName) == tuple(DATASET_NAMES)
+
+
+def test_layers_preset_then_file_then_overrides(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("render:\n  dilation: 4\npretrain:\n  epochs: 3\n")
+    cfg = load_config(path, {"pretrain.epochs": 5}, preset="paper")
+    assert cfg.model.name == "ViT-B-32" and cfg.model.pretrained == "openai"  # from the preset
+    assert cfg.render.dilation == 4 and cfg.render.footprint == "disk"  # file on top, untouched keys kept
+    assert cfg.pretrain.epochs == 5 and cfg.pretrain.batch_size == 256  # override on top
+    with pytest.raises(ConfigError, match="unknown preset 'papr'; allowed: paper"):
+        load_config(preset="papr")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml: the top level must be a mapping"):
+        load_config(listing)
