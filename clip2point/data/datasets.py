@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clip2point.data import classnames
-from clip2point.data.cache import Samples, check_on_error, compute_samples, load_or_build
+from clip2point.data.cache import Samples, check_on_error, compute_samples, fingerprint, load_or_build
 from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
 from clip2point.data.sampling import normalize_unit_sphere, resample, sample_surface
 from clip2point.errors import InputError
@@ -79,7 +79,13 @@ class PointCloudDataset(Dataset):
         """Every option that changes the samples (part of the cache fingerprint)."""
         return {"dataset": self.name, "num_points": self.num_points, "seed": self.seed}
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the source files (paths, sizes, mtimes) and :meth:`settings`: equal fingerprints,
+        equal samples. Keys the sample cache and the feature cache, and tags MLflow runs."""
+        return fingerprint(self._fingerprint_sources, self.settings())
+
     def _prepare(self, labels: np.ndarray, fingerprint_sources: Sequence[Path]) -> None:
+        self._fingerprint_sources = list(fingerprint_sources)
         self._all_labels = np.asarray(labels, dtype=np.int64)
         if len(self._all_labels) == 0:
             raise InputError(f"{self.name}: no samples found in {self.root}")
