@@ -168,7 +168,9 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     known ones), a value of the wrong type, or one outside its declared range.
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+        raise ConfigError(
+            f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
@@ -229,8 +231,12 @@ def with_overrides(config: C, overrides: Mapping[str, Any]) -> C:
         node = tree
         parts = dotted.split(".")
         for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in override {dotted!r}")
+            if part not in node:
+                raise ConfigError(f"unknown config key {dotted!r}: no section {'.'.join(parts[: i + 1])!r}")
+            if not isinstance(node[part], dict):
+                raise ConfigError(
+                    f"unknown config key {dotted!r}: {'.'.join(parts[: i + 1])!r} is not a section"
+                )
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"unknown config key {dotted!r}; allowed keys here: {', '.join(node)}")
@@ -246,7 +252,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> ExperimentConfig:
     """Load an :class:`ExperimentConfig` from a YAML file (None: defaults), then apply ``overrides``."""
     data: Any = {}
     if path is not None:

@@ -8,12 +8,18 @@ from clip2point.render.cameras import (
     official_views,
     view_transform,
 )
+from clip2point.render.depth import CLIP_MEAN, CLIP_STD, DepthRenderer, official_normalise, to_clip_input
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DepthRenderer",
     "align_modelnet",
     "axis_rotation",
     "jitter_distance",
     "look_at_rotation",
+    "official_normalise",
     "official_views",
+    "to_clip_input",
     "view_transform",
 ]

@@ -41,7 +41,9 @@ def camera_centre(azim: torch.Tensor, elev: torch.Tensor, dist: torch.Tensor) ->
     """Camera centres ``(..., 3)`` on the sphere of radius ``dist`` for angles in degrees (same shapes)."""
     a = (math.pi / 180.0) * azim
     e = (math.pi / 180.0) * elev
-    return torch.stack([dist * torch.cos(e) * torch.sin(a), dist * torch.sin(e), dist * torch.cos(e) * torch.cos(a)], -1)
+    return torch.stack(
+        [dist * torch.cos(e) * torch.sin(a), dist * torch.sin(e), dist * torch.cos(e) * torch.cos(a)], -1
+    )
 
 
 def _normalize(v: torch.Tensor) -> torch.Tensor:
