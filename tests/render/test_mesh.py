@@ -9,6 +9,7 @@ import trimesh
 
 from clip2point.errors import InputError
 from clip2point.render.cameras import official_views, view_transform
+from clip2point.render.depth import DepthRenderer
 from clip2point.render.mesh import MeshRenderer, triangle_soup
 
 S = 64
@@ -30,38 +31,21 @@ def _l_shape() -> trimesh.Trimesh:
     return trimesh.util.concatenate([a, b])
 
 
-def _disk_silhouette(points: np.ndarray, azim, elev, dist, radius: float = 0.02) -> np.ndarray:
-    """Independent reference ``(V, S, S)`` bool: pixels whose centre lies within ``radius`` (NDC) of a
-    visible (z >= 0) orthographically projected point, NDC = (p / dist) @ R + T, +X left, +Y up."""
-    rot, trans = view_transform(azim, elev, dist)
-    out = np.zeros((len(azim), S, S), dtype=bool)
-    for k in range(len(azim)):
-        pv = ((torch.from_numpy(points) / dist[k]) @ rot[k] + trans[k]).numpy()
-        pv = pv[pv[:, 2] >= 0]
-        col = (1 - pv[:, 0]) * S / 2 - 0.5
-        row = (1 - pv[:, 1]) * S / 2 - 0.5
-        for di in (-1, 0, 1):
-            for dj in (-1, 0, 1):
-                i, j = np.round(row).astype(int) + di, np.round(col).astype(int) + dj
-                xf, yf = 1 - (2 * j + 1) / S, 1 - (2 * i + 1) / S
-                hit = ((xf - pv[:, 0]) ** 2 + (yf - pv[:, 1]) ** 2 < radius**2) & (i >= 0) & (i < S)
-                hit &= (j >= 0) & (j < S)
-                out[k, i[hit], j[hit]] = True
-    return out
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
-def test_silhouette_matches_projected_surface_points(renderer):
+def test_silhouette_matches_depth_renderer_of_surface_points(renderer):
     mesh = _l_shape()
     azim, elev, dist = official_views(10)
     dist = dist * torch.tensor([1.0, 1.0, 1.0, 1.0, 1.2, 1.2, 0.95, 0.95, 1.0, 1.1])
     images, depth = renderer.render(mesh.vertices, mesh.faces, azim, elev, dist, return_depth=True)
     assert images.shape == (10, S, S, 3) and images.dtype == np.uint8
-    points = trimesh.sample.sample_surface(mesh, 30000, seed=0)[0].astype(np.float32)
-    reference = _disk_silhouette(points, azim, elev, dist)
+    points = torch.from_numpy(trimesh.sample.sample_surface(mesh, 30000, seed=0)[0].astype(np.float32))
+    raw = DepthRenderer(image_size=S, footprint="disk", radius=0.02, depth="minimum").raw_depth(
+        points[None], azim, elev, dist
+    )
+    reference = (raw[0] >= 0).numpy()
     mirrored = []
     for k in range(10):
         silhouette = (images[k] < 255).any(-1)
