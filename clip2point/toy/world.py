@@ -5,7 +5,7 @@ Layout under ``out_dir``::
     ModelNet10/<class>/{train,test}/<class>_<k>.off       meshes in ModelNet's Z-up frame (readers apply "rot")
     ShapeNet55/ShapeNet-55/{train,test}.txt                lines "<synset>-<model>.npy"
     ShapeNet55/shapenet_pc/<synset>-<model>.npy            (8192, 3) float32 surface samples, unit sphere
-    ShapeNet55/toy_classes.json                            {synset: class name}, made-up synsets 9000000k
+    ShapeNet55/classes.json                                {synset: class name}, made-up synsets 9000000k
     rendering/<synset>_<model>/<i>.png                     224 x 224 RGB at the 10 official views
     ScanObjectNN/main_split_nobg/{training,test}_objectdataset.h5                      OBJ_ONLY
     ScanObjectNN/main_split/{training,test}_objectdataset.h5                           OBJ_BG
@@ -160,7 +160,7 @@ def _write_lists(out: Path, lists: dict[str, list[str]]) -> None:
     list_dir.mkdir(parents=True, exist_ok=True)
     for split, lines in lists.items():
         (list_dir / f"{split}.txt").write_text("".join(line + "\n" for line in lines))
-    (out / "ShapeNet55" / "toy_classes.json").write_text(json.dumps(SYNSETS, indent=2) + "\n")
+    (out / "ShapeNet55" / "classes.json").write_text(json.dumps(SYNSETS, indent=2) + "\n")
 
 
 def _write_scans(out: Path, scans: dict[str, dict[str, list]]) -> None:

@@ -79,7 +79,7 @@ def test_modelnet_off_files(world):
 @pytest.mark.slow
 def test_shapenet_lists_clouds_and_renders(world):
     root = world / "ShapeNet55"
-    assert json.loads((root / "toy_classes.json").read_text()) == SYNSETS
+    assert json.loads((root / "classes.json").read_text()) == SYNSETS
     for split, count in zip(("train", "test"), SMALL["shapenet"], strict=True):
         text = (root / "ShapeNet-55" / f"{split}.txt").read_text()
         lines = text.splitlines()
@@ -153,3 +153,20 @@ def test_bad_size_and_label_are_named(tmp_path):
         build_toy_world(tmp_path, size="huge")
     with pytest.raises(InputError, match="label=10 is not a toy class"):
         make_shape(10, np.random.default_rng(0))
+
+
+def test_real_readers_load_the_toy_world(world):
+    from clip2point.data import build_dataset
+
+    modelnet = build_dataset("modelnet10", world, "test", 64)
+    assert len(modelnet) == 10 * SMALL["modelnet"][1] and sorted(set(modelnet.labels.tolist())) == list(
+        range(10)
+    )
+    shapenet = build_dataset("shapenet55", world, "train", 64)
+    assert shapenet.class_names == tuple(SYNSETS[s] for s in sorted(SYNSETS))
+    pairs = build_dataset("shapenet55_pretrain", world, "train", 64, image_size=32)
+    item = pairs[0]
+    assert item["image"].shape == (3, 32, 32) and item["points"].shape == (64, 3)
+    for variant in ("scanobjectnn_obj_only", "scanobjectnn_obj_bg", "scanobjectnn_pb_t50_rs"):
+        scans = build_dataset(variant, world / "ScanObjectNN", "test", 64)
+        assert len(scans) > 0 and set(scans.labels.tolist()) <= set(SCANOBJECTNN_LABELS.values())
