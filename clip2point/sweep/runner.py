@@ -3,7 +3,8 @@
 Layout of a sweep's state: ``<storage>/<study>/`` is Tune's experiment directory (its trials and
 experiment state) plus ``clip2point_sweep.json`` (the MLflow parent run id). ``resume=True`` restores the
 Tune experiment -- finished trials are not run again, unfinished and errored ones are -- and re-attaches
-the MLflow parent; child runs left RUNNING by a killed driver or an early-stopped trial are closed as
+the MLflow parent; a trial whose MLflow child run already FINISHED (killed after it finished but before
+Tune saved its state) reports that run's metrics instead of running again; child runs left RUNNING by a killed driver or an early-stopped trial are closed as
 KILLED. A trial that raises is recorded FAILED (Tune: ERROR) with its traceback, and the others go on.
 """
 
@@ -162,10 +163,15 @@ def _run_trial(params: dict, *, study: Study, base: ExperimentConfig, parent_id:
     config = with_overrides(base, overrides)
     trial_id = tune.get_context().get_trial_id()
     name = params.get("cell", trial_id)
+    parent = Tracker.attach(uri, parent_id)
+    done = _finished_child(parent, str(name))
+    if done is not None:  # finished before an interruption that Tune's saved state missed: not run again
+        tune.report({**done.data.metrics, "step": 0, "final": True})
+        return
     tracker = Tracker.start(
         config,
         f"{study.name}/{name}",
-        parent=Tracker.attach(uri, parent_id),
+        parent=parent,
         tags={"study": study.name, "cell": str(name), "tune_trial_id": trial_id},
     )
     step = 0
@@ -193,12 +199,21 @@ def _outcome(result) -> TrialOutcome:
     return TrialOutcome(name, params, metrics, error)
 
 
+def _children(parent: Tracker, condition: str) -> list:
+    experiment = parent.client.get_run(parent.run_id).info.experiment_id
+    return parent.client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{parent.run_id}' and {condition}"
+    )
+
+
+def _finished_child(parent: Tracker, cell: str):
+    """The FINISHED child run of ``cell`` (a grid cell's name or a search trial's id), if any."""
+    found = _children(parent, f"tags.cell = '{cell}' and attributes.status = 'FINISHED'")
+    return found[0] if found else None
+
+
 def _close_stale_children(parent: Tracker, reason: str) -> None:
     """Mark child runs still RUNNING (their process is gone) as KILLED, saying why."""
-    experiment = parent.client.get_run(parent.run_id).info.experiment_id
-    stale = parent.client.search_runs(
-        [experiment], f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'"
-    )
-    for run in stale:
+    for run in _children(parent, "attributes.status = 'RUNNING'"):
         parent.client.set_tag(run.info.run_id, "killed_reason", reason)
         parent.client.set_terminated(run.info.run_id, status="KILLED")

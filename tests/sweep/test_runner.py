@@ -35,7 +35,8 @@ def sweep_env(tmp_path, monkeypatch):
 
 def children(uri):
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("clip2point").experiment_id])
+    experiment = client.get_experiment_by_name("clip2point")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
@@ -81,12 +82,12 @@ def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env):
 
 SCRIPT = """
 import sys
-from clip2point.config import load_config
+from clip2point.config import load_config, parse_override
 from clip2point.sweep.cli import run_and_report
 from tests.sweep.dummy_study import DUMMY
 import ray
 ray.init(num_cpus=2, include_dashboard=False)
-config = load_config(overrides=dict(a.split("=", 1) for a in sys.argv[2:]))
+config = load_config(overrides=dict(parse_override(a) for a in sys.argv[2:]))
 run_and_report(DUMMY, config, resume=sys.argv[1] == "resume", command="test", verbose=0)
 """
 
@@ -98,6 +99,9 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(sweep_env):
     env = {**os.environ, "DUMMY_STUDY_SLEEP": "3"}
     driver = subprocess.Popen([sys.executable, "-c", SCRIPT, "fresh", *args], env=env, start_new_session=True)
     deadline = time.time() + 120
+    state = tmp / "storage" / "dummy_study" / "clip2point_sweep.json"  # written once the store is set up
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.5)
     while time.time() < deadline and not any(
         k.info.status == "FINISHED"
         for k in (children(config.tracking.uri)[2] if (tmp / "mlflow.db").exists() else [])
