@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from clip2point.data import MODELNET10, build_dataset
+from clip2point.engine.data import dataset_from_config
 from clip2point.engine.features import extract_view_features
 from clip2point.engine.metrics import accuracy, save_confusion_png
 from clip2point.engine.zeroshot import evaluate_zero_shot
@@ -109,3 +110,24 @@ def test_zeroshot_command_prints_logs_and_draws(tiny_name, tiny_modelnet, tmp_pa
     assert run.data.tags["dataset_fingerprint"] == dataset_from_config(config, "test").fingerprint()
     assert main([*args, "-o", "data.dataset=modelnet40"]) == 2  # no ModelNet40 there: a clear error
     assert "ModelNet40" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ensure_toy_world_builds_once_and_only_for_toy_roots(tmp_path):
+    from clip2point.config import load_config
+    from clip2point.engine.data import ensure_toy_world
+
+    toy = tmp_path / "toy"
+    toy.mkdir()  # an unfinished earlier attempt
+    config = load_config(overrides={"data.root": str(toy)})
+    ensure_toy_world(config, size="small", progress=False)
+    marker = toy / "toy_world.json"
+    assert marker.exists() and len(dataset_from_config(config, "test")) == 20
+    stamp = marker.stat().st_mtime_ns
+    ensure_toy_world(config, size="small", progress=False)
+    assert marker.stat().st_mtime_ns == stamp  # built once
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".toy-building")]
+    ensure_toy_world(
+        load_config(overrides={"data.root": str(tmp_path / "real")}), size="small", progress=False
+    )
+    assert not (tmp_path / "real").exists()  # not a toy root: nothing built

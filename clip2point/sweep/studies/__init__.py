@@ -1,0 +1,1 @@
+"""The paper's studies, one module each; ``sweeps/<study>.py`` runs them."""
