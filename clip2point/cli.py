@@ -14,6 +14,8 @@ from clip2point.errors import Clip2PointError
 VERBS = {
     "render": "render",
     "import-official": "import_official",
+    "zeroshot": "zeroshot",
+    "toy": "toy",
 }
 
 

@@ -19,6 +19,7 @@ Common options:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clip2point.data import classnames
-from clip2point.data.cache import Samples, check_on_error, compute_samples, load_or_build
+from clip2point.data.cache import Samples, check_on_error, compute_samples, fingerprint, load_or_build
 from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
 from clip2point.data.sampling import normalize_unit_sphere, resample, sample_surface
 from clip2point.errors import InputError
@@ -79,7 +80,13 @@ class PointCloudDataset(Dataset):
         """Every option that changes the samples (part of the cache fingerprint)."""
         return {"dataset": self.name, "num_points": self.num_points, "seed": self.seed}
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the source files (paths, sizes, mtimes) and :meth:`settings`: equal fingerprints,
+        equal samples. Keys the sample cache and the feature cache, and tags MLflow runs."""
+        return fingerprint(self._fingerprint_sources, self.settings())
+
     def _prepare(self, labels: np.ndarray, fingerprint_sources: Sequence[Path]) -> None:
+        self._fingerprint_sources = list(fingerprint_sources)
         self._all_labels = np.asarray(labels, dtype=np.int64)
         if len(self._all_labels) == 0:
             raise InputError(f"{self.name}: no samples found in {self.root}")
@@ -255,13 +262,32 @@ class ScanObjectNN(PointCloudDataset):
         return _finish(resample(cloud, self.num_points, source=self.source_of(record)), align=False)
 
 
+def _shapenet_taxonomy(path: Path) -> dict[str, str]:
+    """``{synset id: class name}`` in label order: ``path`` (a custom taxonomy) if it exists, else ShapeNet55."""
+    if not path.exists():
+        return dict(classnames.SHAPENET55_SYNSETS)
+    try:
+        mapping = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the class taxonomy {path}: {exc}") from exc
+    if (
+        not isinstance(mapping, dict)
+        or not mapping
+        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items())
+    ):
+        raise InputError(f'{path} must map synset ids to class names, e.g. {{"02691156": "airplane"}}')
+    return {k: mapping[k] for k in sorted(mapping)}
+
+
 class ShapeNet55(PointCloudDataset):
     """ShapeNet55 clouds for zero-shot evaluation: ``{"points", "label"}``.
 
     ``<root>/ShapeNet55/ShapeNet-55/<split>.txt`` lists ``<synset>-<model>.npy`` files of
     ``<root>/ShapeNet55/shapenet_pc/`` (8,192 x 3 each); the label is the synset's index in the sorted
     ShapeNet55 synset ids. Clouds are reduced to ``num_points`` by farthest point sampling and normalised.
-    The ``test`` list serves as the validation split of pre-training.
+    The ``test`` list serves as the validation split of pre-training. A custom taxonomy (another set of
+    classes in the same layout, like the toy world's) is given by ``ShapeNet55/classes.json``, a mapping
+    ``{synset id: class name}``; labels then follow its sorted synset ids.
     """
 
     LAYOUT = "ShapeNet55/ShapeNet-55/{train,test}.txt (lines <synset>-<model>.npy), ShapeNet55/shapenet_pc/"
@@ -269,8 +295,9 @@ class ShapeNet55(PointCloudDataset):
     def __init__(self, root, split="test", num_points=1024, seed=0, cache_dir=None, on_error="raise") -> None:
         _check_split(split)
         super().__init__(f"shapenet55-{split}", num_points, seed, cache_dir, on_error)
-        self.class_names = classnames.SHAPENET55
         self.root = Path(root)
+        synsets = _shapenet_taxonomy(self.root / "ShapeNet55" / "classes.json")
+        self.class_names = tuple(synsets.values())
         lists = _require_dir(self.root / "ShapeNet55" / "ShapeNet-55", self.LAYOUT)
         clouds = _require_dir(self.root / "ShapeNet55" / "shapenet_pc", self.LAYOUT)
         list_file = lists / f"{split}.txt"
@@ -278,7 +305,7 @@ class ShapeNet55(PointCloudDataset):
             lines = list_file.read_text().splitlines()
         except OSError as exc:
             raise InputError(f"cannot read ShapeNet55 list {list_file}: {exc.strerror}") from exc
-        synset_label = {s: i for i, s in enumerate(classnames.SHAPENET55_SYNSET_IDS)}
+        synset_label = {s: i for i, s in enumerate(synsets)}
         labels, self.model_ids = [], []
         for lineno, line in enumerate(lines, start=1):
             name = line.strip()
@@ -287,7 +314,7 @@ class ShapeNet55(PointCloudDataset):
             synset, _, model = name.removesuffix(".npy").partition("-")
             if synset not in synset_label or not model:
                 raise InputError(f"{list_file}: line {lineno}: {name!r} is not '<synset>-<model>.npy' with a "
-                                 "ShapeNet55 synset id")  # fmt: skip
+                                 "synset id of the class taxonomy")  # fmt: skip
             self.sources.append(clouds / name)
             self.model_ids.append((synset, model))
             labels.append(synset_label[synset])

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clip2point.plots import pyplot, save_figure
+
 
 @dataclass(frozen=True)
 class Accuracy:
@@ -55,11 +57,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[s
 
 def save_confusion_png(result: Accuracy, path: str | Path, title: str = "") -> Path:
     """Draw the confusion matrix, rows normalised to the true class, counts in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(result.per_class)
     k = len(names)
     totals = result.confusion.sum(axis=1, keepdims=True).clip(min=1)
@@ -75,9 +73,4 @@ def save_confusion_png(result: Accuracy, path: str | Path, title: str = "") -> P
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title} top-1 {result.overall:.2f}% (n={result.num_samples})".strip(), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,6 +15,7 @@ from clip2point.models.checkpoints import (
     convert_official,
     export_official_depth,
     export_official_dpa,
+    load_depth_encoder,
     load_official_depth,
     load_official_dpa,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "export_official_depth",
     "export_official_dpa",
     "load_clip",
+    "load_depth_encoder",
     "load_module",
     "load_official_depth",
     "load_official_dpa",

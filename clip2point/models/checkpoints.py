@@ -25,9 +25,9 @@ from torch import nn
 
 from clip2point.errors import ConfigError, InputError
 from clip2point.models.adapters import GDPA
-from clip2point.models.backbone import load_clip
+from clip2point.models.backbone import ClipBundle, load_clip
 from clip2point.models.classifier import FewShotClassifier
-from clip2point.models.state import StateDict, check_state_dict, read_state_dict, save_module
+from clip2point.models.state import StateDict, check_state_dict, load_module, read_state_dict, save_module
 
 DEPTH_PREFIX = "point_model."
 IMAGE_PREFIX = "image_model."
@@ -190,3 +190,16 @@ def convert_official(
         report = load_official_dpa(path, target)
         metadata["views"] = str(views)
     return report, save_module(target, out, metadata)
+
+
+def load_depth_encoder(bundle: ClipBundle, path: str | os.PathLike) -> nn.Module:
+    """A depth encoder for ``bundle``'s backbone with the weights of ``path``: either our safetensors
+    file (written by pre-training or ``import-official``) or the authors' ``best_eval.pth``, told apart
+    by its keys. Returned frozen-ready in eval mode; errors list missing/unexpected/mis-shaped keys."""
+    encoder = bundle.depth_encoder()
+    keys = read_state_dict(path).keys()
+    if any(k.removeprefix(DATAPARALLEL).startswith(DEPTH_PREFIX) for k in keys):
+        load_official_depth(path, encoder)
+    else:
+        load_module(encoder, path)
+    return encoder.eval()

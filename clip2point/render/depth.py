@@ -204,37 +204,47 @@ class DepthRenderer:
         """Canvas index of every candidate pixel of every point, ``(B, V, N, P)``; ``spare`` where not drawn.
 
         Image ``k = b * V + v`` starts at canvas index ``k * image_stride``; pixel ``(row, col)`` of it is at
-        ``row * S + col`` after that. Separable: candidate rows ``(B, V, N, Pr)`` and columns ``(B, V, N, Pc)``
-        combine into ``P = Pr * Pc`` candidates; the disk keeps those whose centre lies strictly inside the
-        circle. Out-of-image rows/columns (and points behind the camera) are pushed past ``spare`` first and
-        clamped onto it at the end, so no boolean mask over all candidates is needed for the square footprint.
+        ``row * S + col`` after that. Separable: candidate rows ``(B, V, N, R)`` and columns ``(B, V, N, R)``
+        combine into ``P = R * R`` candidates (the disk: :meth:`_disk_candidates`). Out-of-image rows/columns
+        (and points behind the camera) are pushed past ``spare`` first and clamped onto it at the end, so no
+        boolean mask over all candidates is needed.
         """
         s = self.image_size
         batch, views = x.shape[:2]
         u = (1 - x) * (s / 2) - 0.5  # continuous column
         v = (1 - y) * (s / 2) - 0.5  # continuous row
-        if self.footprint == "square":
-            first, count = -(self.dilation // 2), self.dilation
-            cols = torch.ceil(u).unsqueeze(-1) + _offsets(first, count, u)
-            rows = torch.ceil(v).unsqueeze(-1) + _offsets(first, count, v)
-        else:
-            reach = self.radius * s / 2  # the radius in pixels
-            count = math.ceil(2 * reach) + 1  # a superset of the pixels whose centres are within reach
-            cols = torch.floor(u - reach).unsqueeze(-1) + _offsets(0, count, u)
-            rows = torch.floor(v - reach).unsqueeze(-1) + _offsets(0, count, v)
-        beyond = spare + 1
         image = torch.arange(batch * views, device=x.device).view(batch, views, 1, 1) * image_stride
-        row_ok = (rows >= 0) & (rows < s) & (z >= 0).unsqueeze(-1)
-        row_start = torch.where(row_ok, rows.long() * s + image, beyond)  # (B, V, N, Pr)
-        col = torch.where((cols >= 0) & (cols < s), cols.long(), beyond)  # (B, V, N, Pc)
-        index = row_start.unsqueeze(-1) + col.unsqueeze(-2)  # (B, V, N, Pr, Pc)
         if self.footprint == "disk":
-            # Exact test in NDC, as the spec states it: dx^2 + dy^2 < r^2 with pixel-centre NDC coordinates.
-            dx2 = (1 - (2 * cols + 1) / s - x.unsqueeze(-1)).square()
-            dy2 = (1 - (2 * rows + 1) / s - y.unsqueeze(-1)).square()
-            inside = (dy2.unsqueeze(-1) + dx2.unsqueeze(-2)) < self.radius**2
-            index = torch.where(inside, index, spare)
+            return self._disk_candidates(x, y, z, u, v, image, spare)
+        first, count = -(self.dilation // 2), self.dilation
+        cols = torch.ceil(u).unsqueeze(-1) + _offsets(first, count, u)
+        rows = torch.ceil(v).unsqueeze(-1) + _offsets(first, count, v)
+        beyond = spare + 1
+        row_ok = (rows >= 0) & (rows < s) & (z >= 0).unsqueeze(-1)
+        row_start = torch.where(row_ok, rows.long() * s + image, beyond)  # (B, V, N, R)
+        col = torch.where((cols >= 0) & (cols < s), cols.long(), beyond)  # (B, V, N, R)
+        index = row_start.unsqueeze(-1) + col.unsqueeze(-2)  # (B, V, N, R, R)
         return index.clamp_max_(spare).flatten(-2)
+
+    def _disk_candidates(self, x, y, z, u, v, image, spare) -> torch.Tensor:
+        """The disk footprint's candidate indices ``(B, V, N, P)``, ``spare`` where not drawn.
+
+        A pixel centre within ``reach = radius * S/2`` pixels of a point is at most ``ceil(reach + 0.5) - 1``
+        rows/columns from the pixel the point falls in (``round(u)``), so that window is a superset; the
+        exact test is then the spec's, in NDC: ``dx^2 + dy^2 < r^2``. Out-of-image rows/columns and points
+        behind the camera get an infinite ``dy^2``/``dx^2``, so one comparison decides everything.
+        """
+        s = self.image_size
+        half = math.ceil(self.radius * s / 2 + 0.5) - 1
+        cols = torch.round(u).unsqueeze(-1) + _offsets(-half, 2 * half + 1, u)  # (B, V, N, W)
+        rows = torch.round(v).unsqueeze(-1) + _offsets(-half, 2 * half + 1, v)
+        dx2 = (1 - (2 * cols + 1) / s - x.unsqueeze(-1)).square_()
+        dy2 = (1 - (2 * rows + 1) / s - y.unsqueeze(-1)).square_()
+        dx2.masked_fill_((cols < 0) | (cols >= s), math.inf)
+        dy2.masked_fill_((rows < 0) | (rows >= s) | (z < 0).unsqueeze(-1), math.inf)
+        inside = (dy2.unsqueeze(-1) + dx2.unsqueeze(-2)) < self.radius**2  # (B, V, N, W, W)
+        index = (rows.long() * s + image).unsqueeze(-1) + cols.long().unsqueeze(-2)
+        return torch.where(inside, index, spare).flatten(-2)
 
 
 def _offsets(first: int, count: int, like: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clip2point.plots import pyplot, save_figure
 from clip2point.render.depth import DepthRenderer, official_normalise
 
 # The rendering settings of the paper's Table 5 / Fig. 4, plus the official disk footprint.
@@ -42,11 +43,7 @@ def save_view_grid(
     ``images`` is ``(V, H, W)`` gray or ``(V, H, W, 3)`` RGB, float in [0, 1] or uint8. Every row must have the
     same V. Returns the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     num_views = {len(images) for _, images in rows}
     if len(num_views) != 1:
         raise ValueError(f"every row needs the same number of views, got {sorted(num_views)}")
@@ -71,12 +68,7 @@ def save_view_grid(
         axes[r][0].set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def view_titles(azim: torch.Tensor, elev: torch.Tensor) -> list[str]:

@@ -142,3 +142,16 @@ def test_parallel_builders_build_an_entry_once(tmp_path):
         t.join()
     assert sorted(calls) == [0, 1, 2, 3]  # built by one thread; the others waited and loaded it
     assert all(np.array_equal(r.points[:, 0, 0], [0, 1, 2, 3]) for r in results) and len(results) == 3
+
+
+def test_dataset_fingerprint_follows_files_and_settings(tmp_path):
+    from clip2point.data import MODELNET10
+
+    files = make_modelnet(tmp_path, MODELNET10, splits=("test",), per_class={"bathtub": 1, "bed": 1})
+    first = ModelNet(tmp_path, "test", 32, variant="modelnet10")
+    before = first.fingerprint()
+    assert first.fingerprint() == ModelNet(tmp_path, "test", 32, variant="modelnet10").fingerprint()
+    assert first.fingerprint() != ModelNet(tmp_path, "test", 64, variant="modelnet10").fingerprint()
+    assert first.fingerprint() != ModelNet(tmp_path, "test", 32, variant="modelnet10", seed=1).fingerprint()
+    write_off(files[0], *box(size=(3.25, 1.0, 1.0)))  # another size on disk: the source changed
+    assert first.fingerprint() != before

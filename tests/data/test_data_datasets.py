@@ -233,3 +233,18 @@ def test_build_dataset_names_and_k_shot(modelnet10):
     assert ds.labels[idx].tolist() == [1, 2, 9]
     with pytest.raises(InputError, match=r"class 'bathtub' \(label 0\) has 0 samples"):
         select_k_shot(ds.labels, 1, class_names=ds.class_names)
+
+
+def test_shapenet_custom_taxonomy(tmp_path):
+    make_shapenet(tmp_path, [("900002", "x1"), ("900000", "y1"), ("900001", "z1")], split="train")
+    taxonomy = tmp_path / "ShapeNet55" / "classes.json"
+    taxonomy.write_text('{"900001": "chair", "900000": "bathtub", "900002": "table"}')
+    ds = ShapeNet55(tmp_path, "train", N)
+    assert ds.class_names == ("bathtub", "chair", "table")  # sorted by synset id
+    assert ds.labels.tolist() == [2, 0, 1]
+    taxonomy.write_text('["chair"]')
+    with pytest.raises(InputError, match=r"classes\.json must map synset ids to class names"):
+        ShapeNet55(tmp_path, "train", N)
+    taxonomy.write_text('{"900001": "chair"}')
+    with pytest.raises(InputError, match=r"train\.txt: line 1: '900002-x1\.npy' is not"):
+        ShapeNet55(tmp_path, "train", N)

@@ -74,3 +74,38 @@ def test_accuracy_by_hand(tmp_path):
     assert np.isnan(empty_class.per_class["c"]) and empty_class.mean_per_class == 100.0
     png = save_confusion_png(result, tmp_path / "cm.png", title="toy")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_zeroshot_command_prints_logs_and_draws(tiny_name, tiny_modelnet, tmp_path, monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    from clip2point.cli import main
+    from clip2point.config import load_config
+    from clip2point.engine.data import dataset_from_config
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    args = [
+        "zeroshot",
+        "-o",
+        f"model.name={tiny_name}",
+        "-o",
+        "model.pretrained=null",
+        "-o",
+        f"data.root={tmp_path}",
+    ]
+    assert main([*args, "-o", "render.views=6", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "zero-shot on modelnet10 (test, 6 samples, 6 views)" in printed
+    assert "overall top-1:" in printed and "bathtub" in printed
+    assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "views.png").stat().st_size > 1000
+    run = MlflowClient(store).search_runs(
+        MlflowClient(store).get_experiment_by_name("clip2point").experiment_id
+    )[0]
+    assert run.info.status == "FINISHED" and run.data.params["render.views"] == "6"
+    assert 0.0 <= run.data.metrics["zeroshot_acc"] <= 100.0
+    config = load_config(overrides={"data.root": str(tmp_path)})
+    assert run.data.tags["dataset_fingerprint"] == dataset_from_config(config, "test").fingerprint()
+    assert main([*args, "-o", "data.dataset=modelnet40"]) == 2  # no ModelNet40 there: a clear error
+    assert "ModelNet40" in capsys.readouterr().err

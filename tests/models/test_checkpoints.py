@@ -254,3 +254,21 @@ def test_import_official_command(tiny_bundle, tmp_path, capsys):
     bad = parser.parse_args([str(path), "--out", str(out), "--kind", "dpa", "--model", tiny_bundle.name])
     with pytest.raises(InputError, match=r"missing: adapter1\.fusion_ratio"):
         import_official.run(bad)
+
+
+def test_load_depth_encoder_reads_ours_and_the_official_file(tiny_bundle, tmp_path):
+    from clip2point.models import load_depth_encoder, save_module
+
+    ours = tiny_bundle.depth_encoder()
+    with torch.no_grad():
+        ours.proj.mul_(2.0)
+    x = random_images(2, seed=5)
+    official = save_torch(export_official_depth(ours, tiny_bundle.visual, 1.0), tmp_path / "best_eval.pth")
+    native = save_module(ours, tmp_path / "depth.safetensors", {"kind": "depth"})
+    for path in (official, native):
+        loaded = load_depth_encoder(tiny_bundle, path)
+        assert not loaded.training
+        torch.testing.assert_close(loaded(x), ours(x), rtol=0, atol=0)
+    with pytest.raises(InputError, match="missing"):
+        save_torch({"proj": ours.proj.detach()}, tmp_path / "partial.pth")
+        load_depth_encoder(tiny_bundle, tmp_path / "partial.pth")

@@ -1,0 +1,44 @@
+"""Zero-shot classification of a dataset's depth maps with CLIP or a pre-trained depth encoder.
+
+Examples:
+  clip2point zeroshot                                        # toy ModelNet10, toy CLIP, official rendering
+  clip2point zeroshot --encoder runs/pretrain/best_depth.safetensors
+  clip2point zeroshot --preset paper -o data.dataset=scanobjectnn_obj_bg -o render.views=6
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clip2point.commands.common import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        help="pre-trained depth encoder (our .safetensors or the authors' best_eval.pth); default: CLIP's visual encoder",
+    )
+    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--out", type=Path, help="folder for confusion.png and views.png")
+    parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clip2point.engine.zeroshot import run_zero_shot
+
+    config = config_from_args(args)
+    result = run_zero_shot(
+        config, depth_encoder=args.encoder, split=args.split, out_dir=args.out, track=not args.no_track
+    )
+    width = max(len(name) for name in result.per_class)
+    print(
+        f"zero-shot on {config.data.dataset} ({args.split}, {result.num_samples} samples, {config.render.views} views)"
+    )
+    for name, value in result.per_class.items():
+        print(f"  {name:<{width}}  {value:6.2f}%")
+    print(f"overall top-1: {result.overall:.2f}%   mean class accuracy: {result.mean_per_class:.2f}%")
+    return 0
