@@ -97,27 +97,35 @@ class DataConfig:
 class PretrainConfig:
     """Image-depth contrastive pre-training (SPEC.md section 2) on Ray Train.
 
+    The defaults are the toy setting (a few minutes on 2 CPU cores); the ``paper`` preset holds the paper's.
     ``batch_size`` is the global batch over all workers; ``restart_epochs`` is the cosine warm-restart
     period T_0 in epochs (the schedule steps every iteration); ``negatives``: ``global`` gathers features
     from every worker (N workers == 1 worker with the same global batch), ``per_worker`` keeps each
     worker's own batch as negatives (what the official DataParallel code effectively had).
+    ``loader_workers``: data-loading processes per worker. ``storage``: the folder holding one sub-folder per
+    run (checkpoints, best encoder); None means ``<project root>/runs/pretrain``; it must be shared by all
+    nodes of a cluster. ``keep_checkpoints``: how many epoch checkpoints Ray Train keeps.
     """
 
-    epochs: int = bounded(100, low=1)
-    batch_size: int = bounded(256, low=2)
-    lr: float = bounded(6e-3, low=0.0, low_open=True)
+    epochs: int = bounded(12, low=1)
+    batch_size: int = bounded(50, low=2)
+    lr: float = bounded(2e-3, low=0.0, low_open=True)
     weight_decay: float = bounded(1e-4, low=0.0)
-    restart_epochs: int = bounded(2, low=1)
+    restart_epochs: int = bounded(12, low=1)
     eta_min: float = bounded(1e-5, low=0.0)
     temperature: float = bounded(0.07, low=0.0, low_open=True)
     intra: bool = True
     negatives: Literal["global", "per_worker"] = "global"
     num_workers: int = bounded(1, low=1)
     use_gpu: bool = False
-    cpus_per_worker: int = bounded(1, low=1)
-    max_failures: int = bounded(2, low=0)
+    cpus_per_worker: int = bounded(2, low=1)
+    loader_workers: int = bounded(0, low=0)
+    max_failures: int = bounded(2, low=-1)
     eval_dataset: DatasetName = "modelnet10"
+    eval_batch_size: int = bounded(64, low=1)
     export_official: bool = False
+    storage: str | None = None
+    keep_checkpoints: int = bounded(2, low=1)
 
 
 @dataclass(frozen=True)

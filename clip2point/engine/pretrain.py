@@ -1,0 +1,177 @@
+"""Pre-training driver: a Ray Train ``TorchTrainer`` over :func:`~clip2point.engine.pretrain_worker.train_loop_per_worker`.
+
+:func:`run_pretraining` resolves every relative path to an absolute one (Ray workers run in other working
+directories), builds the toy world if the default data folder is missing, creates (or, with ``resume``,
+re-opens) the MLflow run, and runs ``pretrain.num_workers`` workers (DDP: gloo on CPU, nccl on GPU) with
+``FailureConfig(max_failures)``. A run lives in ``<storage>/<name>/``: Ray Train's epoch checkpoints
+(``epoch_NNNN/state.pt``), the best-val depth encoder ``best_depth_encoder.safetensors`` (and
+``best_eval.pth`` in the official layout with ``export_official``), ``config.yaml`` and ``mlflow_run.json``
+(the MLflow run that a resume continues). Restarting with the same name and ``resume=True`` continues
+from the latest checkpoint; MLflow then holds each epoch once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clip2point.config import DataConfig, ExperimentConfig, save_config
+from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
+from clip2point.errors import ConfigError
+from clip2point.models.state import atomic_write
+from clip2point.tracking import Tracker, project_root
+
+RUN_FILE = "mlflow_run.json"
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """Where a run went and how it did; accuracies in %, ``baseline_*`` = the CLIP before pre-training
+    (epoch 0), ``best_*`` = at the epoch of the best val accuracy."""
+
+    name: str
+    run_dir: Path
+    run_id: str
+    tracking_uri: str
+    epochs: int
+    best_epoch: int
+    best_val_acc: float
+    best_test_acc: float
+    baseline_val_acc: float
+    baseline_test_acc: float
+    best_file: Path
+
+
+def absolute_paths(config: ExperimentConfig, cwd: Path | None = None) -> ExperimentConfig:
+    """``config`` with ``data.root``, ``data.cache_dir`` and ``pretrain.storage`` made absolute (relative to
+    ``cwd``, default the current directory); ``storage`` None becomes ``<project root>/runs/pretrain``."""
+    cwd = (cwd or Path.cwd()).resolve()
+
+    def absolute(path: str) -> str:
+        return str((cwd / Path(path).expanduser()).resolve())
+
+    data = dataclasses.replace(
+        config.data,
+        root=absolute(config.data.root),
+        cache_dir=None if config.data.cache_dir is None else absolute(config.data.cache_dir),
+    )
+    storage = config.pretrain.storage
+    storage = absolute(storage) if storage is not None else str(project_root() / "runs" / "pretrain")
+    return dataclasses.replace(
+        config, data=data, pretrain=dataclasses.replace(config.pretrain, storage=storage)
+    )
+
+
+def ensure_toy_world(config: ExperimentConfig, log: Callable[[str], None], cwd: Path | None = None) -> None:
+    """Build the toy world when ``data.root`` is the default (``data/toy``) and that folder does not exist."""
+    root = (cwd or Path.cwd()).resolve() / DataConfig().root
+    if Path(config.data.root) != root or root.exists():
+        return
+    from clip2point.toy import build_toy_world
+
+    log(f"toy data not found at {root}: building the toy world there (once)")
+    build_toy_world(root, seed=config.seed)
+
+
+def default_run_name() -> str:
+    return time.strftime("pretrain-%Y%m%d-%H%M%S")
+
+
+def open_run(config: ExperimentConfig, name: str, run_dir: Path, resume: bool) -> Tracker:
+    """The MLflow run of ``run_dir``: a new one, or with ``resume`` the recorded one, set back to RUNNING."""
+    record = run_dir / RUN_FILE
+    if resume:
+        if not record.is_file():
+            raise ConfigError(
+                f"--resume: no run named {name!r} to continue ({record} not found); "
+                "allowed: the name of an earlier run in pretrain.storage"
+            )
+        saved = json.loads(record.read_text())
+        tracker = Tracker.attach(saved["tracking_uri"], saved["run_id"])
+        tracker.client.update_run(tracker.run_id, status="RUNNING")
+        return tracker
+    if run_dir.exists():
+        raise ConfigError(
+            f"a pre-training run named {name!r} already exists in {run_dir}; "
+            "allowed: --resume to continue it, or a new --name"
+        )
+    tracker = Tracker.start(config, name, tags={"stage": "pretrain", "run_dir": str(run_dir)})
+    text = json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2)
+    atomic_write(record, lambda tmp: Path(tmp).write_text(text))
+    save_config(config, run_dir / "config.yaml")
+    return tracker
+
+
+def make_trainer(config: ExperimentConfig, name: str, job: dict):
+    """The Ray Train ``TorchTrainer`` of a run (checkpoints under ``<storage>/<name>``)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    pre = config.pretrain
+    resources = {"CPU": pre.cpus_per_worker} | ({"GPU": 1} if pre.use_gpu else {})
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=pre.num_workers, use_gpu=pre.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=pre.storage,
+            failure_config=ray.train.FailureConfig(max_failures=pre.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=pre.keep_checkpoints),
+        ),
+    )
+
+
+def summarise(tracker: Tracker, name: str, run_dir: Path) -> PretrainResult:
+    """Read the run's outcome back from MLflow."""
+    latest = tracker.client.get_run(tracker.run_id).data.metrics
+    baseline = {
+        key: next(m.value for m in tracker.client.get_metric_history(tracker.run_id, key) if m.step == 0)
+        for key in ("val_acc", "test_acc")
+    }
+    steps = [m.step for m in tracker.client.get_metric_history(tracker.run_id, "loss_total")]
+    return PretrainResult(
+        name=name, run_dir=run_dir, run_id=tracker.run_id, tracking_uri=tracker.uri,
+        epochs=max(steps, default=0), best_epoch=int(latest["best_epoch"]),
+        best_val_acc=latest["best_val_acc"], best_test_acc=latest["best_test_acc"],
+        baseline_val_acc=baseline["val_acc"], baseline_test_acc=baseline["test_acc"],
+        best_file=run_dir / BEST_FILE,
+    )  # fmt: skip
+
+
+def run_pretraining(
+    config: ExperimentConfig,
+    name: str | None = None,
+    *,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> PretrainResult:
+    """Pre-train a depth encoder as ``config`` says; see the module docstring.
+
+    ``name``: the run's folder name under ``pretrain.storage`` and MLflow run name (default
+    ``pretrain-<date>-<time>``); ``resume``: continue the run of that name from its latest checkpoint (the
+    config may raise ``pretrain.epochs``). ``on_epoch_end(epoch, metrics)`` runs on the rank-0 worker after
+    each epoch (it must be picklable). The MLflow run ends FINISHED, or FAILED with the traceback.
+    """
+    if resume and name is None:
+        raise ConfigError("--resume needs the --name of the run to continue")
+    config = absolute_paths(config)
+    ensure_toy_world(config, log)
+    name = name or default_run_name()
+    run_dir = Path(config.pretrain.storage) / name
+    tracker = open_run(config, name, run_dir, resume)
+    job = {"config": config, "run_dir": str(run_dir), "tracking_uri": tracker.uri, "run_id": tracker.run_id,
+           "on_epoch_end": on_epoch_end}  # fmt: skip
+    log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
+    with tracker.active():
+        make_trainer(config, name, job).fit()
+        result = summarise(tracker, name, run_dir)
+        tracker.log_artifact(result.best_file, "checkpoints")
+    return result

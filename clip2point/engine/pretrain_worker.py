@@ -1,0 +1,260 @@
+"""The Ray Train per-worker loop of pre-training (SPEC.md section 2), for 1 worker or N DDP workers.
+
+Each worker reads its shard of the ShapeNet55 pre-training pairs (``DistributedSampler``, seeded, one
+``set_epoch`` per epoch), renders every cloud at its sampled view at two jittered distances, encodes the
+depth maps with the trainable depth encoder and the RGB render with the frozen image encoder, and steps
+LAMB on the objective, with the cosine warm-restart schedule stepped every iteration. After every epoch
+rank 0 measures zero-shot accuracy (pre-training val split and the downstream test set), keeps the best-val
+depth encoder in the run folder, writes the checkpoint that Ray Train persists, and logs the epoch to MLflow
+exactly once (also across restarts). A restarted worker (``FailureConfig``) or a resumed run continues from
+the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from clip2point.config import ExperimentConfig
+from clip2point.data import build_dataset
+from clip2point.engine.features import autocast
+from clip2point.engine.pretrain_state import read_state, restore_state, write_state
+from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, render_pair
+from clip2point.engine.zeroshot import evaluate_zero_shot
+from clip2point.errors import ConfigError
+from clip2point.models import (
+    PretrainObjective,
+    encode_prompts,
+    export_official_depth,
+    load_clip,
+    save_module,
+    save_torch,
+)
+from clip2point.render import DepthRenderer, official_views
+from clip2point.tracking import Tracker
+
+BEST_FILE = "best_depth_encoder.safetensors"
+OFFICIAL_FILE = "best_eval.pth"
+MODELNET = ("modelnet10", "modelnet40", "modelnet40_ply")
+
+
+def dataset_options(name: str, config: ExperimentConfig) -> dict[str, Any]:
+    """``build_dataset`` options from ``config.data`` that dataset ``name`` accepts."""
+    options = {"seed": config.seed, "cache_dir": config.data.cache_dir, "on_error": config.data.on_error}
+    return options | ({"align": config.data.align} if name in MODELNET else {})
+
+
+class ZeroShotProbe:
+    """Zero-shot accuracy (%) of a depth encoder on the pre-training val split (``shapenet55`` test list, its
+    own class names) and on ``pretrain.eval_dataset``'s test split, at the ``render.views`` official views.
+    The clouds are read once and kept in memory."""
+
+    def __init__(self, config: ExperimentConfig, bundle, renderer: DepthRenderer, device: torch.device):
+        root, points = config.data.root, config.data.num_points
+        self.sets = {}
+        for key, name in (("val_acc", "shapenet55"), ("test_acc", config.pretrain.eval_dataset)):
+            dataset = build_dataset(name, root, "test", points, **dataset_options(name, config))
+            items = [dataset[i] for i in range(len(dataset))]
+            text = encode_prompts(bundle.text, dataset.class_names)
+            self.sets[key] = (items, tuple(dataset.class_names), text)
+        self.renderer, self.device = renderer, device
+        self.views = official_views(config.render.views)
+        self.batch_size = config.pretrain.eval_batch_size
+
+    def __call__(self, encoder: nn.Module) -> dict[str, float]:
+        return {
+            key: evaluate_zero_shot(
+                encoder, text, names, items, self.renderer, self.views,
+                batch_size=self.batch_size, device=self.device, progress=False,
+            ).overall
+            for key, (items, names, text) in self.sets.items()
+        }  # fmt: skip
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The distance-jitter generator of one epoch, the same on every worker."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def log_once(tracker: Tracker, metrics: dict[str, float], step: int) -> None:
+    """Log ``metrics`` at ``step`` unless that step is already in the run (a restart re-reaching it)."""
+    probe = next(iter(metrics))
+    if step not in {m.step for m in tracker.client.get_metric_history(tracker.run_id, probe)}:
+        tracker.log_metrics(metrics, step)
+
+
+class Worker:
+    """One worker's training state; :meth:`run` is the loop."""
+
+    def __init__(self, job: dict[str, Any]):
+        import ray.train
+        import ray.train.torch
+        from timm.optim import Lamb
+
+        self.config: ExperimentConfig = job["config"]
+        self.job = job
+        pre = self.config.pretrain
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        if pre.batch_size % self.world:
+            raise ConfigError(
+                f"config key 'pretrain.batch_size': {pre.batch_size} is not divisible by "
+                f"pretrain.num_workers={self.world}; allowed: a multiple of the number of workers"
+            )
+        self.device = ray.train.torch.get_device()
+        torch.set_num_threads(pre.cpus_per_worker)
+        torch.manual_seed(self.config.seed)
+        bundle = load_clip(self.config.model.name, self.config.model.pretrained, self.device)
+        self.bundle = bundle
+        render = dataclasses.replace(self.config.render, image_size=bundle.image_size)
+        self.renderer = DepthRenderer.from_config(render)
+        self.image_encoder = bundle.image_encoder()
+        objective = PretrainObjective(intra=pre.intra, temperature=pre.temperature)
+        self.model = DepthImageContrast(bundle.depth_encoder(), objective, pre.negatives == "global")
+        self.model.to(self.device)
+        self.trainable: nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.trainable = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        name = "shapenet55_pretrain"
+        options = dataset_options(name, self.config) | {"image_size": bundle.image_size}
+        self.train_set = build_dataset(
+            name, self.config.data.root, "train", self.config.data.num_points, **options
+        )
+        self.sampler = DistributedSampler(
+            self.train_set, self.world, self.rank, shuffle=True, seed=self.config.seed, drop_last=True
+        )
+        self.loader = DataLoader(
+            self.train_set, batch_size=pre.batch_size // self.world, sampler=self.sampler, drop_last=True,
+            num_workers=pre.loader_workers, pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+        if len(self.loader) == 0:
+            raise ConfigError(
+                f"config key 'pretrain.batch_size': {pre.batch_size} exceeds the {len(self.train_set)} "
+                "pre-training samples; allowed: at most the number of samples"
+            )
+        self.optimizer = Lamb(self.model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            self.optimizer, T_0=pre.restart_epochs * len(self.loader), T_mult=1, eta_min=pre.eta_min
+        )
+        self.run_dir = Path(job["run_dir"])
+        self.tracker = Tracker.attach(job["tracking_uri"], job["run_id"]) if self.rank == 0 else None
+        self.probe = (
+            ZeroShotProbe(self.config, bundle, self.renderer, self.device) if self.rank == 0 else None
+        )
+        self.best = {"best_val_acc": -math.inf, "best_test_acc": math.nan, "best_epoch": 0.0}
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this worker's shard; the global batch's mean losses, ``s``, lr and timing."""
+        pre = self.config.pretrain
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        generator = epoch_generator(self.config.seed, epoch)
+        self.trainable.train()
+        sums = torch.zeros(3, dtype=torch.float64)
+        start = time.perf_counter()
+        for batch in self.loader:
+            points, image = batch["points"].to(self.device), batch["image"].to(self.device)
+            azim, elev, dist_ = (batch[k].float().to(self.device) for k in ("azim", "elev", "dist"))
+            factors = (
+                distance_factors(pre.batch_size, self.rank, self.world, generator) if pre.intra else None
+            )
+            with torch.no_grad():
+                depth = render_pair(self.renderer, points, azim, elev, dist_, factors)
+            with autocast(self.device):
+                loss = self.trainable(depth, self.image_encoder(image))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            self.optimizer.step()
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+            self.scheduler.step()
+            intra = loss.intra.item() if loss.intra is not None else 0.0
+            sums += torch.tensor([loss.total.item(), intra, loss.cross.item()], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(sums)
+            sums /= self.world
+        total, intra, cross = (sums / len(self.loader)).tolist()
+        seconds = time.perf_counter() - start
+        metrics = {"loss_total": total, "loss_cross": cross, "lr": lr}
+        if pre.intra:
+            metrics |= {"loss_intra": intra, "s": self.model.objective.s.item()}
+        samples = len(self.loader) * pre.batch_size
+        return metrics | {"epoch_seconds": seconds, "samples_per_second": samples / seconds}
+
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        """Rank 0: zero-shot accuracies; a new best val accuracy saves the depth encoder (and official layout)."""
+        accuracy = self.probe(self.model.depth_encoder)
+        if accuracy["val_acc"] > self.best["best_val_acc"]:
+            self.best = {"best_val_acc": accuracy["val_acc"], "best_test_acc": accuracy["test_acc"],
+                         "best_epoch": float(epoch)}  # fmt: skip
+            self.save_best(epoch, accuracy)
+        return accuracy | self.best
+
+    def save_best(self, epoch: int, accuracy: dict[str, float]) -> None:
+        metadata = {"model": self.config.model.name, "pretrained": str(self.config.model.pretrained),
+                    "epoch": str(epoch), **{k: f"{v:.4f}" for k, v in accuracy.items()}}  # fmt: skip
+        path = save_module(self.model.depth_encoder, self.run_dir / BEST_FILE, metadata)
+        if self.config.pretrain.export_official:
+            balance = self.model.objective.s.detach() if self.model.objective.s is not None else 1.0
+            save_torch(export_official_depth(self.model.depth_encoder, self.bundle.visual, balance),
+                       self.run_dir / OFFICIAL_FILE)  # fmt: skip
+        self.tracker.set_tags({"best_checkpoint": str(path), "best_epoch": epoch})
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Persist the epoch's checkpoint through Ray Train (all ranks call it: it is a barrier)."""
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if self.rank == 0:
+                write_state(folder, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                            epoch=epoch, best=self.best, metrics=metrics)  # fmt: skip
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics | {"epoch": epoch}, checkpoint=checkpoint,
+                             checkpoint_dir_name=f"epoch_{epoch:04d}")  # fmt: skip
+
+    def restore(self) -> int:
+        """Continue from Ray Train's latest checkpoint, if any; return the number of finished epochs."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            if self.rank == 0:
+                log_once(self.tracker, self.probe(self.model.depth_encoder), 0)  # CLIP before pre-training
+            return 0
+        with checkpoint.as_directory() as folder:
+            epoch, self.best, metrics = restore_state(read_state(folder), self.model, self.optimizer,
+                                                      self.scheduler)  # fmt: skip
+        if self.rank == 0:
+            log_once(self.tracker, metrics, epoch)  # in case the last run stopped between report and log
+        return epoch
+
+    def run(self, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> None:
+        for epoch in range(self.restore() + 1, self.config.pretrain.epochs + 1):
+            metrics = self.train_epoch(epoch)
+            if self.rank == 0:
+                metrics |= self.evaluate(epoch)
+            self.report(epoch, metrics)
+            if self.rank == 0:
+                log_once(self.tracker, metrics, epoch)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, metrics)
+
+
+def train_loop_per_worker(job: dict[str, Any]) -> None:
+    """Ray Train entry point. ``job``: ``config`` (ExperimentConfig, absolute paths), ``run_dir``,
+    ``tracking_uri``, ``run_id`` (the MLflow run the driver created) and ``on_epoch_end`` (None or a
+    picklable ``(epoch, metrics) -> None`` called on rank 0 after each epoch's checkpoint and log)."""
+    Worker(job).run(job.get("on_epoch_end"))

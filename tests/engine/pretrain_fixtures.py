@@ -1,0 +1,55 @@
+"""Tiny pre-training worlds for the tests: ShapeNet55 pairs, a ModelNet10 test set, a local-dir tiny CLIP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+from safetensors.torch import save_file
+
+from clip2point.config import load_config
+from clip2point.data import MODELNET10, SHAPENET55_SYNSET_IDS
+from tests.data.data_writers import make_modelnet, make_shapenet
+from tests.tiny_clip import tiny_config
+
+
+def write_local_clip(folder: Path, seed: int = 0) -> str:
+    """A tiny random open_clip model as an open_clip ``local-dir:`` folder (any process can load it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = tiny_config()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**cfg)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors"
+    )
+    return f"local-dir:{folder}"
+
+
+def write_world(root: Path) -> None:
+    """ShapeNet55 train (16 models of 4 synsets) / test (8) with renders, ModelNet10 test (2 boxes x 3)."""
+    synsets = SHAPENET55_SYNSET_IDS[:4]
+    make_shapenet(root, [(synsets[i % 4], f"m{i:02d}") for i in range(16)], split="train", points=96)
+    make_shapenet(root, [(synsets[i % 4], f"t{i:02d}") for i in range(8)], split="test", points=96)
+    make_modelnet(root, MODELNET10, splits=("test",), per_class={c: 2 for c in MODELNET10[:3]})
+
+
+def tiny_config_for(tmp_path: Path, **overrides):
+    """An ExperimentConfig for the tiny world: 64 points, batch 4 (4 iterations per epoch), 6 views."""
+    root = tmp_path / "world"
+    if not root.exists():
+        write_world(root)
+    model = (
+        write_local_clip(tmp_path / "clip")
+        if not (tmp_path / "clip").exists()
+        else f"local-dir:{tmp_path / 'clip'}"
+    )
+    base = {
+        "model.name": model, "model.pretrained": None, "data.root": str(root), "data.num_points": 64,
+        "render.views": 6, "pretrain.batch_size": 4, "pretrain.epochs": 2, "pretrain.lr": 1e-3,
+        "pretrain.restart_epochs": 1, "pretrain.cpus_per_worker": 1, "pretrain.max_failures": 0,
+        "pretrain.storage": str(tmp_path / "runs"), "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }  # fmt: skip
+    return load_config(overrides=base | overrides)
