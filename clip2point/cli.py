@@ -16,6 +16,7 @@ VERBS = {
     "import-official": "import_official",
     "zeroshot": "zeroshot",
     "toy": "toy",
+    "pretrain": "pretrain",
 }
 
 
