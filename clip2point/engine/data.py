@@ -6,11 +6,35 @@ import os
 import shutil
 from pathlib import Path
 
-from clip2point.config import ExperimentConfig
+from clip2point.config import ExperimentConfig, with_overrides
 from clip2point.data import build_dataset
 from clip2point.data.datasets import PointCloudDataset
+from clip2point.tracking import project_root, resolve_tracking_uri
 
 ALIGNED_DATASETS = ("modelnet10", "modelnet40", "modelnet40_ply")
+
+
+def absolute_paths(config: ExperimentConfig, cwd: Path | None = None) -> ExperimentConfig:
+    """``config`` as Ray workers (other working directories, other machines) must see it: ``data.root``,
+    ``data.cache_dir``, ``fewshot.depth_encoder`` and ``pretrain.storage`` absolute (relative to ``cwd``,
+    default the current directory; ``pretrain.storage`` None becomes ``<project root>/runs/pretrain``)
+    and ``tracking.uri`` resolved (:func:`clip2point.tracking.resolve_tracking_uri`)."""
+    cwd = (cwd or Path.cwd()).resolve()
+
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str((cwd / Path(path).expanduser()).resolve())
+
+    storage = config.pretrain.storage
+    return with_overrides(
+        config,
+        {
+            "data.root": absolute(config.data.root),
+            "data.cache_dir": absolute(config.data.cache_dir),
+            "fewshot.depth_encoder": absolute(config.fewshot.depth_encoder),
+            "pretrain.storage": absolute(storage) if storage else str(project_root() / "runs" / "pretrain"),
+            "tracking.uri": resolve_tracking_uri(config.tracking.uri),
+        },
+    )
 
 
 def dataset_from_config(

@@ -12,18 +12,18 @@ from the latest checkpoint; MLflow then holds each epoch once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip2point.config import DataConfig, ExperimentConfig, save_config
+from clip2point.config import ExperimentConfig, save_config
+from clip2point.engine.data import absolute_paths, ensure_toy_world
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
 from clip2point.errors import ConfigError
 from clip2point.models.state import atomic_write
-from clip2point.tracking import Tracker, project_root
+from clip2point.tracking import Tracker
 
 RUN_FILE = "mlflow_run.json"
 
@@ -44,37 +44,6 @@ class PretrainResult:
     baseline_val_acc: float
     baseline_test_acc: float
     best_file: Path
-
-
-def absolute_paths(config: ExperimentConfig, cwd: Path | None = None) -> ExperimentConfig:
-    """``config`` with ``data.root``, ``data.cache_dir`` and ``pretrain.storage`` made absolute (relative to
-    ``cwd``, default the current directory); ``storage`` None becomes ``<project root>/runs/pretrain``."""
-    cwd = (cwd or Path.cwd()).resolve()
-
-    def absolute(path: str) -> str:
-        return str((cwd / Path(path).expanduser()).resolve())
-
-    data = dataclasses.replace(
-        config.data,
-        root=absolute(config.data.root),
-        cache_dir=None if config.data.cache_dir is None else absolute(config.data.cache_dir),
-    )
-    storage = config.pretrain.storage
-    storage = absolute(storage) if storage is not None else str(project_root() / "runs" / "pretrain")
-    return dataclasses.replace(
-        config, data=data, pretrain=dataclasses.replace(config.pretrain, storage=storage)
-    )
-
-
-def ensure_toy_world(config: ExperimentConfig, log: Callable[[str], None], cwd: Path | None = None) -> None:
-    """Build the toy world when ``data.root`` is the default (``data/toy``) and that folder does not exist."""
-    root = (cwd or Path.cwd()).resolve() / DataConfig().root
-    if Path(config.data.root) != root or root.exists():
-        return
-    from clip2point.toy import build_toy_world
-
-    log(f"toy data not found at {root}: building the toy world there (once)")
-    build_toy_world(root, seed=config.seed)
 
 
 def default_run_name() -> str:
@@ -163,7 +132,7 @@ def run_pretraining(
     if resume and name is None:
         raise ConfigError("--resume needs the --name of the run to continue")
     config = absolute_paths(config)
-    ensure_toy_world(config, log)
+    ensure_toy_world(config)
     name = name or default_run_name()
     run_dir = Path(config.pretrain.storage) / name
     tracker = open_run(config, name, run_dir, resume)

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from clip2point.config import ExperimentConfig, with_overrides
+from clip2point.engine.data import absolute_paths
 from clip2point.sweep.study import Study
-from clip2point.tracking import Tracker, project_root, resolve_tracking_uri
+from clip2point.tracking import Tracker, project_root
 
 STATE_FILE = "clip2point_sweep.json"
 STORAGE_ENV = "CLIP2POINT_STORAGE"
@@ -57,17 +58,6 @@ def sweep_storage(config: ExperimentConfig) -> Path:
     return Path(configured).resolve() if configured else project_root() / "runs" / "sweeps"
 
 
-def absolute_config(config: ExperimentConfig) -> ExperimentConfig:
-    """The config with the tracking URI resolved and the data root absolute: Ray workers run elsewhere."""
-    return with_overrides(
-        config,
-        {
-            "tracking.uri": resolve_tracking_uri(config.tracking.uri),
-            "data.root": str(Path(config.data.root).resolve()),
-        },
-    )
-
-
 def run_study(
     study: Study, config: ExperimentConfig, *, resume: bool = False, verbose: int = 1
 ) -> SweepOutcome:
@@ -75,7 +65,7 @@ def run_study(
     import ray
     from ray import tune
 
-    config = absolute_config(config)
+    config = absolute_paths(config)
     uri = config.tracking.uri
     path = sweep_storage(config) / study.name
     restoring = resume and tune.Tuner.can_restore(str(path)) and (path / STATE_FILE).exists()
