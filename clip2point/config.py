@@ -162,7 +162,8 @@ class SweepConfig:
     """How a study runs as a Ray Tune sweep.
 
     Each trial reserves ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (fractions share a GPU);
-    ``max_concurrent`` caps parallel trials (None: as many as the cluster's resources fit). ``storage``:
+    ``max_concurrent`` caps parallel trials (None: as many as the cluster's resources fit); ``num_samples``
+    is the number of trials of a search study (hpo_fewshot). ``storage``:
     where Tune keeps the sweep's state (None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs/sweeps``);
     ``results_dir``: where the study's table and plot go (relative: to the project root).
     """
@@ -170,6 +171,7 @@ class SweepConfig:
     cpus_per_trial: float = bounded(1.0, low=0.0, low_open=True)
     gpus_per_trial: float = bounded(0.0, low=0.0)
     max_concurrent: int | None = bounded(None, low=1)
+    num_samples: int = bounded(8, low=1)
     storage: str | None = None
     results_dir: str = "results"
 

@@ -6,6 +6,8 @@ import datetime
 import math
 from pathlib import Path
 
+import yaml
+
 from clip2point.config import ExperimentConfig
 from clip2point.plots import pyplot, save_figure
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
@@ -35,11 +37,31 @@ def results_dir(config: ExperimentConfig) -> Path:
 
 
 def table_rows(study: Study, outcome: SweepOutcome) -> list[tuple[str, TrialOutcome | None]]:
-    """Rows in the study's order: each cell with its trial (None if it never ran); search studies: each trial."""
+    """Rows in the study's order: each cell with its trial (None if it never ran); search studies: each
+    trial named by its params, best first by the study's primary metric."""
     by_name = {t.name: t for t in outcome.trials}
     if study.cells:
         return [(cell.name, by_name.get(cell.name)) for cell in study.cells]
-    return [(t.name, t) for t in outcome.trials]
+    ranked = sorted(
+        outcome.trials,
+        key=lambda t: -t.metrics.get(study.primary, -math.inf) if t.error is None else math.inf,
+    )
+    return [(describe_params(t.params), t) for t in ranked]
+
+
+def describe_params(params) -> str:
+    """``lr=0.00123, epochs=20`` from dotted-key trial params."""
+    shown = []
+    for key, value in params.items():
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        shown.append(f"{key.rsplit('.', 1)[-1]}={text}")
+    return ", ".join(shown)
+
+
+def best_trial(study: Study, outcome: SweepOutcome) -> TrialOutcome | None:
+    """The successful trial with the highest primary metric."""
+    done = [t for t in outcome.trials if t.error is None and study.primary in t.metrics]
+    return max(done, key=lambda t: t.metrics[study.primary]) if done else None
 
 
 def write_results(
@@ -87,9 +109,30 @@ def write_results(
         + "\n".join(lines)
         + f"\n\n![{study.title}]({png.name})\n"
     )
+    if study.search is not None:
+        best = best_trial(study, outcome)
+        if best is not None:
+            best_file = folder / f"{study.name}.best.yaml"
+            best_file.write_text(yaml.safe_dump(_nested(best.params), sort_keys=False))
+            text += (
+                f"\nBest trial ({study.primary} {best.metrics[study.primary]:.2f}): "
+                f"`{describe_params(best.params)}`, saved as `{best_file.name}` (use it with `--config`).\n"
+            )
     md.write_text(text)
     plot_results(study, rows, png, toy)
     return md, png
+
+
+def _nested(params) -> dict:
+    """Dotted keys -> nested YAML sections."""
+    tree: dict = {}
+    for key, value in params.items():
+        node = tree
+        *sections, leaf = key.split(".")
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return tree
 
 
 def _display_root(root: str) -> str:

@@ -51,6 +51,8 @@ class Study:
     paper_reference: str = ""
     primary: str = ""
     search: Callable[[ExperimentConfig], SearchSetup] | None = None
+    prepare: Callable[[ExperimentConfig], ExperimentConfig] | None = None
+    """Runs once in the driver before the sweep (e.g. pre-trains the encoder every trial shares)."""
 
     def cell(self, name: str) -> Cell:
         for cell in self.cells:
