@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +19,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from clip2point.cluster import STORAGE_ENV, STORAGE_PLACEHOLDER
+from tests.cluster.fake_cluster import end_session, free_port, node_ip, session_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = ROOT / "cluster" / "gpu.yaml"
@@ -162,3 +168,79 @@ def test_no_credentials_in_the_configs():
     # The check itself finds a planted key.
     planted = GPU.read_text() + "\n# aws_secret_access_key: wJalrXUtnFEMI/K7MDENG\n# AKIAIOSFODNN7EXAMPLE\n"
     assert find_secrets(planted) == [SECRET_PATTERNS[0], SECRET_PATTERNS[2], SECRET_PATTERNS[3]]
+
+
+def setup_command(config: dict, marker: str, section: str) -> str:
+    (command,) = [c for c in config[section] if marker in c]
+    return command
+
+
+@pytest.mark.slow
+def test_head_commands_start_mlflow_on_the_private_ip_with_artefacts_in_the_bucket(tmp_path):
+    """Run gpu.yaml's own environment and MLflow commands here, as the head would (bucket and port swapped
+    for a local directory and a free port): the server listens on Ray's node IP and not on loopback, keeps
+    runs in sqlite under ~/mlflow, and stores artefacts under $CLIP2POINT_STORAGE/mlflow."""
+    config = load(GPU)
+    port = free_port()
+    bucket = tmp_path / "bucket"
+    home = tmp_path / "home"
+    home.mkdir()
+    write_env = (
+        setup_command(config, "printf", "setup_commands")
+        .replace("s3://CHANGE-ME-clip2point-bucket/clip2point", f"file://{bucket}")
+        .replace(":5000", f":{port}")
+    )
+    start_mlflow = setup_command(config, "mlflow server", "head_start_ray_commands")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(home)}  # no RAY_HEAD_IP: head
+    subprocess.run(["bash", "-c", write_env], env=env, check=True, timeout=60)
+    ip = node_ip()
+    assert (home / ".clip2point_env").read_text() == (
+        f"export {STORAGE_ENV}=file://{bucket}\nexport MLFLOW_TRACKING_URI=http://{ip}:{port}\n"
+    )
+    starter = subprocess.Popen(["bash", "-c", start_mlflow], env=env, start_new_session=True)
+    try:
+        starter.wait(timeout=30)
+        uri = f"http://{ip}:{port}"
+        deadline = time.monotonic() + 90
+        while not (up := healthy(uri)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert up, (home / "mlflow" / "server.log").read_text()[-3000:]
+        assert not healthy(f"http://127.0.0.1:{port}")  # bound to the private IP only
+        # Host check: the workers' address and a browser through the tunnel pass, other names do not.
+        assert api_status(uri, f"{ip}:{port}") == 200
+        assert api_status(uri, "localhost:5000") == 200
+        assert api_status(uri, "mlflow.attacker.example") == 403
+
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        run = client.create_run(client.create_experiment("cluster-check"))
+        client.log_metric(run.info.run_id, "loss", 0.5, step=1)
+        client.log_text(run.info.run_id, "hello", "note.txt")
+        (stored,) = bucket.joinpath("mlflow").rglob("note.txt")
+        assert stored.read_text() == "hello"
+        assert (home / "mlflow" / "mlflow.db").is_file()
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.5]
+        assert int((home / "mlflow" / "server.pid").read_text()) in session_pids(starter.pid)
+    finally:
+        end_session(starter.pid)
+
+
+def healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=10) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def api_status(uri: str, host: str) -> int:
+    """HTTP status of an MLflow API read sent to ``uri`` with the Host header ``host``."""
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
