@@ -1,0 +1,1 @@
+"""Tests of the cluster configs (cluster/) and clip2point.cluster."""
