@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clip2point.cluster import STORAGE_ENV
 from clip2point.config import ExperimentConfig, with_overrides
 from clip2point.engine.data import absolute_paths
 from clip2point.sweep.study import Study
 from clip2point.tracking import Tracker, project_root
 
 STATE_FILE = "clip2point_sweep.json"
-STORAGE_ENV = "CLIP2POINT_STORAGE"
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,15 @@ class SweepOutcome:
 
 
 def sweep_storage(config: ExperimentConfig) -> Path:
-    """Absolute folder for Tune state: ``sweep.storage``, else ``$CLIP2POINT_STORAGE``, else ``<project>/runs/sweeps``."""
-    configured = config.sweep.storage or os.environ.get(STORAGE_ENV)
-    return Path(configured).resolve() if configured else project_root() / "runs" / "sweeps"
+    """Absolute folder for the sweep's Tune state: ``sweep.storage``, else ``$CLIP2POINT_STORAGE/sweeps``
+    when that is a folder, else ``<project>/runs/sweeps``. The state is small and written by the driver;
+    a bucket URI in ``$CLIP2POINT_STORAGE`` (a cluster's) leaves it on the driver's disk."""
+    if config.sweep.storage:
+        return Path(config.sweep.storage).resolve()
+    shared = os.environ.get(STORAGE_ENV, "")
+    if shared and "://" not in shared:
+        return Path(shared).resolve() / "sweeps"
+    return project_root() / "runs" / "sweeps"
 
 
 def run_study(
