@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clip2point.cluster import STORAGE_ENV
+from clip2point.cluster import STORAGE_ENV, init_ray
 from clip2point.config import ExperimentConfig, with_overrides
 from clip2point.engine.data import absolute_paths
 from clip2point.sweep.study import Study
@@ -87,7 +87,7 @@ def run_study(
         parent = Tracker.start(config, study.name, tags={"study": study.name, "kind": "sweep"})
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=verbose > 0)
+        init_ray(uri, include_dashboard=False, log_to_driver=verbose > 0)
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, study=study, base=config, parent_id=parent.run_id, uri=uri),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
