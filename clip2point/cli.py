@@ -15,6 +15,7 @@ VERBS = {
     "render": "render",
     "import-official": "import_official",
     "zeroshot": "zeroshot",
+    "toy": "toy",
 }
 
 

@@ -161,6 +161,23 @@ class FewShotConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """How a study runs as a Ray Tune sweep.
+
+    Each trial reserves ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (fractions share a GPU);
+    ``max_concurrent`` caps parallel trials (None: as many as the cluster's resources fit). ``storage``:
+    where Tune keeps the sweep's state (None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs/sweeps``);
+    ``results_dir``: where the study's table and plot go (relative: to the project root).
+    """
+
+    cpus_per_trial: float = bounded(1.0, low=0.0, low_open=True)
+    gpus_per_trial: float = bounded(0.0, low=0.0)
+    max_concurrent: int | None = bounded(None, low=1)
+    storage: str | None = None
+    results_dir: str = "results"
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow: ``uri`` None means ``MLFLOW_TRACKING_URI`` or ``sqlite:///<project>/mlflow.db``."""
 
@@ -179,6 +196,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -1,0 +1,227 @@
+"""Triangle meshes -> RGB images (and depth): headless OpenGL (moderngl, EGL), the depth renderer's camera.
+
+Camera model (SPEC.md sections 1.1-1.2): the mesh is scaled by ``1/dist``, then ``x_view = x @ R + T`` with
+``(R, T) = view_transform(azim, elev, dist)``; the projection is orthographic, NDC ``(x, y) = view (x, y)`` in
+PyTorch3D's convention (+X points LEFT, +Y UP), and the depth is view-space ``z`` (surfaces at ``z < 0`` are
+invisible; the nearest surface wins). Pixel ``(row i, col j)`` of an ``S x S`` image has its centre at NDC
+``(1 - (2j + 1)/S, 1 - (2i + 1)/S)``. OpenGL's NDC has +X to the RIGHT and its framebuffer rows go bottom-up,
+so the vertex shader negates x and the read-back flips the rows.
+
+Shading is flat: ``colour * (ambient + diffuse * |n . l|)`` with the face normal ``n`` and a directional
+light ``l`` fixed in the camera frame (two-sided, so face winding does not matter), on a white background.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clip2point.errors import InputError
+from clip2point.render.cameras import view_transform
+
+_EGL_HELP = (
+    "headless OpenGL through EGL is unavailable ({err}). Mesh rendering needs Mesa's EGL (or a GPU driver's "
+    "EGL); on Debian/Ubuntu install: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri"
+)
+
+_VERTEX_SHADER = """
+#version 330
+uniform mat3 rot;          // R, uploaded row-major so that rot * v == v @ R
+uniform vec3 trans;        // T
+uniform float inv_dist;    // 1 / dist
+uniform float far;         // view z mapped to the far clipping plane
+in vec3 in_pos;
+in vec3 in_normal;
+in vec3 in_color;
+out vec3 v_color;
+out vec3 v_normal;
+void main() {
+    vec3 p = rot * (in_pos * inv_dist) + trans;
+    v_normal = rot * in_normal;
+    v_color = in_color;
+    gl_Position = vec4(-p.x, p.y, 2.0 * p.z / far - 1.0, 1.0);
+}
+"""
+
+_FRAGMENT_SHADER = """
+#version 330
+uniform vec3 light;        // unit direction towards the light, in view coordinates
+uniform float ambient;
+uniform float diffuse;
+in vec3 v_color;
+in vec3 v_normal;
+out vec4 f_color;
+void main() {
+    float shade = ambient + diffuse * abs(dot(normalize(v_normal), light));
+    f_color = vec4(clamp(v_color * shade, 0.0, 1.0), 1.0);
+}
+"""
+
+
+def _preload_conflicting_llvm() -> None:
+    """Load triton's bundled LLVM before Mesa's llvmpipe loads its own.
+
+    Importing triton's C extension AFTER an llvmpipe EGL context exists segfaults (two LLVMs clash; torch
+    imports triton lazily, e.g. from open_clip/torchvision). Loading triton first is safe in either order.
+    """
+    try:
+        import triton._C.libtriton  # noqa: F401
+    except ImportError:
+        pass
+
+
+def _as_numpy(x, dtype, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr.astype(dtype)
+
+
+def _colours(colours, count: int, name: str) -> np.ndarray:
+    """``(count, 3)`` float32 colours in [0, 1] from floats in [0, 1] or uint8 in [0, 255]."""
+    arr = np.asarray(colours.detach().cpu().numpy() if isinstance(colours, torch.Tensor) else colours)
+    if arr.shape != (count, 3):
+        raise InputError(f"{name} must have shape ({count}, 3), got {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise InputError(f"{name} must be uint8 or floats in [0, 1]; got range [{arr.min()}, {arr.max()}]")
+    return arr
+
+
+def _views(t) -> torch.Tensor:
+    """A ``(V,)`` float32 CPU tensor of view angles or distances from a tensor, array, list or scalar."""
+    return torch.as_tensor(t, dtype=torch.float32).reshape(-1).cpu()
+
+
+def triangle_soup(
+    vertices, faces, vertex_colors=None, face_colors=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Un-indexed triangles for flat shading: positions, face normals, colours, each ``(3F, 3)`` float32.
+
+    ``vertices (V, 3)`` float, ``faces (F, 3)`` int indices; at most one of ``vertex_colors (V, 3)`` or
+    ``face_colors (F, 3)`` (floats in [0, 1] or uint8); neither gives a uniform light grey.
+    """
+    v = _as_numpy(vertices, np.float32, "vertices")
+    f = _as_numpy(faces, np.int64, "faces")
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
+        raise InputError(f"vertices must have shape (V, 3) with V > 0, got {v.shape}")
+    if not np.isfinite(v).all():
+        raise InputError("vertices contain NaN or infinite coordinates")
+    if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+        raise InputError(f"faces must have shape (F, 3) with F > 0, got {f.shape}")
+    if f.min() < 0 or f.max() >= len(v):
+        raise InputError(f"faces index vertices out of range [0, {len(v)}): min {f.min()}, max {f.max()}")
+    if vertex_colors is not None and face_colors is not None:
+        raise InputError("give vertex_colors or face_colors, not both")
+    corners = v[f]  # (F, 3 corners, 3)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    if vertex_colors is not None:
+        colours = _colours(vertex_colors, len(v), "vertex_colors")[f]
+    elif face_colors is not None:
+        colours = np.repeat(_colours(face_colors, len(f), "face_colors")[:, None], 3, axis=1)
+    else:
+        colours = np.full((len(f), 3, 3), 0.8, dtype=np.float32)
+    flat = (len(f) * 3, 3)
+    return corners.reshape(flat), np.repeat(normals, 3, axis=0).astype(np.float32), colours.reshape(flat)
+
+
+class MeshRenderer:
+    """Renders triangle meshes to ``(V, S, S, 3)`` uint8 RGB images at ``V`` views; one GL context, reused.
+
+    ``light`` is the direction towards the light in the camera frame (x right-handed view axes, +z into the
+    scene), ``ambient + diffuse`` is the brightness of a face lit head-on.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        light: tuple[float, float, float] = (0.3, 0.5, -1.0),
+        ambient: float = 0.45,
+        diffuse: float = 0.55,
+        far: float = 100.0,
+        egl_device: int | None = None,
+    ):
+        if int(image_size) < 1:
+            raise InputError(f"image_size must be a positive integer, got {image_size!r}")
+        self.image_size = int(image_size)
+        self.far = float(far)
+        _preload_conflicting_llvm()
+        import moderngl
+
+        kwargs = {"backend": "egl"} if egl_device is None else {"backend": "egl", "device_index": egl_device}
+        try:
+            self._ctx = moderngl.create_standalone_context(**kwargs)
+        except Exception as err:
+            raise RuntimeError(_EGL_HELP.format(err=err)) from err
+        self._prog = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+        light_dir = np.asarray(light, dtype=np.float32)
+        self._prog["light"].value = tuple(light_dir / np.linalg.norm(light_dir))
+        self._prog["ambient"].value = float(ambient)
+        self._prog["diffuse"].value = float(diffuse)
+        self._prog["far"].value = self.far
+        size = (self.image_size, self.image_size)
+        self._fbo = self._ctx.framebuffer(
+            color_attachments=[self._ctx.renderbuffer(size, 4)],
+            depth_attachment=self._ctx.depth_renderbuffer(size),
+        )
+
+    def release(self) -> None:
+        """Free the GL context (the renderer is unusable afterwards)."""
+        with self._ctx:
+            self._fbo.release()
+            self._prog.release()
+        self._ctx.release()
+
+    def render(
+        self,
+        vertices,
+        faces,
+        azim: torch.Tensor,
+        elev: torch.Tensor,
+        dist: torch.Tensor,
+        vertex_colors=None,
+        face_colors=None,
+        return_depth: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """RGB images ``(V, S, S, 3)`` uint8 of one mesh at ``V`` views ``azim, elev, dist`` (each ``(V,)``).
+
+        ``vertices (Vm, 3)``, ``faces (F, 3)`` and colours as in :func:`triangle_soup`. With ``return_depth``
+        also the view-space depth ``(V, S, S)`` float32 of the nearest surface (-1 where nothing is drawn).
+        """
+        pos, normals, colours = triangle_soup(vertices, faces, vertex_colors, face_colors)
+        azim, elev, dist = (_views(t) for t in (azim, elev, dist))
+        if not (len(azim) == len(elev) == len(dist)) or len(azim) == 0:
+            lengths = f"{len(azim)}, {len(elev)}, {len(dist)}"
+            raise InputError(f"azim, elev, dist must be non-empty and of equal length (V,), got {lengths}")
+        if (dist <= 0).any():
+            raise InputError(f"dist must be positive, got {dist.tolist()}")
+        rot, trans = view_transform(azim, elev, dist)
+        data = np.concatenate([pos, normals, colours], axis=1).astype(np.float32)
+        s = self.image_size
+        images = np.empty((len(azim), s, s, 3), dtype=np.uint8)
+        depths = np.empty((len(azim), s, s), dtype=np.float32) if return_depth else None
+        with self._ctx:  # make this renderer's context current (several may exist)
+            vbo = self._ctx.buffer(data.tobytes())
+            vao = self._ctx.vertex_array(self._prog, [(vbo, "3f 3f 3f", "in_pos", "in_normal", "in_color")])
+            self._fbo.use()
+            self._ctx.enable(self._ctx.DEPTH_TEST)
+            for k in range(len(azim)):
+                self._prog["rot"].write(rot[k].numpy().astype(np.float32).tobytes())
+                self._prog["trans"].value = tuple(trans[k].tolist())
+                self._prog["inv_dist"].value = 1.0 / float(dist[k])
+                self._fbo.clear(1.0, 1.0, 1.0, 1.0, depth=1.0)
+                vao.render()
+                rgb = np.frombuffer(self._fbo.read(components=3, alignment=1), dtype=np.uint8)
+                images[k] = rgb.reshape(s, s, 3)[::-1]
+                if depths is not None:
+                    raw = self._fbo.read(attachment=-1, components=1, dtype="f4")
+                    d = np.frombuffer(raw, dtype=np.float32).reshape(s, s)[::-1]
+                    depths[k] = np.where(d < 1.0, d * self.far, -1.0)
+            vao.release()
+            vbo.release()
+        return (images, depths) if return_depth else images

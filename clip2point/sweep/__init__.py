@@ -1,0 +1,1 @@
+"""Sweeps: Ray Tune studies with MLflow nesting, results tables and resume."""

@@ -1,0 +1,64 @@
+"""The command line every study script shares: ``python sweeps/<study>.py [--config Y] [--resume] ...``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from clip2point.commands.common import add_config_arguments, config_from_args
+from clip2point.config import ExperimentConfig
+from clip2point.errors import Clip2PointError
+from clip2point.sweep.report import print_table, write_results
+from clip2point.sweep.runner import SweepOutcome, run_study
+from clip2point.sweep.study import Study
+from clip2point.tracking import Tracker
+
+
+def build_parser(study: Study, default_config: Path) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python sweeps/{study.name}.py",
+        description=f"{study.title} as a Ray Tune sweep, tracked in MLflow. Default config: {default_config}",
+    )
+    add_config_arguments(parser)
+    parser.set_defaults(config=default_config)
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this study")
+    parser.add_argument("--quiet", action="store_true", help="no Tune status table")
+    return parser
+
+
+def run_and_report(
+    study: Study, config: ExperimentConfig, *, resume: bool, command: str, verbose: int = 1
+) -> SweepOutcome:
+    """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it."""
+    outcome = run_study(study, config, resume=resume, verbose=verbose)
+    md, png = write_results(study, config, outcome, command)
+    parent = Tracker.attach(outcome.tracking_uri, outcome.parent_run_id)
+    parent.log_artifact(md)
+    parent.log_artifact(png)
+    parent.finish()
+    print_table(study, outcome)
+    print(f"\nwrote {md} and {png}; MLflow parent run {outcome.parent_run_id} ({outcome.tracking_uri})")
+    return outcome
+
+
+def main(study: Study, default_config: Path, argv: list[str] | None = None) -> int:
+    """Entry point of ``sweeps/<study>.py``; exit status 0, 1 if some trial failed, 2 on bad input."""
+    args = build_parser(study, default_config).parse_args(argv)
+    command = "python " + shlex.join([f"sweeps/{study.name}.py", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        config = config_from_args(args)
+        outcome = run_and_report(
+            study, config, resume=args.resume, command=command, verbose=0 if args.quiet else 1
+        )
+    except Clip2PointError as error:
+        print(f"{study.name}: error: {error}", file=sys.stderr)
+        return 2
+    if outcome.failed:
+        print(
+            f"{len(outcome.failed)} trial(s) failed: "
+            + "; ".join(f"{t.name}: {t.error}" for t in outcome.failed)
+        )
+        return 1
+    return 0

@@ -1,0 +1,151 @@
+"""A study's results: the markdown table (measured beside the paper) and its plot, in ``results/``."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+
+from clip2point.config import ExperimentConfig
+from clip2point.plots import pyplot, save_figure
+from clip2point.sweep.runner import SweepOutcome, TrialOutcome
+from clip2point.sweep.study import Study
+from clip2point.tracking import git_revision, project_root
+
+
+def is_toy(config: ExperimentConfig) -> bool:
+    """Whether the config runs the embedded toy world (toy CLIP or the toy data root)."""
+    return config.model.pretrained == "toy" or Path(config.data.root).name == "toy"
+
+
+def measured(metrics: dict[str, float], metric: str) -> str:
+    """``mean +- std (n)`` when the trial gave a spread, else the value; ``-`` when absent."""
+    if metric not in metrics or metrics[metric] is None or math.isnan(metrics[metric]):
+        return "-"
+    value = metrics[metric]
+    if f"{metric}_std" in metrics:
+        n = int(metrics.get(f"{metric}_n", 0))
+        return f"{value:.2f} +- {metrics[f'{metric}_std']:.2f} (n={n})"
+    return f"{value:.2f}"
+
+
+def results_dir(config: ExperimentConfig) -> Path:
+    folder = Path(config.sweep.results_dir)
+    return folder if folder.is_absolute() else project_root() / folder
+
+
+def table_rows(study: Study, outcome: SweepOutcome) -> list[tuple[str, TrialOutcome | None]]:
+    """Rows in the study's order: each cell with its trial (None if it never ran); search studies: each trial."""
+    by_name = {t.name: t for t in outcome.trials}
+    if study.cells:
+        return [(cell.name, by_name.get(cell.name)) for cell in study.cells]
+    return [(t.name, t) for t in outcome.trials]
+
+
+def write_results(
+    study: Study, config: ExperimentConfig, outcome: SweepOutcome, command: str
+) -> tuple[Path, Path]:
+    """Write ``results/<study>.md`` and ``results/<study>.png``; return both paths."""
+    folder = results_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    md, png = folder / f"{study.name}.md", folder / f"{study.name}.png"
+    rows = table_rows(study, outcome)
+    header = ["setting"]
+    for column in study.columns:
+        header += [f"{column.label} (measured)", f"{column.label} (paper)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, trial in rows:
+        cells = [name]
+        paper = study.cell(name).paper if study.cells else {}
+        for column in study.columns:
+            if trial is None:
+                value = "not run"
+            elif trial.error is not None:
+                value = f"failed: {trial.error}"
+            else:
+                value = measured(dict(trial.metrics), column.metric)
+            reference = paper.get(column.metric)
+            cells += [value, "-" if reference is None else f"{reference:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    toy = is_toy(config)
+    notice = (
+        "**Toy-world results.** These numbers come from the embedded toy world (procedural furniture, the "
+        "bundled toy CLIP), a demo that exercises the whole pipeline on a laptop; they are not comparable "
+        "with the paper's numbers, which are shown beside them for orientation only.\n\n"
+        if toy
+        else ""
+    )
+    text = (
+        f"# {study.title}\n\n{notice}"
+        f"- dataset: `{config.data.dataset}` under `{_display_root(config.data.root)}`\n"
+        f"- backbone: `{config.model.name}` (`{config.model.pretrained}`)\n"
+        f"- rendering: {config.render.views} views, {config.render.image_size} px\n"
+        f"- date: {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`\n"
+        f"- paper: {study.paper_reference or 'see SPEC.md section 7'}\n"
+        f"- command: `{command}`\n"
+        f"- MLflow: parent run `{outcome.parent_run_id}` (experiment `{config.tracking.experiment}`)\n\n"
+        + "\n".join(lines)
+        + f"\n\n![{study.title}]({png.name})\n"
+    )
+    md.write_text(text)
+    plot_results(study, rows, png, toy)
+    return md, png
+
+
+def _display_root(root: str) -> str:
+    path = Path(root)
+    try:
+        return str(path.resolve().relative_to(project_root()))
+    except ValueError:
+        return str(path)
+
+
+def plot_results(study: Study, rows, path: Path, toy: bool) -> Path:
+    """Grouped bars per row: each column's measured value (with its std) beside the paper's (hatched)."""
+    plt = pyplot()
+    names = [name for name, _ in rows]
+    width = 0.8 / (2 * len(study.columns))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for c, column in enumerate(study.columns):
+        values, errors, paper = [], [], []
+        for name, trial in rows:
+            metrics = dict(trial.metrics) if trial is not None and trial.error is None else {}
+            values.append(metrics.get(column.metric, math.nan))
+            errors.append(metrics.get(f"{column.metric}_std", 0.0))
+            reference = study.cell(name).paper.get(column.metric) if study.cells else None
+            paper.append(math.nan if reference is None else reference)
+        x = [i + (2 * c - len(study.columns)) * width + width / 2 for i in range(len(names))]
+        ax.bar(x, values, width, yerr=errors, capsize=3, color=colours[c], label=f"{column.label} (measured)")
+        ax.bar(
+            [p + width for p in x],
+            paper,
+            width,
+            color=colours[c],
+            alpha=0.35,
+            hatch="//",
+            label=f"{column.label} (paper)",
+        )
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(study.title + (" - toy world" if toy else ""), fontsize=10)
+    return save_figure(fig, path)
+
+
+def print_table(study: Study, outcome: SweepOutcome) -> None:
+    """The final table on stdout."""
+    rows = table_rows(study, outcome)
+    width = max(len(name) for name, _ in rows) if rows else 8
+    print(f"\n{study.title}")
+    print(f"{'setting':<{width}}  " + "  ".join(f"{c.label:>28}" for c in study.columns))
+    for name, trial in rows:
+        if trial is None or trial.error is not None:
+            state = "not run" if trial is None else f"failed: {trial.error}"
+            print(f"{name:<{width}}  {state}")
+            continue
+        print(
+            f"{name:<{width}}  "
+            + "  ".join(f"{measured(dict(trial.metrics), c.metric):>28}" for c in study.columns)
+        )

@@ -1,0 +1,204 @@
+"""Run a study as a Ray Tune sweep: one MLflow parent run, a nested child run per trial, resumable.
+
+Layout of a sweep's state: ``<storage>/<study>/`` is Tune's experiment directory (its trials and
+experiment state) plus ``clip2point_sweep.json`` (the MLflow parent run id). ``resume=True`` restores the
+Tune experiment -- finished trials are not run again, unfinished and errored ones are -- and re-attaches
+the MLflow parent; child runs left RUNNING by a killed driver or an early-stopped trial are closed as
+KILLED. A trial that raises is recorded FAILED (Tune: ERROR) with its traceback, and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clip2point.config import ExperimentConfig, with_overrides
+from clip2point.sweep.study import Study
+from clip2point.tracking import Tracker, project_root, resolve_tracking_uri
+
+STATE_FILE = "clip2point_sweep.json"
+STORAGE_ENV = "CLIP2POINT_STORAGE"
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One trial's end: its name (cell or Tune trial id), params, final metrics, or the error it raised."""
+
+    name: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """A finished sweep: every trial's outcome and the MLflow parent run."""
+
+    study: str
+    trials: tuple[TrialOutcome, ...]
+    parent_run_id: str
+    tracking_uri: str
+    experiment_path: str
+
+    @property
+    def failed(self) -> tuple[TrialOutcome, ...]:
+        return tuple(t for t in self.trials if t.error is not None)
+
+
+def sweep_storage(config: ExperimentConfig) -> Path:
+    """Absolute folder for Tune state: ``sweep.storage``, else ``$CLIP2POINT_STORAGE``, else ``<project>/runs/sweeps``."""
+    configured = config.sweep.storage or os.environ.get(STORAGE_ENV)
+    return Path(configured).resolve() if configured else project_root() / "runs" / "sweeps"
+
+
+def absolute_config(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with the tracking URI resolved and the data root absolute: Ray workers run elsewhere."""
+    return with_overrides(
+        config,
+        {
+            "tracking.uri": resolve_tracking_uri(config.tracking.uri),
+            "data.root": str(Path(config.data.root).resolve()),
+        },
+    )
+
+
+def run_study(
+    study: Study, config: ExperimentConfig, *, resume: bool = False, verbose: int = 1
+) -> SweepOutcome:
+    """Run ``study`` on ``config`` as a Tune sweep and return every trial's outcome (see the module doc)."""
+    import ray
+    from ray import tune
+
+    config = absolute_config(config)
+    uri = config.tracking.uri
+    path = sweep_storage(config) / study.name
+    restoring = resume and tune.Tuner.can_restore(str(path)) and (path / STATE_FILE).exists()
+    if resume and not restoring:
+        print(f"note: nothing to resume at {path}; starting the sweep afresh")
+    if not restoring and path.exists():
+        shutil.rmtree(path)  # the previous sweep's resumable state; its results and runs stay in MLflow
+    if restoring:
+        parent = Tracker.attach(uri, json.loads((path / STATE_FILE).read_text())["parent_run_id"])
+        parent.client.update_run(parent.run_id, status="RUNNING")
+        _close_stale_children(parent, "resumed sweep: the driver stopped while this trial ran")
+    else:
+        parent = Tracker.start(config, study.name, tags={"study": study.name, "kind": "sweep"})
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=verbose > 0)
+    trainable = tune.with_resources(
+        tune.with_parameters(_run_trial, study=study, base=config, parent_id=parent.run_id, uri=uri),
+        {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
+    )
+    try:
+        if restoring:
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(study, config),
+                tune_config=_tune_config(study, config),
+                run_config=tune.RunConfig(
+                    name=study.name,
+                    storage_path=str(path.parent),
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    verbose=verbose,
+                ),
+            )
+            path.mkdir(parents=True, exist_ok=True)
+            (path / STATE_FILE).write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": uri}))
+        grid = tuner.fit()
+    except BaseException as error:
+        parent.fail(error)
+        raise
+    _close_stale_children(parent, "stopped early by the scheduler")
+    trials = tuple(_outcome(result) for result in grid)
+    parent.set_tags({"trials": len(trials), "failed_trials": sum(t.error is not None for t in trials)})
+    return SweepOutcome(study.name, trials, parent.run_id, uri, str(path))
+
+
+def _param_space(study: Study, config: ExperimentConfig) -> dict[str, Any]:
+    from ray import tune
+
+    if study.search is not None:
+        return dict(study.search(config).param_space)
+    return {"cell": tune.grid_search([cell.name for cell in study.cells])}
+
+
+def _tune_config(study: Study, config: ExperimentConfig):
+    from ray import tune
+
+    if study.search is None:
+        return tune.TuneConfig(
+            max_concurrent_trials=config.sweep.max_concurrent, trial_name_creator=_trial_name
+        )
+    setup = study.search(config)
+    return tune.TuneConfig(
+        metric=setup.metric,
+        mode=setup.mode,
+        search_alg=setup.search_alg,
+        scheduler=setup.scheduler,
+        num_samples=setup.num_samples,
+        max_concurrent_trials=config.sweep.max_concurrent,
+    )
+
+
+def _trial_name(trial) -> str:
+    cell = trial.config.get("cell")
+    return f"{cell}_{trial.trial_id}".replace(" ", "_").replace("=", "") if cell else str(trial)
+
+
+def _run_trial(params: dict, *, study: Study, base: ExperimentConfig, parent_id: str, uri: str) -> None:
+    """One trial, inside a Ray worker: config from the params, a nested MLflow run, the study's trial."""
+    from ray import tune
+
+    overrides = dict(study.cell(params["cell"]).overrides) if "cell" in params else {}
+    overrides.update({k: v for k, v in params.items() if k != "cell"})
+    config = with_overrides(base, overrides)
+    trial_id = tune.get_context().get_trial_id()
+    name = params.get("cell", trial_id)
+    tracker = Tracker.start(
+        config,
+        f"{study.name}/{name}",
+        parent=Tracker.attach(uri, parent_id),
+        tags={"study": study.name, "cell": str(name), "tune_trial_id": trial_id},
+    )
+    step = 0
+
+    def report(metrics: Mapping[str, float]) -> None:
+        nonlocal step
+        tracker.log_metrics(metrics, step)
+        tune.report({**metrics, "step": step})
+        step += 1
+
+    with tracker.active():
+        final = study.trial(config, tracker, report)
+        tracker.log_metrics(final, step)
+    tune.report({**final, "step": step, "final": True})
+
+
+def _outcome(result) -> TrialOutcome:
+    params = dict(result.config or {})
+    name = str(params.get("cell", Path(str(result.path)).name))
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
+    error = None
+    if result.error is not None:
+        cause = getattr(result.error, "cause", None) or result.error  # unwrap Ray's RayTaskError
+        error = f"{type(cause).__name__}: {cause}".splitlines()[0]
+    return TrialOutcome(name, params, metrics, error)
+
+
+def _close_stale_children(parent: Tracker, reason: str) -> None:
+    """Mark child runs still RUNNING (their process is gone) as KILLED, saying why."""
+    experiment = parent.client.get_run(parent.run_id).info.experiment_id
+    stale = parent.client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'"
+    )
+    for run in stale:
+        parent.client.set_tag(run.info.run_id, "killed_reason", reason)
+        parent.client.set_terminated(run.info.run_id, status="KILLED")

@@ -1,0 +1,33 @@
+"""A cheap study for the sweep machinery: its trial scores a config without any model."""
+
+import os
+import time
+from pathlib import Path
+
+from clip2point.sweep.study import Cell, Column, Study
+
+
+def score_trial(config, tracker, report):
+    """Scores ``10 * dilation``; ``radius`` 0.5 raises; a marker file per run counts executions."""
+    marker_dir = Path(os.environ["DUMMY_STUDY_MARKERS"])
+    (marker_dir / f"{config.render.dilation}-{config.render.radius}-{time.time_ns()}").touch()
+    for epoch in range(2):
+        report({"progress": float(epoch)})
+    time.sleep(float(os.environ.get("DUMMY_STUDY_SLEEP", "0")))
+    if config.render.radius == 0.5:
+        raise RuntimeError("this cell is broken on purpose")
+    return {"score": 10.0 * config.render.dilation, "score_std": 1.0, "score_n": 3}
+
+
+DUMMY = Study(
+    name="dummy_study",
+    title="Dummy study",
+    trial=score_trial,
+    columns=(Column("score", "score"),),
+    cells=(
+        Cell("R=1", {"render.dilation": 1}, {"score": 9.0}),
+        Cell("R=2", {"render.dilation": 2}, {"score": 21.0}),
+        Cell("broken", {"render.radius": 0.5}),
+    ),
+    paper_reference="nowhere",
+)
