@@ -25,7 +25,7 @@ from clip2point.engine.feature_cache import SplitFeatures, resolve_cache_dir
 from clip2point.engine.features import resolve_device
 from clip2point.engine.metrics import Accuracy, accuracy, save_confusion_png
 from clip2point.errors import ConfigError, InputError
-from clip2point.models import GDPA, PromptCache, load_clip, load_depth_encoder
+from clip2point.models import GDPA, ClipBundle, PromptCache, load_clip, load_depth_encoder
 from clip2point.render import official_views
 from clip2point.tracking import Tracker, project_root
 
@@ -194,6 +194,22 @@ def train_adapter(
     return SeedResult(seed, best.test_acc, best.epoch, history[-1].test_acc, tuple(history), final)
 
 
+def frozen_encoders(config: FewShotConfig, bundle: ClipBundle, device: torch.device) -> list[nn.Module]:
+    """The encoders feeding the adapter: ``[depth]`` (single path) or ``[depth, CLIP visual]`` (dual); the
+    depth encoder is ``config.depth_encoder`` loaded, or CLIP's visual encoder itself when that is None."""
+    depth = bundle.visual
+    if config.depth_encoder is not None:
+        depth = load_depth_encoder(bundle, config.depth_encoder).to(device)
+    return [depth, bundle.visual] if config.adapter.path == "dual" else [depth]
+
+
+def seeded_adapter(config: FewShotConfig, views: int, dim: int, seed: int, device: torch.device) -> GDPA:
+    """:func:`build_adapter` initialised under ``torch.manual_seed(seed)``, the global RNG restored."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return build_adapter(config, views, dim).to(device)
+
+
 def run_few_shot(
     config: ExperimentConfig,
     *,
@@ -204,8 +220,7 @@ def run_few_shot(
 ) -> FewShotResult:
     """The ``clip2point fewshot`` experiment: adapters of ``config.fewshot.adapter`` trained on
     ``config.data.dataset`` (train split, ``config.fewshot.shots`` per class) and tested on its test split,
-    once per seed of ``config.fewshot.seeds``. The depth path encodes with ``config.fewshot.depth_encoder``
-    (None: CLIP's visual encoder), the dual path adds CLIP's visual encoder; both stay frozen.
+    once per seed of ``config.fewshot.seeds``, on the features of :func:`frozen_encoders`.
 
     Writes ``confusion_seed<s>.png`` (final epoch) to ``out_dir`` (default
     ``<project>/runs/fewshot/<dataset>``). With ``track``, one MLflow run holds the config, the summary
@@ -218,29 +233,25 @@ def run_few_shot(
     device = resolve_device(config.device)
     bundle = load_clip(config.model.name, config.model.pretrained, device)
     views = official_views(config.render.views)
-    build_adapter(fs, len(views[0]), bundle.embed_dim)  # reject a bad switch combination before any work
-    depth = (
-        bundle.visual if fs.depth_encoder is None else load_depth_encoder(bundle, fs.depth_encoder).to(device)
-    )
-    encoders = [depth, bundle.visual] if fs.adapter.path == "dual" else [depth]
+    num_views = len(views[0])
+    build_adapter(fs, num_views, bundle.embed_dim)  # reject a bad switch combination before any work
+    encoders = frozen_encoders(fs, bundle, device)
     train_set, test_set = dataset_from_config(config, "train"), dataset_from_config(config, "test")
     class_names = train_set.class_names
     selections = {seed: select_train(train_set.labels, fs.shots, seed, class_names) for seed in fs.seeds}
     render = replace(config.render, image_size=bundle.image_size)
-    options = dict(
-        cache_dir=resolve_cache_dir(fs.feature_cache),
-        batch_size=fs.batch_size,
-        device=device,
-        progress=progress,
-    )
+    cache_dir = resolve_cache_dir(fs.feature_cache)
     out = Path(out_dir) if out_dir else project_root() / "runs" / "fewshot" / config.data.dataset
     out.mkdir(parents=True, exist_ok=True)
     encoder_label = "CLIP visual encoder" if fs.depth_encoder is None else Path(fs.depth_encoder).name
     tags = {"depth_encoder": encoder_label, "dataset_fingerprint": train_set.fingerprint()}
     parent = Tracker.start(config, f"fewshot-{config.data.dataset}", tags=tags) if track else None
     with parent.active() if parent else nullcontext():
-        train = SplitFeatures(train_set, encoders, render, views, **options)
-        test = SplitFeatures(test_set, encoders, render, views, **options)
+        train, test = (
+            SplitFeatures(ds, encoders, render, views, cache_dir=cache_dir, batch_size=fs.batch_size,
+                          device=device, progress=progress)
+            for ds in (train_set, test_set)
+        )  # fmt: skip
         text = PromptCache().features(bundle.text, class_names).to(device)
         results = []
         for seed in fs.seeds:
@@ -251,27 +262,20 @@ def run_few_shot(
 
                 def report(stats: EpochStats, seed: int = seed, child: Tracker | None = child) -> None:
                     if child:
-                        metrics = {
-                            "loss": stats.loss,
-                            "train_acc": stats.train_acc,
-                            "test_acc": stats.test_acc,
-                        }
-                        child.log_metrics(metrics, stats.epoch)
+                        child.log_metrics(
+                            {"loss": stats.loss, "train_acc": stats.train_acc, "test_acc": stats.test_acc},
+                            stats.epoch,
+                        )
                     if on_epoch:
                         on_epoch(seed, stats)
 
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(seed)
-                    adapter = build_adapter(fs, len(views[0]), bundle.embed_dim).to(device)
+                adapter = seeded_adapter(fs, num_views, bundle.embed_dim, seed, device)
                 result = train_adapter(
                     adapter, train, test, text, class_names, selections[seed], epochs=fs.epochs,
                     batch_size=fs.batch_size, lr=fs.lr, weight_decay=fs.weight_decay, seed=seed, on_epoch=report,
                 )  # fmt: skip
-                picture = save_confusion_png(
-                    result.final,
-                    out / f"confusion_seed{seed}.png",
-                    title=f"{config.data.dataset} seed {seed}",
-                )
+                title = f"{config.data.dataset} seed {seed}"
+                picture = save_confusion_png(result.final, out / f"confusion_seed{seed}.png", title=title)
                 if child:
                     child.log_metrics({"best_acc": result.best, "last_acc": result.last}, fs.epochs)
                     child.log_artifact(picture)
