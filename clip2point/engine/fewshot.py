@@ -63,7 +63,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class FewShotResult:
-    """Every seed's result; ``best_mean``/``best_std`` and ``last_mean``/``last_std`` summarise them."""
+    """Every seed's result; ``best_mean_std`` and ``last_mean_std`` (mean, sample std) summarise them."""
 
     seeds: tuple[SeedResult, ...]
 

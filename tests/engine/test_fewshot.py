@@ -111,6 +111,19 @@ def test_select_train_seeded(splits):
         select_train(labels, 4, 0, MODELNET10)
 
 
+def test_batches_cover_each_index_once_and_drop_a_trailing_single():
+    from clip2point.engine.fewshot import _batches
+
+    batches = _batches(70, 32, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [32, 32, 6]
+    assert sorted(torch.cat(batches).tolist()) == list(range(70))
+    again = _batches(70, 32, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    single = _batches(33, 32, torch.Generator().manual_seed(0))
+    assert [len(b) for b in single] == [32]  # BatchNorm cannot train on one sample
+    assert [len(b) for b in _batches(1, 32, torch.Generator())] == [1]
+
+
 def test_mean_std_and_summary():
     assert mean_std([80.0, 82.0, 87.0]) == pytest.approx(
         (statistics.mean([80, 82, 87]), statistics.stdev([80, 82, 87]))
