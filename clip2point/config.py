@@ -130,7 +130,13 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """The Gated Dual-Path Adapter's switches (SPEC.md section 4)."""
+    """The Gated Dual-Path Adapter's switches (SPEC.md section 4).
+
+    ``path``: ``single`` (depth-encoder features only) or ``dual`` (plus CLIP's visual features);
+    ``aggregator``: ``global`` (GDPA) or ``inter_view`` (PointCLIP's adapter, ``variant: paper`` only);
+    ``fusion`` (dual path): ``gate`` (paper), ``average`` (official code) or ``none``; a single path
+    takes ``none``. ``variant``: the ``paper`` or ``official`` form of the global aggregator.
+    """
 
     path: Literal["single", "dual"] = "dual"
     aggregator: Literal["global", "inter_view"] = "global"
@@ -143,17 +149,22 @@ class FewShotConfig:
     """Adapter training on frozen encoders: K-shot (``shots``) or the full train split (``shots: null``).
 
     ``depth_encoder``: a pre-trained depth encoder file (safetensors or an official ``best_eval.pth``);
-    None uses CLIP's visual encoder. Results are reported as mean and std over ``seeds``.
+    None uses CLIP's visual encoder (so the dual path has both encoders CLIP-initialised). ``dropout``:
+    the dropout rate of the ``official`` aggregator (the paper form has none). ``batch_size`` is at least 2
+    (BatchNorm in the official aggregator needs two samples). Results are reported as
+    mean and std over ``seeds``. ``feature_cache``: folder of the frozen-encoder feature cache (relative
+    paths are taken from the project root); None computes features every epoch.
     """
 
     shots: int | None = bounded(16, low=1)
     epochs: int = bounded(50, low=1)
-    batch_size: int = bounded(32, low=1)
+    batch_size: int = bounded(32, low=2)
     lr: float = bounded(1e-3, low=0.0, low_open=True)
     weight_decay: float = bounded(1e-4, low=0.0)
     dropout: float = bounded(0.075, low=0.0, high=1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     depth_encoder: str | None = None
+    feature_cache: str | None = "cache/features"
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
 
 

@@ -1,0 +1,267 @@
+"""Frozen-encoder view features, computed once and kept on disk, or computed live on every call.
+
+With frozen encoders and fixed views, a sample's per-view features ``(V, C)`` depend only on the encoder's
+weights and code, the render settings and views, the sample itself (dataset files, split, point count,
+seed, alignment) and the arithmetic precision. :func:`feature_key` hashes exactly these; an entry
+``<cache_dir>/<key>.safetensors`` holds ``features (M, V, C)`` float32 and ``labels (M,)`` int64 of a
+whole split, so every epoch and every trial (seed, shots, adapter switch) that shares them reads it.
+
+Cached and live features are bit-identical: encoders see one sample's V views per call
+(:class:`SampleWiseEncoder`), so a sample's features never depend on which batch it came in (batched
+float matmuls give results that do, in the last bits). Entries are written atomically (temp file +
+``os.replace``) under an exclusive ``flock`` of ``<key>.lock``, so concurrent trials build one entry once
+and nobody reads half a file; an unreadable or mismatched entry is rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import Subset
+
+from clip2point.config import RenderConfig
+from clip2point.data.cache import fingerprint
+from clip2point.data.datasets import PointCloudDataset
+from clip2point.engine.features import extract_view_features
+from clip2point.models.state import read_metadata, save_safetensors
+from clip2point.render.depth import DepthRenderer
+from clip2point.tracking import project_root
+
+log = logging.getLogger(__name__)
+
+Views = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def resolve_cache_dir(path: str | Path | None) -> Path | None:
+    """The cache folder of a config value: None stays None (cache off); relative paths start at the
+    project root (:func:`clip2point.tracking.project_root`), so every worker finds the same entries."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def encoder_digest(encoder: nn.Module) -> str:
+    """SHA-256 hex digest of an encoder: its architecture (``repr``, which names e.g. QuickGELU vs GELU)
+    and every state-dict tensor (name, dtype, shape and bytes)."""
+    digest = hashlib.sha256(repr(encoder).encode())
+    for name, tensor in encoder.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def feature_key(
+    encoder: nn.Module,
+    render: RenderConfig,
+    views: Views,
+    dataset: PointCloudDataset,
+    device: torch.device | str,
+) -> str:
+    """The cache key of ``encoder``'s features of ``dataset`` rendered with ``render`` at ``views``
+    (``(azim, elev, dist)``, each ``(V,)``): a hash of the encoder digest, every RenderConfig field, the
+    view angles, the dataset fingerprint (files, split, point count, seed, alignment) and the precision
+    (bf16 autocast on CUDA, float32 on CPU)."""
+    settings = {
+        "kind": "view-features",
+        "encoder": encoder_digest(encoder),
+        "render": dataclasses.asdict(render),
+        "views": [v.tolist() for v in views],
+        "dataset": dataset.fingerprint(),
+        "precision": "bf16" if torch.device(device).type == "cuda" else "float32",
+    }
+    return fingerprint([], settings)
+
+
+class SampleWiseEncoder(nn.Module):
+    """Wraps an encoder so that images ``(B*V, 3, S, S)`` are encoded V at a time (one sample per call):
+    ``(B*V, C)`` out, each sample's rows independent of the rest of the batch. Keeps the wrapped
+    encoder's train/eval mode."""
+
+    def __init__(self, encoder: nn.Module, views: int):
+        super().__init__()
+        self.encoder, self.views = encoder, views
+        self.train(encoder.training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.encoder(chunk) for chunk in images.split(self.views)])
+
+
+def extract_features(
+    encoder: nn.Module,
+    renderer: DepthRenderer,
+    dataset: PointCloudDataset | Subset,
+    views: Views,
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-invariant :func:`~clip2point.engine.features.extract_view_features`: features ``(M, V, C)``
+    float32 and labels ``(M,)`` on the CPU. The global RNG state is left as it was (the data loader draws
+    a seed from it), so live extraction inside a training loop does not shift dropout masks."""
+    wrapped = SampleWiseEncoder(encoder, views[0].shape[0])
+    with torch.random.fork_rng(devices=[]):
+        return extract_view_features(
+            wrapped, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
+        )
+
+
+@dataclass(frozen=True)
+class ViewFeatures:
+    """A split's features ``(M, V, C)`` float32 and labels ``(M,)`` int64; ``hit`` says whether they came
+    from the cache, ``path`` is the entry (None with the cache off)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    hit: bool
+    path: Path | None
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` of ``path`` (created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_entry(path: Path, key: str, dataset: PointCloudDataset, views: int) -> ViewFeatures | None:
+    """The entry at ``path`` if it is complete and belongs to ``key`` and ``dataset``; else None."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+        metadata = read_metadata(path)
+    except (SafetensorError, OSError) as exc:
+        log.warning("feature cache entry %s is unreadable (%s); rebuilding it", path, exc)
+        return None
+    features, labels = tensors.get("features"), tensors.get("labels")
+    expected = torch.as_tensor(dataset.labels, dtype=torch.int64)
+    if (
+        metadata.get("key") != key
+        or features is None
+        or labels is None
+        or features.ndim != 3
+        or features.shape[:2] != (len(dataset), views)
+        or not torch.equal(labels, expected)
+    ):
+        log.warning("feature cache entry %s does not match its key or dataset; rebuilding it", path)
+        return None
+    return ViewFeatures(features, labels, hit=True, path=path)
+
+
+def load_or_extract(
+    encoder: nn.Module,
+    render: RenderConfig,
+    dataset: PointCloudDataset,
+    views: Views,
+    *,
+    cache_dir: str | Path | None,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> ViewFeatures:
+    """``encoder``'s per-view features of every sample of ``dataset``, rendered with ``render`` at
+    ``views``: read from ``<cache_dir>/<feature_key>.safetensors`` if present and valid, else computed
+    with :func:`extract_features` and stored there. ``cache_dir`` None computes without storing."""
+    renderer = DepthRenderer.from_config(render)
+    v = views[0].shape[0]
+    if cache_dir is None:
+        features, labels = extract_features(
+            encoder, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
+        )
+        return ViewFeatures(features, labels, hit=False, path=None)
+    key = feature_key(encoder, render, views, dataset, device)
+    path = Path(cache_dir) / f"{key}.safetensors"
+    found = _read_entry(path, key, dataset, v)
+    if found is not None:
+        return found
+    with _locked(path.with_suffix(".lock")):
+        found = _read_entry(path, key, dataset, v)  # another trial may have built it meanwhile
+        if found is not None:
+            return found
+        features, labels = extract_features(
+            encoder, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
+        )
+        metadata = {
+            "key": key,
+            "dataset": dataset.name,
+            "render": json.dumps(dataclasses.asdict(render), sort_keys=True),
+            "shape": json.dumps(list(features.shape)),
+        }
+        save_safetensors({"features": features, "labels": labels}, path, metadata)
+    return ViewFeatures(features, labels, hit=False, path=path)
+
+
+class SplitFeatures:
+    """Per-view features of one dataset split for a list of frozen encoders, by sample index.
+
+    ``cache_dir`` set: each distinct encoder's features of the whole split come from
+    :func:`load_or_extract` once and are indexed per call. ``cache_dir`` None: every call renders and
+    encodes the asked samples anew (the cost the cache saves). Both give bit-identical tensors. An encoder
+    listed twice (the dual path with both encoders CLIP's) is computed once.
+    """
+
+    def __init__(
+        self,
+        dataset: PointCloudDataset,
+        encoders: Sequence[nn.Module],
+        render: RenderConfig,
+        views: Views,
+        *,
+        cache_dir: str | Path | None,
+        batch_size: int = 32,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+    ):
+        self.dataset, self.views, self.batch_size = dataset, views, batch_size
+        self.device = torch.device(device)
+        self.renderer = DepthRenderer.from_config(render)
+        self.labels = torch.as_tensor(dataset.labels, dtype=torch.int64)
+        self._unique: list[nn.Module] = []
+        self._slot: list[int] = []
+        for encoder in encoders:
+            known = [i for i, e in enumerate(self._unique) if e is encoder]
+            self._slot.append(known[0] if known else len(self._unique))
+            if not known:
+                self._unique.append(encoder)
+        self.entries: list[ViewFeatures] | None = None
+        if cache_dir is not None:
+            options = dict(cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress)
+            self.entries = [load_or_extract(e, render, dataset, views, **options) for e in self._unique]
+            self._stored = [entry.features.to(self.device) for entry in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __call__(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        """Features ``(B, V, C)`` on the device, one per encoder given, of samples ``indices (B,)``."""
+        if self.entries is not None:
+            computed = [stored[indices.to(self.device)] for stored in self._stored]
+        else:
+            subset = Subset(self.dataset, indices.tolist())
+            computed = [
+                extract_features(
+                    encoder, self.renderer, subset, self.views, batch_size=self.batch_size, device=self.device
+                )[0].to(self.device)
+                for encoder in self._unique
+            ]
+        return [computed[slot] for slot in self._slot]
