@@ -17,6 +17,7 @@ VERBS = {
     "zeroshot": "zeroshot",
     "toy": "toy",
     "pretrain": "pretrain",
+    "fewshot": "fewshot",
 }
 
 
