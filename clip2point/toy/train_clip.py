@@ -1,185 +1,190 @@
 """Train the bundled toy CLIP ("ToyCLIP"): a small open_clip model that only ever saw toy RGB renders.
 
-Data: the toy world's ShapeNet-part objects (``object_rng(seed, "shapenet", label, k)``, k < per_class),
-rendered at the 10 official views, 224 x 224, normalised with CLIP's mean/std; captions such as
-"image of a red chair" / "image of a chair" / "a red chair" (class names with underscores as spaces).
-Loss: CLIP's symmetric contrastive loss with a learnable logit scale; pairs in a batch that share a caption
-count as positives of one another (uniform soft targets), since ten classes repeat in every batch.
+Data: a stream of fresh procedural objects (:class:`clip2point.toy.clip_data.TrainStream`): every batch holds
+new objects (no object is seen twice), each rendered at a few jittered official or random views, with captions
+such as "image of a chair" / "image of a red chair" / "a red chair". Never a depth map.
+Loss: CLIP's symmetric contrastive loss with a learnable logit scale, where every caption in the batch that
+is true of an image counts as its positive (uniform soft targets), since classes repeat in every batch.
 
-Run ``python -m clip2point.toy.train_clip --out clip2point/assets/toy_clip`` to rebuild the shipped weights
-(``ToyCLIP.safetensors``, fp16, next to the model config ``ToyCLIP.json``).
+Rebuild the shipped weights (``ToyCLIP.safetensors``, fp16, beside the config ``ToyCLIP.json``) with::
+
+    python -m clip2point.toy.train_clip --out clip2point/assets/toy_clip
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
+import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from clip2point.models.backbone import toy_assets_dir
+from clip2point.models.heads import cosine_logits, zero_shot_logits
+from clip2point.models.prompts import encode_prompts
 from clip2point.render.cameras import official_views
-from clip2point.render.depth import CLIP_MEAN, CLIP_STD, DepthRenderer
-from clip2point.render.mesh import MeshRenderer
-from clip2point.toy.shapes import CLASSES, make_shape
-from clip2point.toy.world import object_rng, sample_cloud
+from clip2point.render.depth import DepthRenderer
+from clip2point.toy.clip_data import TRAIN_STREAM, TrainStream, captions, render_objects
+from clip2point.toy.shapes import CLASSES
 
 MODEL_NAME = "ToyCLIP"
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy_clip"
-PROMPT = "image of a {}"
+HELD_OUT_SEED = 12345  # never used for training objects
+DEPTH_SETTINGS = {
+    "disk": {"footprint": "disk", "radius": 0.02},
+    "square2": {"footprint": "square", "dilation": 2},
+}
 
 
-def class_names() -> list[str]:
-    """The toy class names as prompts use them (underscores as spaces)."""
-    return [c.replace("_", " ") for c in CLASSES]
-
-
-def create_toy_clip(config_dir: Path = ASSET_DIR):
-    """A randomly initialised ToyCLIP (open_clip ``CLIP``) and its tokenizer, from ``config_dir/ToyCLIP.json``."""
+def create_toy_clip(config_dir: Path | None = None):
+    """A randomly initialised ToyCLIP (open_clip ``CLIP``) and its tokenizer, from
+    ``<config_dir>/ToyCLIP.json`` (default: the package assets)."""
     import open_clip
 
-    open_clip.add_model_config(Path(config_dir) / f"{MODEL_NAME}.json")
+    open_clip.add_model_config(Path(config_dir or toy_assets_dir()) / f"{MODEL_NAME}.json")
     return open_clip.create_model(MODEL_NAME), open_clip.get_tokenizer(MODEL_NAME)
 
 
-def to_clip_images(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 ``(N, S, S, 3)`` renders -> float ``(N, 3, S, S)`` normalised with CLIP's mean/std."""
-    x = torch.as_tensor(rgb).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+def image_size(model) -> int:
+    """The square input size S of the model's visual tower."""
+    size = model.visual.image_size
+    return int(size if isinstance(size, int) else size[0])
 
 
-def render_objects(seed: int, per_class: int, first: int = 0, progress: bool = False):
-    """Objects ``first .. first + per_class - 1`` of every class: RGB at the 10 official views and clouds.
-
-    Returns ``rgb (O, 10, 224, 224, 3)`` uint8, ``points (O, 1024, 3)`` float32 (unit sphere, Y up),
-    ``labels (O,)`` int64 and the colour word of each object.
-    """
-    renderer = MeshRenderer(image_size=224)
-    views = official_views(10)
-    rgb, points, labels, colours = [], [], [], []
-    todo = [(label, k) for label in range(len(CLASSES)) for k in range(first, first + per_class)]
-    try:
-        for label, k in tqdm(todo, desc="render toy objects", disable=not progress):
-            rng = object_rng(seed, "shapenet", label, k)
-            mesh = make_shape(label, rng)
-            rgb.append(renderer.render(mesh.vertices, mesh.faces, *views, face_colors=mesh.face_colors))
-            points.append(sample_cloud(mesh, 1024, rng))
-            labels.append(label)
-            colours.append(mesh.colour)
-    finally:
-        renderer.release()
-    return np.stack(rgb), np.stack(points), np.asarray(labels, dtype=np.int64), colours
-
-
-def _captions(labels: np.ndarray, colours: list[str], gen: torch.Generator) -> list[str]:
-    names = class_names()
-    templates = ("image of a {c} {n}", "image of a {n}", "a {c} {n}", "a photo of a {c} {n}")
-    picks = torch.randint(len(templates), (len(labels),), generator=gen).tolist()
-    return [templates[p].format(c=c, n=names[lab]) for p, lab, c in zip(picks, labels, colours, strict=True)]
-
-
-def contrastive_loss(image_f: torch.Tensor, text_f: torch.Tensor, scale: torch.Tensor, same: torch.Tensor):
-    """Symmetric CLIP loss for L2-normalised ``(B, D)`` features; ``same (B, B)`` bool marks positives."""
+def contrastive_loss(
+    image_f: torch.Tensor, text_f: torch.Tensor, scale: torch.Tensor, describes: torch.Tensor
+):
+    """Symmetric CLIP loss for L2-normalised ``(B, D)`` features; ``describes[i, j]`` marks text ``j`` as a
+    positive of image ``i`` (each row and column needs one). Targets are uniform over the positives."""
     logits = scale * image_f @ text_f.T
-    targets = same.float() / same.float().sum(1, keepdim=True)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets.T)) / 2
+    pos = describes.float()
+    rows = F.cross_entropy(logits, pos / pos.sum(1, keepdim=True))
+    cols = F.cross_entropy(logits.T, pos.T / pos.T.sum(1, keepdim=True))
+    return (rows + cols) / 2
 
 
 @torch.no_grad()
-def zero_shot_accuracy(
-    model, tokenizer, images: torch.Tensor, labels: torch.Tensor, batch: int = 200
-) -> float:
-    """Top-1 accuracy of prompts "image of a {name}" on CLIP-normalised ``images (N, 3, 224, 224)``."""
-    model.eval()
-    text = F.normalize(model.encode_text(tokenizer([PROMPT.format(n) for n in class_names()])), dim=-1)
-    correct = 0
-    for i in range(0, len(images), batch):
-        feats = F.normalize(model.encode_image(images[i : i + batch]), dim=-1)
-        correct += (feats @ text.T).argmax(1).eq(labels[i : i + batch]).sum().item()
-    return correct / len(images)
+def zero_shot(visual, text_encoder, images: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    """Zero-shot logits ``(O, V, K)`` (cosine, no scale) of view images ``(O, V, 3, S, S)`` against the
+    prompts "image of a {name}" of the toy classes; ``visual`` maps ``(M, 3, S, S)`` to features."""
+    text = encode_prompts(text_encoder, CLASSES)
+    flat = images.flatten(0, 1)
+    feats = torch.cat([visual(flat[i : i + batch]) for i in range(0, len(flat), batch)])
+    return cosine_logits(feats.reshape(*images.shape[:2], -1), text)
 
 
-def evaluate(model, tokenizer, seed: int = 12345, per_class: int = 3) -> dict[str, float]:
-    """Zero-shot top-1 of the toy CLIP on fresh toy objects (``seed``): per RGB render and per depth map
-    (DepthRenderer, official disk footprint and normalisation, 1,024 points), all 10 official views."""
-    rgb, points, labels, _ = render_objects(seed, per_class)
-    views = official_views(10)
-    per_view = torch.from_numpy(labels).repeat_interleave(10)
-    depth = DepthRenderer(image_size=224)(torch.from_numpy(points), *views).flatten(0, 1)
-    return {
-        "rgb": zero_shot_accuracy(model, tokenizer, to_clip_images(rgb.reshape(-1, 224, 224, 3)), per_view),
-        "depth": zero_shot_accuracy(model, tokenizer, depth, per_view),
-    }
+def accuracies(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 per view image and per object (the zero-shot head: logits averaged over views)."""
+    per_view = logits.argmax(-1).eq(labels[:, None]).float().mean().item()
+    per_object = (
+        zero_shot_logits(logits, torch.eye(logits.shape[-1])).argmax(-1).eq(labels).float().mean().item()
+    )
+    return {"view": per_view, "object": per_object}
+
+
+def text_encoder_of(model, tokenizer):
+    """The training model's text path as :func:`clip2point.models.prompts.encode_prompts` wants it."""
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return model.encode_text(tokenizer(texts))
+
+    return encode
+
+
+def evaluate(
+    visual, text_encoder, size: int, seed: int = HELD_OUT_SEED, per_class: int = 3, stream=None
+) -> dict:
+    """Zero-shot top-1 on toy objects of ``seed`` (toy-world stream 'shapenet', or ``stream``) for an encoder
+    of input size ``size``: RGB renders, and depth maps of 1,024-point clouds for each of
+    :data:`DEPTH_SETTINGS`; official views.
+
+    Returns ``{"rgb": {"view": top-1 per render, "object": top-1 of the view-averaged logits},
+    "depth_disk": {...}, "depth_square2": {...}}``.
+    """
+    images, points, labels = render_objects(seed, per_class, size, stream=stream or "shapenet")
+    out = {"rgb": accuracies(zero_shot(visual, text_encoder, images), labels)}
+    for name, setting in DEPTH_SETTINGS.items():
+        depth = DepthRenderer(image_size=size, **setting)(points, *official_views(10))
+        out[f"depth_{name}"] = accuracies(zero_shot(visual, text_encoder, depth), labels)
+    return out
 
 
 def train_toy_clip(
     out_dir: str | Path,
     seed: int = 0,
-    per_class: int = 15,
-    epochs: int = 40,
-    batch_size: int = 128,
+    steps: int = 640,
+    objects: int = 16,
+    views: int = 4,
     lr: float = 3e-3,
+    config_dir: Path | None = None,
     progress: bool = True,
-) -> dict[str, float]:
-    """Train ToyCLIP on ``per_class`` objects per class x 10 views; write ``ToyCLIP.json`` and fp16
-    ``ToyCLIP.safetensors`` to ``out_dir``; return the held-out zero-shot accuracies of :func:`evaluate`."""
+):
+    """Train ToyCLIP for ``steps`` batches of ``objects`` fresh objects x ``views`` views; write
+    ``ToyCLIP.json`` and fp16 ``ToyCLIP.safetensors`` to ``out_dir``; return the model and tokenizer."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model, tokenizer = create_toy_clip()
-    rgb, _, labels, colours = render_objects(seed, per_class, progress=progress)
-    images = rgb.reshape(-1, 224, 224, 3)
-    image_labels = np.repeat(labels, 10)
-    image_colours = [c for c in colours for _ in range(10)]
+    model, tokenizer = create_toy_clip(config_dir)
+    stream = TrainStream(seed, image_size(model), objects, views)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * math.ceil(len(images) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
-    bar = tqdm(total=steps, desc="train ToyCLIP", disable=not progress)
     model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(images), generator=gen)
-        for i in range(0, len(images), batch_size):
-            idx = order[i : i + batch_size].numpy()
-            captions = _captions(image_labels[idx], [image_colours[j] for j in idx], gen)
-            ids = {c: n for n, c in enumerate(sorted(set(captions)))}
-            cap = torch.tensor([ids[c] for c in captions])
-            image_f = F.normalize(model.encode_image(to_clip_images(images[idx])), dim=-1)
-            text_f = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
-            loss = contrastive_loss(image_f, text_f, model.logit_scale.exp(), cap[:, None] == cap[None, :])
+    try:
+        for step in (bar := tqdm(range(steps), desc="train ToyCLIP", disable=not progress)):
+            images, labels, colours = stream.batch(step)
+            texts, describes = captions(labels, colours, gen)
+            image_f = F.normalize(model.encode_image(images), dim=-1)
+            text_f = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)
+            loss = contrastive_loss(image_f, text_f, model.logit_scale.exp(), describes)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+    finally:
+        stream.release()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / f"{MODEL_NAME}.json").resolve() != (ASSET_DIR / f"{MODEL_NAME}.json").resolve():
-        shutil.copy(ASSET_DIR / f"{MODEL_NAME}.json", out / f"{MODEL_NAME}.json")
+    config = Path(config_dir or toy_assets_dir()) / f"{MODEL_NAME}.json"
+    if config.resolve() != (out / config.name).resolve():
+        shutil.copy(config, out / config.name)
     state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     save_file(state, out / f"{MODEL_NAME}.safetensors")
-    return evaluate(model, tokenizer)
+    return model.eval(), tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for ToyCLIP.json and ToyCLIP.safetensors")
+    parser.add_argument(
+        "--config-dir", type=Path, default=None, help="folder of ToyCLIP.json (default: assets)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-class", type=int, default=15, help="training objects per class (x 10 views)")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=640)
+    parser.add_argument("--objects", type=int, default=16, help="fresh objects per batch")
+    parser.add_argument("--views", type=int, default=4, help="random views per object")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle schedule)")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    acc = train_toy_clip(args.out, seed=args.seed, per_class=args.per_class, epochs=args.epochs, lr=args.lr)
-    print(f"held-out zero-shot top-1: RGB {acc['rgb']:.2%}, depth {acc['depth']:.2%}")
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    model, tokenizer = train_toy_clip(
+        args.out, args.seed, args.steps, args.objects, args.views, args.lr, args.config_dir
+    )
+    seconds = round(time.time() - start)
+    encoders = (model.visual, text_encoder_of(model, tokenizer), image_size(model))
+    report = {
+        "train_seconds": seconds,
+        "train_objects": evaluate(*encoders, seed=args.seed, stream=TRAIN_STREAM),
+        "held_out": evaluate(*encoders),
+    }
+    print(json.dumps(report, indent=1))
     return 0
 
 
