@@ -237,6 +237,9 @@ def test_removing_a_worker_node_restarts_from_the_latest_checkpoint(cluster, tra
     )
     killer.join(timeout=10)
     assert len(removed) == 1, "rank 0 never held after epoch 1"
+    deadline = time.monotonic() + 60  # the GCS marks a killed raylet dead after missed health checks
+    while removed[0] in {n["NodeID"] for n in ray.nodes() if n["Alive"]} and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert removed[0] not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
     client = MlflowClient(tracking)
