@@ -7,7 +7,7 @@ LAMB on the objective, with the cosine warm-restart schedule stepped every itera
 rank 0 measures zero-shot accuracy (pre-training val split and the downstream test set), keeps the best-val
 depth encoder in the run folder, writes the checkpoint that Ray Train persists, and logs the epoch to MLflow
 exactly once (also across restarts). A restarted worker (``FailureConfig``) or a resumed run continues from
-the latest checkpoint.
+the latest checkpoint. At every (re)start rank 0 tags the run with the Ray node of each worker.
 """
 
 from __future__ import annotations
@@ -155,6 +155,19 @@ class Worker:
             ZeroShotProbe(self.config, bundle, self.renderer, self.device) if self.rank == 0 else None
         )
         self.best = {"best_val_acc": -math.inf, "best_test_acc": math.nan, "best_epoch": 0.0}
+        self.record_nodes()
+
+    def record_nodes(self) -> None:
+        """Tag the MLflow run with ``worker_nodes``: the Ray node id of every rank, in rank order, comma
+        separated (rewritten by each (re)start, so it shows where the latest attempt ran)."""
+        import ray
+
+        nodes = [ray.get_runtime_context().get_node_id()]
+        if self.world > 1:
+            local, nodes = nodes[0], [None] * self.world
+            dist.all_gather_object(nodes, local)
+        if self.rank == 0:
+            self.tracker.set_tags({"worker_nodes": ",".join(nodes)})
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over this worker's shard; the global batch's mean losses, ``s``, lr and timing."""
