@@ -107,11 +107,11 @@ class PretrainConfig:
     nodes of a cluster. ``keep_checkpoints``: how many epoch checkpoints Ray Train keeps.
     """
 
-    epochs: int = bounded(12, low=1)
+    epochs: int = bounded(5, low=1)
     batch_size: int = bounded(50, low=2)
     lr: float = bounded(2e-3, low=0.0, low_open=True)
     weight_decay: float = bounded(1e-4, low=0.0)
-    restart_epochs: int = bounded(12, low=1)
+    restart_epochs: int = bounded(5, low=1)
     eta_min: float = bounded(1e-5, low=0.0)
     temperature: float = bounded(0.07, low=0.0, low_open=True)
     intra: bool = True
