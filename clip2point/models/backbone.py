@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,13 +154,28 @@ def _create(name: str, pretrained: str | None, quick_gelu: bool, weights: Path |
                 f"allowed: a weights file, 'toy', None, or one of {tags}"
             )
         return open_clip.create_model(name, pretrained, force_quick_gelu=quick_gelu)
-    model = open_clip.create_model(name, None, force_quick_gelu=quick_gelu)
     if weights is not None:
+        # open_clip warns that the model is randomly initialised; its weights are loaded right below.
+        with _quiet_open_clip():
+            model = open_clip.create_model(name, None, force_quick_gelu=quick_gelu)
         state = read_state_dict(weights)
         if all(k.startswith("module.") for k in state):
             state = strip_prefix(state, "module.")
         load_checked(model, state, f"weights file {weights}")
-    return model
+        return model
+    return open_clip.create_model(name, None, force_quick_gelu=quick_gelu)
+
+
+@contextmanager
+def _quiet_open_clip():
+    """Hold back open_clip's warnings (it logs to the root logger) for the duration of the block."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def load_clip(
