@@ -101,7 +101,7 @@ def write_results(
         f"# {study.title}\n\n{notice}"
         f"- dataset: `{config.data.dataset}` under `{_display_root(config.data.root)}`\n"
         f"- backbone: `{config.model.name}` (`{config.model.pretrained}`)\n"
-        f"- rendering: {config.render.views} views, {config.render.image_size} px\n"
+        f"- rendering: {config.render.views} views, images at the backbone's input size\n"
         f"- date: {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`\n"
         f"- paper: {study.paper_reference or 'see SPEC.md section 7'}\n"
         f"- command: `{command}`\n"
