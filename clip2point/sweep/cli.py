@@ -20,10 +20,10 @@ from clip2point.tracking import Tracker
 def build_parser(study: Study, default_config: Path) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python sweeps/{study.name}.py",
-        description=f"{study.title} as a Ray Tune sweep, tracked in MLflow. Default config: {default_config}",
+        description=f"{study.title} as a Ray Tune sweep, tracked in MLflow. Without --config or --preset the "
+        f"study's toy setting {default_config} is used.",
     )
     add_config_arguments(parser)
-    parser.set_defaults(config=default_config)
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this study")
     parser.add_argument("--quiet", action="store_true", help="no Tune status table")
     return parser
@@ -51,6 +51,8 @@ def main(study: Study, default_config: Path, argv: list[str] | None = None) -> i
     """Entry point of ``sweeps/<study>.py``; exit status 0, 1 if some trial failed, 2 on bad input."""
     args = build_parser(study, default_config).parse_args(argv)
     command = "python " + shlex.join([f"sweeps/{study.name}.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.config is None and args.preset is None:
+        args.config = default_config  # the study's toy setting; --preset alone means the preset's setting
     try:
         config = config_from_args(args)
         outcome = run_and_report(
