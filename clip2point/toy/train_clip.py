@@ -117,7 +117,7 @@ def evaluate(
 def train_toy_clip(
     out_dir: str | Path,
     seed: int = 0,
-    steps: int = 640,
+    steps: int = 320,
     objects: int = 16,
     views: int = 4,
     lr: float = 3e-3,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config-dir", type=Path, default=None, help="folder of ToyCLIP.json (default: assets)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=640)
+    parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--objects", type=int, default=16, help="fresh objects per batch")
     parser.add_argument("--views", type=int, default=4, help="random views per object")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle schedule)")
