@@ -50,7 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clip2point.data.files import load_mesh, load_points
     from clip2point.render import DepthRenderer, align_modelnet, official_views
-    from clip2point.render.preview import COMPARE_SETTINGS, depth_gray, save_view_grid, view_titles
+    from clip2point.render.preview import (
+        COMPARE_SETTINGS,
+        depth_gray,
+        save_view_grid,
+        setting_label,
+        view_titles,
+    )
 
     if not args.input.exists():
         raise InputError(f"input file {args.input} does not exist")
@@ -69,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
         settings = COMPARE_SETTINGS
     else:
         chosen = {name: getattr(args, name) for name in DEPTH_OPTIONS}
-        size = f"r={args.radius:g}" if args.footprint == "disk" else f"R={args.dilation}"
-        settings = ((f"{args.depth} {args.footprint} {size}", chosen),)
+        settings = ((setting_label(args.depth, args.footprint, args.radius, args.dilation), chosen),)
     rows = [
         (label, depth_gray(DepthRenderer(image_size=args.size, **options), points, azim, elev, dist))
         for label, options in settings

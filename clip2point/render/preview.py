@@ -71,6 +71,12 @@ def save_view_grid(
     return save_figure(fig, path)
 
 
+def setting_label(depth: str, footprint: str, radius: float, dilation: int) -> str:
+    """``"minimum disk r=0.02"`` / ``"weighted square R=2"``: a rendering setting as pictures and tables name it."""
+    size = f"r={radius:g}" if footprint == "disk" else f"R={dilation}"
+    return f"{depth} {footprint} {size}"
+
+
 def view_titles(azim: torch.Tensor, elev: torch.Tensor) -> list[str]:
     """Column titles ``"e=<elev> a=<azim>"`` for views given in degrees."""
     return [f"e={e:g} a={a:g}" for a, e in zip(azim.tolist(), elev.tolist(), strict=True)]

@@ -20,7 +20,7 @@ from clip2point.engine.fewshot import run_few_shot
 from clip2point.engine.zeroshot import zero_shot_accuracy
 from clip2point.models import PromptCache, load_clip
 from clip2point.render import DepthRenderer, official_views
-from clip2point.render.preview import depth_gray, save_view_grid, view_titles
+from clip2point.render.preview import depth_gray, save_view_grid, setting_label, view_titles
 from clip2point.sweep.study import Cell, Column, Metrics, Report, Study
 from clip2point.tracking import Tracker
 
@@ -70,7 +70,7 @@ def rendering_trial(config: ExperimentConfig, tracker: Tracker, report: Report) 
         picture = save_view_grid(
             [
                 (
-                    tracker_label(config),
+                    setting_label(render.depth, render.footprint, render.radius, render.dilation),
                     depth_gray(DepthRenderer.from_config(render), test_set[0]["points"], *views),
                 )
             ],
@@ -90,12 +90,6 @@ def rendering_trial(config: ExperimentConfig, tracker: Tracker, report: Report) 
         "fewshot_last_acc": last_mean,
         "fewshot_last_acc_std": last_std,
     }
-
-
-def tracker_label(config: ExperimentConfig) -> str:
-    r = config.render
-    size = f"r={r.radius:g}" if r.footprint == "disk" else f"R={r.dilation}"
-    return f"{r.depth} {r.footprint} {size}"
 
 
 STUDY = Study(
