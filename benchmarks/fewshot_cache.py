@@ -25,7 +25,6 @@ import multiprocessing as mp
 import resource
 import tempfile
 import time
-from dataclasses import replace
 
 
 def _peak_rss_mib() -> float:
@@ -38,28 +37,18 @@ def _measure(args: argparse.Namespace, cached: bool) -> dict:
     import torch
 
     from clip2point.commands.common import config_from_args
-    from clip2point.engine.data import dataset_from_config
+    from clip2point.engine.context import Experiment
     from clip2point.engine.feature_cache import SplitFeatures
-    from clip2point.engine.features import resolve_device
-    from clip2point.engine.fewshot import build_adapter, select_train, train_adapter
-    from clip2point.models import PromptCache, load_clip, load_depth_encoder
-    from clip2point.render import official_views
+    from clip2point.engine.fewshot import build_adapter, frozen_encoders, select_train, train_adapter
 
     if args.model_config:
         open_clip.add_model_config(args.model_config)
-    config = config_from_args(args)
-    fs, seed = config.fewshot, config.fewshot.seeds[0]
-    device = resolve_device(config.device)
     torch.manual_seed(0)  # a random-init model (model.pretrained null) is the same in both processes
-    bundle = load_clip(config.model.name, config.model.pretrained, device)
-    depth = (
-        bundle.visual if fs.depth_encoder is None else load_depth_encoder(bundle, fs.depth_encoder).to(device)
-    )
-    encoders = [depth, bundle.visual] if fs.adapter.path == "dual" else [depth]
-    splits = [dataset_from_config(config, split) for split in ("train", "test")]
-    render = replace(config.render, image_size=bundle.image_size)
-    views = official_views(render.views)
-    text = PromptCache().features(bundle.text, splits[0].class_names).to(device)
+    experiment = Experiment.from_config(config_from_args(args))
+    fs, seed, device = experiment.config.fewshot, experiment.config.fewshot.seeds[0], experiment.device
+    encoders = frozen_encoders(experiment)
+    splits = [experiment.dataset(split) for split in ("train", "test")]
+    text = experiment.text_features(splits[0].class_names)
     indices = select_train(splits[0].labels, fs.shots, seed, splits[0].class_names)
     base = _peak_rss_mib()
     if device.type == "cuda":
@@ -67,13 +56,13 @@ def _measure(args: argparse.Namespace, cached: bool) -> dict:
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
         train, test = (
-            SplitFeatures(ds, encoders, render, views, cache_dir=cache_dir if cached else None,
+            SplitFeatures(ds, encoders, experiment.renderer, experiment.views, cache_dir=cache_dir if cached else None,
                           batch_size=fs.batch_size, device=device, progress=False)
             for ds in splits
         )  # fmt: skip
         setup = time.perf_counter() - start
         torch.manual_seed(seed)
-        adapter = build_adapter(fs, len(views[0]), bundle.embed_dim).to(device)
+        adapter = build_adapter(fs, experiment.views.num_views, experiment.bundle.embed_dim).to(device)
         stamps = [time.perf_counter()]
         result = train_adapter(
             adapter, train, test, text, splits[0].class_names, indices, epochs=args.epochs + 1,

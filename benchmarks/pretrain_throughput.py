@@ -3,7 +3,7 @@
     python benchmarks/pretrain_throughput.py                          # ViT-B-32, batch 256, bf16 on CUDA
     python benchmarks/pretrain_throughput.py --model ToyCLIP --pretrained toy --batch 32 --device cpu
 
-A step is what the Ray Train worker does per iteration (SPEC.md section 2): render each cloud's sampled view
+A step is what the Ray Train worker does per iteration (docs/method.md section 2): render each cloud's sampled view
 at two jittered distances, encode the RGB render with the frozen image encoder, encode both depth maps with
 the depth encoder, the pre-training objective, backward, LAMB step. Weights are random unless
 ``--pretrained`` names a tag or file (speed does not depend on them). Inputs are synthetic. Prints the

@@ -28,16 +28,10 @@ from typing import Any
 import yaml
 
 from clip2point import __version__
-from clip2point.config import flatten, to_dict
+from clip2point.paths import project_root
+from clip2point.schema import flatten, to_dict
 
-PROJECT_FILE = "pyproject.toml"
 MLFLOW_PARAM_LIMIT = 500  # MLflow's cap on the length of one param value
-
-
-def project_root() -> Path:
-    """The clip2point checkout (editable install) or, for an installed package, the current directory."""
-    checkout = Path(__file__).resolve().parents[1]
-    return checkout if (checkout / PROJECT_FILE).is_file() else Path.cwd().resolve()
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: ``device`` runs a test on the CPU and, where one is present, on CUDA too."""
+"""Shared fixtures: ``device`` (the CPU, and CUDA where present), the tiny CLIP, a local Ray session."""
 
 import pytest
 import torch
@@ -11,3 +11,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray instance with 2 CPUs for the tests of one module, shut down after them."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -2,17 +2,11 @@
 
 import pytest
 
-from clip2point.config import (
-    ExperimentConfig,
-    RenderConfig,
-    flatten,
-    from_dict,
-    load_config,
-    parse_override,
-    save_config,
-    with_overrides,
-)
+from clip2point.config import ExperimentConfig, load_config, save_config
 from clip2point.errors import ConfigError
+from clip2point.models import AdapterSettings
+from clip2point.render import RenderSettings
+from clip2point.schema import flatten, from_dict, parse_override, with_overrides
 
 
 def test_defaults_and_yaml_round_trip(tmp_path):
@@ -30,7 +24,7 @@ def test_yaml_values_are_converted_and_validated(tmp_path):
     assert cfg.render.radius == 1.0 and isinstance(cfg.render.radius, float)
     assert cfg.render.views == 6
     assert cfg.model.pretrained is None
-    assert cfg.render.footprint == RenderConfig().footprint  # untouched keys keep defaults
+    assert cfg.render.footprint == RenderSettings().footprint  # untouched keys keep defaults
 
 
 @pytest.mark.parametrize(
@@ -38,9 +32,22 @@ def test_yaml_values_are_converted_and_validated(tmp_path):
     [
         (
             {"render": {"footprnt": "disk"}},
-            r"unknown config key 'render.footprnt'; allowed keys in render: image_size",
+            r"unknown config key 'render.footprnt'; allowed keys in render: views, footprint, radius",
         ),
-        ({"rendr": {}}, r"unknown config key 'rendr'; allowed keys in the top level: seed, device, render"),
+        (
+            {"rendr": {}},
+            r"unknown config key 'rendr'; allowed keys in the top level: seed, device, storage, render",
+        ),
+        ({"render": {"image_size": 224}}, r"unknown config key 'render.image_size'"),
+        (
+            {"fewshot": {"adapter": {"path": "single"}}},
+            r"'fewshot.adapter.fusion': 'gate' needs the dual path; a single path takes 'none'",
+        ),
+        (
+            {"fewshot": {"adapter": {"aggregator": "inter_view"}}},
+            r"'fewshot.adapter.variant': 'official' applies to the global aggregator only",
+        ),
+        ({"data": {"dataset": "modelnet"}}, r"'data.dataset': 'modelnet' is not allowed; expected one of"),
         (
             {"render": {"footprint": "circle"}},
             r"'render.footprint': 'circle' is not allowed; expected one of 'disk', 'square'",
@@ -51,7 +58,7 @@ def test_yaml_values_are_converted_and_validated(tmp_path):
         ({"render": {"dilation": 2.5}}, r"'render.dilation': 2.5 is not allowed; expected an integer"),
         ({"render": {"dilation": True}}, r"'render.dilation': True is not allowed; expected an integer"),
         ({"seed": "one"}, r"'seed': 'one' is not allowed; expected an integer"),
-        ({"render": 3}, r"'render': 3 is not allowed; expected a mapping with keys image_size"),
+        ({"render": 3}, r"'render': 3 is not allowed; expected a mapping with keys views, footprint"),
         ({"model": {"name": None}}, r"'model.name': None is not allowed; expected a string"),
     ],
 )
@@ -100,13 +107,19 @@ def test_overrides_and_flatten():
         with_overrides(cfg, {"rendr.dilation": 2})
 
 
-def test_dataset_names_match_the_data_package():
-    import typing
-
-    from clip2point.config import DatasetName
-    from clip2point.data import DATASET_NAMES
-
-    assert typing.get_args(DatasetName) == tuple(DATASET_NAMES)
+def test_settings_are_validated_when_made_in_code_too():
+    with pytest.raises(ConfigError, match=r"'render.footprint': 'circle' is not allowed"):
+        RenderSettings(footprint="circle")
+    with pytest.raises(
+        ConfigError, match=r"'render.fov': 180.0 is out of range; allowed: >= 1.0 and <= 179.0"
+    ):
+        RenderSettings(fov=180.0)
+    with pytest.raises(ConfigError, match=r"'fewshot.adapter.fusion': 'average' needs the dual path"):
+        AdapterSettings(path="single", fusion="average")
+    assert RenderSettings(radius=1).radius == 1.0 and isinstance(RenderSettings(radius=1).radius, float)
+    assert RenderSettings(footprint="square", dilation=4).label() == "minimum square R=4"
+    assert RenderSettings().label() == "minimum disk r=0.02"
+    assert AdapterSettings().label() == "dual global-view gate (official)"
 
 
 def test_layers_preset_then_file_then_overrides(tmp_path):

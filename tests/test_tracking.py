@@ -3,8 +3,10 @@
 import pytest
 from mlflow import MlflowClient
 
-from clip2point.config import ExperimentConfig, flatten, with_overrides
-from clip2point.tracking import Tracker, project_root, resolve_tracking_uri
+from clip2point.config import ExperimentConfig
+from clip2point.paths import project_root
+from clip2point.schema import flatten, with_overrides
+from clip2point.tracking import Tracker, resolve_tracking_uri
 
 
 @pytest.fixture

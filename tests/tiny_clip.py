@@ -1,12 +1,15 @@
-"""Tiny random-init open_clip models for the tests (offline, CPU); fixtures re-exported by tests/conftest.py."""
+"""The tests' tiny open_clip model (offline, CPU): its config, the session fixtures (re-exported by
+tests/conftest.py) that register it by name, and :func:`write_tiny_clip` for runs in other processes."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import open_clip
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from clip2point.models import load_clip
 
@@ -32,6 +35,20 @@ def tiny_config(quick_gelu: bool = False) -> dict:
     if quick_gelu:
         cfg["quick_gelu"] = True
     return cfg
+
+
+def write_tiny_clip(folder: Path, seed: int = 0) -> str:
+    """The tiny model with seeded random weights as an open_clip ``local-dir:`` folder; returns the model
+    name to put in ``model.name`` (with ``model.pretrained: null``). Any process can load it: Ray workers,
+    sweep trials, a CLI run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = tiny_config()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**cfg)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, folder / "open_clip_model.safetensors")
+    return f"local-dir:{folder}"
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,15 @@
-"""Arguments every experiment verb shares: ``--config``, ``--preset``, ``-o key=value`` overrides."""
+"""Arguments the verbs share: ``--config``, ``--preset``, ``-o key=value``, and flags made from settings."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 from pathlib import Path
+from typing import Any, Literal
 
-from clip2point.config import ExperimentConfig, load_config, parse_override, preset_names
+from clip2point.config import ExperimentConfig, load_config, preset_names
+from clip2point.schema import from_dict, parse_override
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +26,31 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """Defaults, then ``--preset``, then ``--config``, then each ``-o`` override."""
-    overrides = dict(parse_override(text) for text in args.overrides)
+def config_from_args(args: argparse.Namespace, **extra: Any) -> ExperimentConfig:
+    """Defaults, then ``--preset``, then ``--config``, then each ``-o`` override, then ``extra`` (dotted
+    keys set by a verb's own flags)."""
+    overrides = dict(parse_override(text) for text in args.overrides) | extra
     return load_config(args.config, overrides, preset=args.preset)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--<field>`` flag per field of settings dataclass ``cls``: its type, choices (``Literal``),
+    default and help come from the dataclass, so the flags cannot drift from the settings."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        options: dict[str, Any] = {"default": getattr(defaults, f.name), "dest": f.name}
+        if typing.get_origin(tp) is Literal:
+            choices = typing.get_args(tp)
+            options |= {"choices": choices, "type": type(choices[0])}
+        else:
+            options["type"] = tp
+        help_text = f.metadata.get("help", "")
+        options["help"] = f"{help_text} (default: %(default)s)".strip()
+        parser.add_argument(f"--{f.name.replace('_', '-')}", **options)
+
+
+def settings_from_args(args: argparse.Namespace, cls: type) -> Any:
+    """The ``cls`` settings the flags of :func:`add_settings_arguments` chose (validated)."""
+    return from_dict(cls, {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

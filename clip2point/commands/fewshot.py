@@ -2,7 +2,7 @@
 
 Examples:
   clip2point fewshot                                         # toy ModelNet10, toy CLIP, 16 shots, 3 seeds
-  clip2point fewshot -o fewshot.depth_encoder=runs/pretrain/best_depth.safetensors
+  clip2point fewshot -o model.depth_encoder=runs/pretrain/<run>/best_depth_encoder.safetensors
   clip2point fewshot -o fewshot.adapter.path=single -o fewshot.adapter.fusion=none
   clip2point fewshot -o fewshot.shots=null                   # full training split
   clip2point fewshot --preset paper -o fewshot.seeds=[0,1,2,3,4]
@@ -27,15 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clip2point.engine.context import Experiment
     from clip2point.engine.fewshot import format_table, run_few_shot
 
-    config = config_from_args(args)
-    fs = config.fewshot
-    result = run_few_shot(config, out_dir=args.out, track=not args.no_track)
-    adapter = "/".join((fs.adapter.path, fs.adapter.aggregator, fs.adapter.fusion, fs.adapter.variant))
+    experiment = Experiment.from_config(config_from_args(args))
+    fs = experiment.config.fewshot
+    result = run_few_shot(experiment, out_dir=args.out, track=not args.no_track)
     shots = "all training samples" if fs.shots is None else f"{fs.shots} shots per class"
-    encoder = fs.depth_encoder or "CLIP's visual encoder"
-    print(f"few-shot on {config.data.dataset}: {shots}, {fs.epochs} epochs, adapter {adapter}")
-    print(f"depth path: {encoder}; test top-1 after each epoch, best and last")
+    print(
+        f"few-shot on {experiment.config.data.dataset}: {shots}, {fs.epochs} epochs, adapter {fs.adapter.label()}"
+    )
+    print(f"depth path: {experiment.depth_encoder_label}; test top-1 after each epoch, best and last")
     print(format_table(result))
     return 0

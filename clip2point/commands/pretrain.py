@@ -9,7 +9,7 @@ from clip2point.commands.common import add_config_arguments, config_from_args
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--name", help="run name: folder under pretrain.storage and MLflow run name")
+    parser.add_argument("--name", help="run name: folder under <storage>/pretrain and MLflow run name")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run --name from its last checkpoint"
     )

@@ -13,26 +13,22 @@ from pathlib import Path
 
 import torch
 
+from clip2point.commands.common import add_settings_arguments, settings_from_args
 from clip2point.errors import InputError
-
-DEPTH_OPTIONS = ("footprint", "radius", "dilation", "depth", "projection", "fov")
+from clip2point.render.settings import TABLE5_SETTINGS, RenderSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("input", type=Path, help="a .off/.ply mesh or cloud, a .npy cloud, or an .h5 file")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    parser.add_argument(
-        "--views", type=int, choices=(6, 10), default=10, help="official view set (default 10)"
+    add_settings_arguments(
+        parser.add_argument_group("rendering (the config's render section)"), RenderSettings
     )
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
-    parser.add_argument("--footprint", choices=("disk", "square"), default="disk")
-    parser.add_argument("--radius", type=float, default=0.02, help="disk radius, NDC units (default 0.02)")
-    parser.add_argument("--dilation", type=int, default=2, help="square footprint dilation R (default 2)")
-    parser.add_argument("--depth", choices=("minimum", "weighted"), default="minimum")
-    parser.add_argument("--projection", choices=("orthographic", "perspective"), default="orthographic")
-    parser.add_argument("--fov", type=float, default=60.0, help="perspective field of view, degrees")
-    parser.add_argument("--compare", action="store_true", help="one row per rendering setting of Table 5")
+    parser.add_argument(
+        "--compare", action="store_true", help="one row per rendering setting of Table 5 (its Fig. 4)"
+    )
     parser.add_argument("--points", type=int, default=1024, help="points sampled from a mesh (default 1024)")
     parser.add_argument("--index", type=int, default=0, help="sample index in an .h5 file (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="surface-sampling seed (default 0)")
@@ -50,13 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clip2point.data.files import load_mesh, load_points
     from clip2point.render import DepthRenderer, align_modelnet, official_views
-    from clip2point.render.preview import (
-        COMPARE_SETTINGS,
-        depth_gray,
-        save_view_grid,
-        setting_label,
-        view_titles,
-    )
+    from clip2point.render.preview import depth_gray, save_view_grid, view_titles
 
     if not args.input.exists():
         raise InputError(f"input file {args.input} does not exist")
@@ -70,28 +60,24 @@ def run(args: argparse.Namespace) -> int:
         return align_modelnet(xyz) if args.align_modelnet else xyz
 
     points = place(cloud)
-    azim, elev, dist = official_views(args.views)
-    if args.compare:
-        settings = COMPARE_SETTINGS
-    else:
-        chosen = {name: getattr(args, name) for name in DEPTH_OPTIONS}
-        settings = ((setting_label(args.depth, args.footprint, args.radius, args.dilation), chosen),)
+    chosen = settings_from_args(args, RenderSettings)
+    views = official_views(chosen.views)
     rows = [
-        (label, depth_gray(DepthRenderer(image_size=args.size, **options), points, azim, elev, dist))
-        for label, options in settings
+        (settings.label(), depth_gray(DepthRenderer(args.size, settings), points, views))
+        for settings in (TABLE5_SETTINGS if args.compare else (chosen,))
     ]
     mesh = load_mesh(args.input) if args.input.suffix.lower() in (".off", ".ply") else None
-    rgb = _rgb_row(args, mesh, place, azim, elev, dist)
+    rgb = _rgb_row(args, mesh, place, views)
     if rgb is not None:
         rows.insert(0, ("RGB (mesh)", rgb))
     path = save_view_grid(
-        rows, args.out, view_titles(azim, elev), title=f"{args.input.name}: {len(points)} points"
+        rows, args.out, view_titles(views), title=f"{args.input.name}: {len(points)} points"
     )
-    print(f"wrote {path} ({len(rows)} rows x {args.views} views, {args.size} px)")
+    print(f"wrote {path} ({len(rows)} rows x {views.num_views} views, {args.size} px)")
     return 0
 
 
-def _rgb_row(args, mesh, place, azim, elev, dist):
+def _rgb_row(args, mesh, place, views):
     """RGB views ``(V, S, S, 3)`` uint8 of a mesh input, or None (not a mesh, ``--rgb off``, or no OpenGL)."""
     if args.rgb == "off":
         return None
@@ -110,6 +96,6 @@ def _rgb_row(args, mesh, place, azim, elev, dist):
         print(f"note: no RGB row: {err}")
         return None
     try:
-        return renderer.render(place(torch.as_tensor(vertices, dtype=torch.float32)), faces, azim, elev, dist)
+        return renderer.render(place(torch.as_tensor(vertices, dtype=torch.float32)), faces, *views)
     finally:
         renderer.release()

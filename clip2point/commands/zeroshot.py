@@ -2,7 +2,7 @@
 
 Examples:
   clip2point zeroshot                                        # toy ModelNet10, toy CLIP, official rendering
-  clip2point zeroshot --encoder runs/pretrain/best_depth.safetensors
+  clip2point zeroshot --encoder runs/pretrain/<run>/best_depth_encoder.safetensors
   clip2point zeroshot --preset paper -o data.dataset=scanobjectnn_obj_bg -o render.views=6
 """
 
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder",
         type=Path,
-        help="pre-trained depth encoder (our .safetensors or the authors' best_eval.pth); default: CLIP's visual encoder",
+        help="pre-trained depth encoder (our .safetensors or the authors' best_eval.pth): sets "
+        "model.depth_encoder; default: CLIP's visual encoder",
     )
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--out", type=Path, help="folder for confusion.png and views.png")
@@ -28,11 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clip2point.engine.context import Experiment
     from clip2point.engine.zeroshot import run_zero_shot
 
-    config = config_from_args(args)
+    encoder = {"model.depth_encoder": str(args.encoder.resolve())} if args.encoder else {}
+    config = config_from_args(args, **encoder)
     result = run_zero_shot(
-        config, depth_encoder=args.encoder, split=args.split, out_dir=args.out, track=not args.no_track
+        Experiment.from_config(config), split=args.split, out_dir=args.out, track=not args.no_track
     )
     width = max(len(name) for name in result.per_class)
     print(

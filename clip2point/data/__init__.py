@@ -11,7 +11,6 @@ from clip2point.data.classnames import (
     class_names,
 )
 from clip2point.data.datasets import (
-    DATASET_NAMES,
     ModelNet,
     ModelNet40Ply,
     PointCloudDataset,
@@ -21,8 +20,6 @@ from clip2point.data.datasets import (
     build_dataset,
 )
 from clip2point.data.files import (
-    CLIP_MEAN,
-    CLIP_STD,
     load_mesh,
     load_points,
     read_h5,
@@ -33,11 +30,11 @@ from clip2point.data.files import (
     read_ply_mesh,
 )
 from clip2point.data.kshot import select_k_shot
+from clip2point.data.registry import DATASET_NAMES, DATASETS, DatasetSpec
 from clip2point.data.sampling import farthest_point_sample, normalize_unit_sphere, resample, sample_surface
 
 __all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
+    "DATASETS",
     "DATASET_NAMES",
     "MODELNET10",
     "MODELNET40",
@@ -45,6 +42,7 @@ __all__ = [
     "SHAPENET55",
     "SHAPENET55_SYNSETS",
     "SHAPENET55_SYNSET_IDS",
+    "DatasetSpec",
     "ModelNet",
     "ModelNet40Ply",
     "PointCloudDataset",

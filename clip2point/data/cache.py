@@ -11,12 +11,11 @@ A cache entry is a folder ``<cache_dir>/<name>/`` holding
 The entry is rebuilt when the fingerprint changes. Writes are atomic: the old manifest is removed first,
 every file is written to a temporary name and moved into place with ``os.replace``, and the manifest
 comes last, so an interrupted build leaves no entry that looks valid. Builders of one entry take turns
-on an exclusive ``flock`` of ``<entry>/.lock`` (POSIX), so parallel workers build it once.
+on the lock ``<entry>/.lock`` (:func:`clip2point.paths.locked`), so parallel workers build it once.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 import clip2point
 from clip2point.errors import InputError
+from clip2point.paths import atomic_write, locked, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +119,15 @@ def compute_samples(
     return Samples(out[: len(kept)], np.asarray(labels, np.int64)[records], records, skipped)
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    """``np.save`` to ``path`` atomically (through a file handle: ``np.save`` would append ``.npy`` to the
+    temp file's name)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+    atomic_write(path, write)
 
 
 def _load(entry: Path, digest: str) -> Samples | None:
@@ -166,15 +166,10 @@ def load_or_build(
     cached = _load(entry, digest)
     if cached is not None:
         return cached
-    entry.mkdir(parents=True, exist_ok=True)
-    with open(entry / ".lock", "w") as lock:  # one builder at a time; the others then find its entry
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return _load(entry, digest) or _build(
-                entry, name, digest, sources, settings, labels, compute, on_error
-            )
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locked(entry / ".lock"):  # one builder at a time; the others then find its entry
+        return _load(entry, digest) or _build(
+            entry, name, digest, sources, settings, labels, compute, on_error
+        )
 
 
 def _build(entry, name, digest, sources, settings, labels, compute, on_error) -> Samples:
@@ -182,7 +177,7 @@ def _build(entry, name, digest, sources, settings, labels, compute, on_error) ->
     (entry / "manifest.json").unlink(missing_ok=True)
     for stale in entry.glob(".*.tmp"):
         stale.unlink()
-    points_path, tmp = entry / "points.npy", _tmp(entry / "points-all.npy")  # one row per record
+    points_path, tmp = entry / "points.npy", entry / ".points-all.npy.tmp"  # one row per record
 
     def allocate(shape: tuple[int, ...]) -> np.ndarray:
         return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
@@ -204,9 +199,7 @@ def _build(entry, name, digest, sources, settings, labels, compute, on_error) ->
         "shape": list(samples.points.shape),
         "skipped": samples.skipped,
     }
-    tmp_manifest = _tmp(entry / "manifest.json")
-    tmp_manifest.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp_manifest, entry / "manifest.json")
+    write_text_atomic(entry / "manifest.json", json.dumps(manifest, indent=1))
     loaded = _load(entry, digest)
     if loaded is None:
         raise OSError(f"cache entry {entry} is unreadable right after writing it")

@@ -1,6 +1,6 @@
-"""Class names in label order (SPEC.md section 5) and the ShapeNetCore synset ids of ShapeNet55.
+"""Class names in label order (docs/method.md section 5) and the ShapeNetCore synset ids of ShapeNet55.
 
-Names keep underscores; prompts replace them with spaces (SPEC.md section 3).
+Names keep underscores; prompts replace them with spaces (docs/method.md section 3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Torch datasets over the on-disk layouts of SPEC.md section 5.
+"""Torch datasets over the on-disk layouts of docs/method.md section 5.
 
 Every dataset serves dicts; ``points`` is a ``(N, 3)`` float32 tensor centred and scaled into the unit
 sphere, ``label`` an int in the order of :mod:`clip2point.data.classnames`. The ShapeNet55 pre-training
@@ -31,9 +31,11 @@ from torch.utils.data import Dataset
 from clip2point.data import classnames
 from clip2point.data.cache import Samples, check_on_error, compute_samples, fingerprint, load_or_build
 from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
+from clip2point.data.registry import DATASET_NAMES, DATASETS
 from clip2point.data.sampling import normalize_unit_sphere, resample, sample_surface
 from clip2point.errors import InputError
 from clip2point.render.cameras import align_modelnet, official_views
+from clip2point.render.depth import OPENAI_CLIP_NORM
 
 SPLITS = ("train", "test")
 
@@ -326,10 +328,10 @@ class ShapeNet55(PointCloudDataset):
 
 
 class ShapeNet55Pretrain(ShapeNet55):
-    """ShapeNet55 pre-training pairs: a cloud and one of its 10 RGB renders (SPEC.md section 2).
+    """ShapeNet55 pre-training pairs: a cloud and one of its 10 RGB renders (docs/method.md section 2).
 
     Item: ``points (N, 3)``, ``image (3, S, S)`` float32 (``<render_root>/<synset>_<model>/<view>.png``
-    resized to ``image_size`` and CLIP-normalised), ``view`` (int), ``azim``, ``elev``, ``dist`` (float
+    resized to ``image_size`` and standardised with the encoder's ``norm``), ``view`` (int), ``azim``, ``elev``, ``dist`` (float
     tensors of that official view) and ``label``. The view index is drawn per item by
     ``numpy.random.default_rng((seed, epoch, record))``; call :meth:`set_epoch` to draw new views.
     ``render_root`` defaults to ``<root>/rendering``. Renders are read per item (not cached).
@@ -338,15 +340,15 @@ class ShapeNet55Pretrain(ShapeNet55):
     NUM_VIEWS = 10
 
     def __init__(
-        self, root, split="train", num_points=1024, image_size=224, render_root=None, seed=0, cache_dir=None,
-        on_error="raise",
+        self, root, split="train", num_points=1024, image_size=224, norm=OPENAI_CLIP_NORM, render_root=None,
+        seed=0, cache_dir=None, on_error="raise",
     ) -> None:  # fmt: skip
         super().__init__(root, split, num_points, seed, cache_dir, on_error)
         self.render_root = _require_dir(
             Path(render_root) if render_root is not None else Path(root) / "rendering",
             "rendering/<synset>_<model>/<i>.png, i = 0..9",
         )
-        self.image_size, self.epoch = image_size, 0
+        self.image_size, self.norm, self.epoch = image_size, norm, 0
         self._azim, self._elev, self._dist = official_views(self.NUM_VIEWS)
 
     def set_epoch(self, epoch: int) -> None:
@@ -358,24 +360,16 @@ class ShapeNet55Pretrain(ShapeNet55):
         record = int(self.records[index % len(self)])
         view = int(np.random.default_rng((self.seed, self.epoch, record)).integers(self.NUM_VIEWS))
         synset, model = self.model_ids[record]
-        image = read_image(self.render_root / f"{synset}_{model}" / f"{view}.png", self.image_size)
+        image = read_image(self.render_root / f"{synset}_{model}" / f"{view}.png", self.image_size, self.norm)
         return {
             **item, "image": image, "view": view,
             "azim": self._azim[view], "elev": self._elev[view], "dist": self._dist[view],
         }  # fmt: skip
 
 
-_BUILDERS: dict[str, tuple[type[PointCloudDataset], dict[str, str]]] = {
-    "modelnet10": (ModelNet, {"variant": "modelnet10"}),
-    "modelnet40": (ModelNet, {"variant": "modelnet40"}),
-    "modelnet40_ply": (ModelNet40Ply, {}),
-    "scanobjectnn_obj_only": (ScanObjectNN, {"variant": "obj_only"}),
-    "scanobjectnn_obj_bg": (ScanObjectNN, {"variant": "obj_bg"}),
-    "scanobjectnn_pb_t50_rs": (ScanObjectNN, {"variant": "pb_t50_rs"}),
-    "shapenet55": (ShapeNet55, {}),
-    "shapenet55_pretrain": (ShapeNet55Pretrain, {}),
+_READERS = {
+    cls.__name__: cls for cls in (ModelNet, ModelNet40Ply, ScanObjectNN, ShapeNet55, ShapeNet55Pretrain)
 }
-DATASET_NAMES = tuple(_BUILDERS)
 
 
 def build_dataset(
@@ -386,9 +380,9 @@ def build_dataset(
     Names: modelnet10, modelnet40, modelnet40_ply (test only), scanobjectnn_obj_only, scanobjectnn_obj_bg,
     scanobjectnn_pb_t50_rs, shapenet55 (clouds + labels, zero-shot evaluation), shapenet55_pretrain (cloud
     and RGB render pairs). ``options`` go to the dataset class: ``seed``, ``cache_dir``, ``on_error`` for
-    all; ``align`` for the ModelNet ones; ``image_size``, ``render_root`` for shapenet55_pretrain.
+    all; ``align`` for the ModelNet ones; ``image_size``, ``norm``, ``render_root`` for shapenet55_pretrain.
     """
-    if name not in _BUILDERS:
+    if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")
-    cls, fixed = _BUILDERS[name]
-    return cls(root, split, num_points, **fixed, **options)
+    spec = DATASETS[name]
+    return _READERS[spec.reader](root, split, num_points, **spec.options, **options)

@@ -1,4 +1,4 @@
-"""Readers for the on-disk formats of SPEC.md section 5: OFF and PLY meshes, .npy and .h5 clouds, PNG renders.
+"""Readers for the on-disk formats of docs/method.md section 5: OFF and PLY meshes, .npy and .h5 clouds, PNG renders.
 
 Every reader raises :class:`~clip2point.errors.InputError` naming the file (and, for text formats, the line)
 when the content is malformed: truncated, non-numeric, out-of-range face indices, NaN/inf coordinates.
@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from clip2point.errors import InputError
-from clip2point.render.depth import CLIP_MEAN, CLIP_STD
+from clip2point.render.depth import OPENAI_CLIP_NORM, ImageNorm
 
 _OFF_HEADER = re.compile(r"^OFF(?=\s|$|[-+\d])")
 
@@ -335,8 +335,8 @@ def read_h5(path: str | Path, check_finite: bool = True) -> tuple[np.ndarray, np
     return data.astype(np.float32, copy=False), label.astype(np.int64)
 
 
-def read_image(path: str | Path, size: int) -> torch.Tensor:
-    """An RGB render as a CLIP input ``(3, size, size)`` float32, normalised with CLIP's mean and std.
+def read_image(path: str | Path, size: int, norm: ImageNorm = OPENAI_CLIP_NORM) -> torch.Tensor:
+    """An RGB render as an encoder input ``(3, size, size)`` float32, standardised with ``norm``.
 
     Transparent pixels are composited over white (the renders' background); the image is resized
     with bicubic interpolation when it is not already ``size`` x ``size``.
@@ -352,9 +352,8 @@ def read_image(path: str | Path, size: int) -> torch.Tensor:
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return (x - mean) / std
+    mean, std = norm.tensors(x)
+    return (x - mean.view(3, 1, 1)) / std.view(3, 1, 1)
 
 
 # ------------------------------------------------------------------------------------------- any format

@@ -8,20 +8,18 @@ whole split, so every epoch and every trial (seed, shots, adapter switch) that s
 
 Cached and live features are bit-identical: encoders see one sample's V views per call
 (:class:`SampleWiseEncoder`), so a sample's features never depend on which batch it came in (batched
-float matmuls give results that do, in the last bits). Entries are written atomically (temp file +
-``os.replace``) under an exclusive ``flock`` of ``<key>.lock``, so concurrent trials build one entry once
-and nobody reads half a file; an unreadable or mismatched entry is rebuilt.
+float matmuls give results that do, in the last bits). Entries are written atomically under the lock
+``<key>.lock`` (:mod:`clip2point.paths`), so concurrent trials build one entry once and nobody reads half
+a file; an unreadable or mismatched entry is rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,26 +29,14 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Subset
 
-from clip2point.config import RenderConfig
 from clip2point.data.cache import fingerprint
 from clip2point.data.datasets import PointCloudDataset
 from clip2point.engine.features import extract_view_features
 from clip2point.models.state import read_metadata, save_safetensors
-from clip2point.render.depth import DepthRenderer
-from clip2point.tracking import project_root
+from clip2point.paths import locked
+from clip2point.render import DepthRenderer, Views
 
 log = logging.getLogger(__name__)
-
-Views = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def resolve_cache_dir(path: str | Path | None) -> Path | None:
-    """The cache folder of a config value: None stays None (cache off); relative paths start at the
-    project root (:func:`clip2point.tracking.project_root`), so every worker finds the same entries."""
-    if path is None:
-        return None
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else project_root() / path
 
 
 def encoder_digest(encoder: nn.Module) -> str:
@@ -64,21 +50,30 @@ def encoder_digest(encoder: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def render_description(renderer: DepthRenderer) -> dict:
+    """Everything about ``renderer`` that changes its images: size, settings and normalisation."""
+    return {
+        "image_size": renderer.image_size,
+        **dataclasses.asdict(renderer.settings),
+        **dataclasses.asdict(renderer.norm),
+    }
+
+
 def feature_key(
     encoder: nn.Module,
-    render: RenderConfig,
+    renderer: DepthRenderer,
     views: Views,
     dataset: PointCloudDataset,
     device: torch.device | str,
 ) -> str:
-    """The cache key of ``encoder``'s features of ``dataset`` rendered with ``render`` at ``views``
-    (``(azim, elev, dist)``, each ``(V,)``): a hash of the encoder digest, every RenderConfig field, the
+    """The cache key of ``encoder``'s features of ``dataset`` rendered by ``renderer`` at ``views``
+    (each ``(V,)``): a hash of the encoder digest, the renderer's size, settings and normalisation, the
     view angles, the dataset fingerprint (files, split, point count, seed, alignment) and the precision
     (bf16 autocast on CUDA, float32 on CPU)."""
     settings = {
         "kind": "view-features",
         "encoder": encoder_digest(encoder),
-        "render": dataclasses.asdict(render),
+        "render": render_description(renderer),
         "views": [v.tolist() for v in views],
         "dataset": dataset.fingerprint(),
         "precision": "bf16" if torch.device(device).type == "cuda" else "float32",
@@ -113,7 +108,7 @@ def extract_features(
     """Batch-invariant :func:`~clip2point.engine.features.extract_view_features`: features ``(M, V, C)``
     float32 and labels ``(M,)`` on the CPU. The global RNG state is left as it was (the data loader draws
     a seed from it), so live extraction inside a training loop does not shift dropout masks."""
-    wrapped = SampleWiseEncoder(encoder, views[0].shape[0])
+    wrapped = SampleWiseEncoder(encoder, views.num_views)
     with torch.random.fork_rng(devices=[]):
         return extract_view_features(
             wrapped, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
@@ -129,18 +124,6 @@ class ViewFeatures:
     labels: torch.Tensor
     hit: bool
     path: Path | None
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` of ``path`` (created if missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_entry(path: Path, key: str, dataset: PointCloudDataset, views: int) -> ViewFeatures | None:
@@ -170,7 +153,7 @@ def _read_entry(path: Path, key: str, dataset: PointCloudDataset, views: int) ->
 
 def load_or_extract(
     encoder: nn.Module,
-    render: RenderConfig,
+    renderer: DepthRenderer,
     dataset: PointCloudDataset,
     views: Views,
     *,
@@ -179,22 +162,21 @@ def load_or_extract(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> ViewFeatures:
-    """``encoder``'s per-view features of every sample of ``dataset``, rendered with ``render`` at
+    """``encoder``'s per-view features of every sample of ``dataset``, rendered by ``renderer`` at
     ``views``: read from ``<cache_dir>/<feature_key>.safetensors`` if present and valid, else computed
     with :func:`extract_features` and stored there. ``cache_dir`` None computes without storing."""
-    renderer = DepthRenderer.from_config(render)
-    v = views[0].shape[0]
+    v = views.num_views
     if cache_dir is None:
         features, labels = extract_features(
             encoder, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
         )
         return ViewFeatures(features, labels, hit=False, path=None)
-    key = feature_key(encoder, render, views, dataset, device)
+    key = feature_key(encoder, renderer, views, dataset, device)
     path = Path(cache_dir) / f"{key}.safetensors"
     found = _read_entry(path, key, dataset, v)
     if found is not None:
         return found
-    with _locked(path.with_suffix(".lock")):
+    with locked(path.with_suffix(".lock")):
         found = _read_entry(path, key, dataset, v)  # another trial may have built it meanwhile
         if found is not None:
             return found
@@ -204,7 +186,7 @@ def load_or_extract(
         metadata = {
             "key": key,
             "dataset": dataset.name,
-            "render": json.dumps(dataclasses.asdict(render), sort_keys=True),
+            "render": json.dumps(render_description(renderer), sort_keys=True),
             "shape": json.dumps(list(features.shape)),
         }
         save_safetensors({"features": features, "labels": labels}, path, metadata)
@@ -224,7 +206,7 @@ class SplitFeatures:
         self,
         dataset: PointCloudDataset,
         encoders: Sequence[nn.Module],
-        render: RenderConfig,
+        renderer: DepthRenderer,
         views: Views,
         *,
         cache_dir: str | Path | None,
@@ -234,7 +216,7 @@ class SplitFeatures:
     ):
         self.dataset, self.views, self.batch_size = dataset, views, batch_size
         self.device = torch.device(device)
-        self.renderer = DepthRenderer.from_config(render)
+        self.renderer = renderer
         self.labels = torch.as_tensor(dataset.labels, dtype=torch.int64)
         self._unique: list[nn.Module] = []
         self._slot: list[int] = []
@@ -246,7 +228,7 @@ class SplitFeatures:
         self.entries: list[ViewFeatures] | None = None
         if cache_dir is not None:
             options = dict(cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress)
-            self.entries = [load_or_extract(e, render, dataset, views, **options) for e in self._unique]
+            self.entries = [load_or_extract(e, renderer, dataset, views, **options) for e in self._unique]
             self._stored = [entry.features.to(self.device) for entry in self.entries]
 
     def __len__(self) -> int:

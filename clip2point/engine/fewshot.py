@@ -1,4 +1,4 @@
-"""Adapter training on frozen encoders (SPEC.md section 4): K-shot or full, several seeds -> mean and std.
+"""Adapter training on frozen encoders (docs/method.md section 4): K-shot or full, several seeds -> mean and std.
 
 Per seed: K samples per class from the train split (:func:`~clip2point.data.select_k_shot`, or all of
 them with ``shots: null``), a fresh GDPA adapter, AdamW, cross-entropy on the adapter's cosine logits,
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clip2point.config import ExperimentConfig, FewShotConfig
+from clip2point.config import FewShotConfig
 from clip2point.data import select_k_shot
-from clip2point.engine.data import dataset_from_config
-from clip2point.engine.feature_cache import SplitFeatures, resolve_cache_dir
-from clip2point.engine.features import resolve_device
+from clip2point.engine.context import Experiment
+from clip2point.engine.feature_cache import SplitFeatures
 from clip2point.engine.metrics import Accuracy, accuracy, save_confusion_png
 from clip2point.errors import ConfigError, InputError
-from clip2point.models import GDPA, ClipBundle, PromptCache, load_clip, load_depth_encoder
-from clip2point.render import official_views
-from clip2point.tracking import Tracker, project_root
+from clip2point.models import GDPA
+from clip2point.tracking import Tracker
 
 
 @dataclass(frozen=True)
@@ -93,9 +91,8 @@ def format_table(result: FewShotResult) -> str:
 
 def build_adapter(config: FewShotConfig, views: int, dim: int) -> GDPA:
     """The GDPA of ``config.adapter`` for ``views`` views of ``dim``-d features, the official aggregator's
-    dropout set to ``config.dropout``. Raises :class:`ConfigError` for an impossible switch combination."""
-    a = config.adapter
-    adapter = GDPA(views, dim, path=a.path, aggregator=a.aggregator, fusion=a.fusion, variant=a.variant)
+    dropout set to ``config.dropout``."""
+    adapter = GDPA(views, dim, config.adapter)
     for module in adapter.modules():
         if isinstance(module, nn.Dropout):
             module.p = config.dropout
@@ -194,13 +191,12 @@ def train_adapter(
     return SeedResult(seed, best.test_acc, best.epoch, history[-1].test_acc, tuple(history), final)
 
 
-def frozen_encoders(config: FewShotConfig, bundle: ClipBundle, device: torch.device) -> list[nn.Module]:
+def frozen_encoders(experiment: Experiment) -> list[nn.Module]:
     """The encoders feeding the adapter: ``[depth]`` (single path) or ``[depth, CLIP visual]`` (dual); the
-    depth encoder is ``config.depth_encoder`` loaded, or CLIP's visual encoder itself when that is None."""
-    depth = bundle.visual
-    if config.depth_encoder is not None:
-        depth = load_depth_encoder(bundle, config.depth_encoder).to(device)
-    return [depth, bundle.visual] if config.adapter.path == "dual" else [depth]
+    depth encoder is the experiment's (``model.depth_encoder``, or CLIP's visual encoder itself)."""
+    depth = experiment.depth_encoder
+    dual = experiment.config.fewshot.adapter.path == "dual"
+    return [depth, experiment.bundle.visual] if dual else [depth]
 
 
 def seeded_adapter(config: FewShotConfig, views: int, dim: int, seed: int, device: torch.device) -> GDPA:
@@ -211,48 +207,41 @@ def seeded_adapter(config: FewShotConfig, views: int, dim: int, seed: int, devic
 
 
 def run_few_shot(
-    config: ExperimentConfig,
+    experiment: Experiment,
     *,
     out_dir: str | Path | None = None,
     track: bool = True,
     progress: bool = True,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> FewShotResult:
-    """The ``clip2point fewshot`` experiment: adapters of ``config.fewshot.adapter`` trained on
-    ``config.data.dataset`` (train split, ``config.fewshot.shots`` per class) and tested on its test split,
-    once per seed of ``config.fewshot.seeds``, on the features of :func:`frozen_encoders`.
+    """The ``clip2point fewshot`` experiment: adapters of ``fewshot.adapter`` trained on the config's
+    dataset (train split, ``fewshot.shots`` per class) and tested on its test split, once per seed of
+    ``fewshot.seeds``, on the features of :func:`frozen_encoders`.
 
     Writes ``confusion_seed<s>.png`` (final epoch) to ``out_dir`` (default
     ``<project>/runs/fewshot/<dataset>``). With ``track``, one MLflow run holds the config, the summary
     metrics (``best_acc_mean/std``, ``last_acc_mean/std``) and the table (``results.txt``); one nested run
     per seed holds the per-epoch ``loss``, ``train_acc`` and ``test_acc`` (step = epoch) and its confusion
     matrix. ``on_epoch(seed, stats)`` is called after every epoch (sweeps report through it)."""
-    fs = config.fewshot
+    config = experiment.config
+    fs, device = config.fewshot, experiment.device
     if not fs.seeds:
         raise ConfigError("fewshot.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
-    device = resolve_device(config.device)
-    bundle = load_clip(config.model.name, config.model.pretrained, device)
-    views = official_views(config.render.views)
-    num_views = len(views[0])
-    build_adapter(fs, num_views, bundle.embed_dim)  # reject a bad switch combination before any work
-    encoders = frozen_encoders(fs, bundle, device)
-    train_set, test_set = dataset_from_config(config, "train"), dataset_from_config(config, "test")
+    num_views, dim = experiment.views.num_views, experiment.bundle.embed_dim
+    encoders = frozen_encoders(experiment)
+    train_set, test_set = experiment.dataset("train"), experiment.dataset("test")
     class_names = train_set.class_names
     selections = {seed: select_train(train_set.labels, fs.shots, seed, class_names) for seed in fs.seeds}
-    render = replace(config.render, image_size=bundle.image_size)
-    cache_dir = resolve_cache_dir(fs.feature_cache)
-    out = Path(out_dir) if out_dir else project_root() / "runs" / "fewshot" / config.data.dataset
-    out.mkdir(parents=True, exist_ok=True)
-    encoder_label = "CLIP visual encoder" if fs.depth_encoder is None else Path(fs.depth_encoder).name
-    tags = {"depth_encoder": encoder_label, "dataset_fingerprint": train_set.fingerprint()}
+    out = experiment.output_dir("fewshot", out_dir)
+    tags = {"depth_encoder": experiment.depth_encoder_label, "dataset_fingerprint": train_set.fingerprint()}
     parent = Tracker.start(config, f"fewshot-{config.data.dataset}", tags=tags) if track else None
     with parent.active() if parent else nullcontext():
         train, test = (
-            SplitFeatures(ds, encoders, render, views, cache_dir=cache_dir, batch_size=fs.batch_size,
-                          device=device, progress=progress)
+            SplitFeatures(ds, encoders, experiment.renderer, experiment.views, cache_dir=fs.feature_cache,
+                          batch_size=fs.batch_size, device=device, progress=progress)
             for ds in (train_set, test_set)
         )  # fmt: skip
-        text = PromptCache().features(bundle.text, class_names).to(device)
+        text = experiment.text_features(class_names)
         results = []
         for seed in fs.seeds:
             child = (
@@ -269,7 +258,7 @@ def run_few_shot(
                     if on_epoch:
                         on_epoch(seed, stats)
 
-                adapter = seeded_adapter(fs, num_views, bundle.embed_dim, seed, device)
+                adapter = seeded_adapter(fs, num_views, dim, seed, device)
                 result = train_adapter(
                     adapter, train, test, text, class_names, selections[seed], epochs=fs.epochs,
                     batch_size=fs.batch_size, lr=fs.lr, weight_decay=fs.weight_decay, seed=seed, on_epoch=report,

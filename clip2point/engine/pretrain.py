@@ -3,7 +3,7 @@
 :func:`run_pretraining` resolves every relative path to an absolute one (Ray workers run in other working
 directories), builds the toy world if the default data folder is missing, creates (or, with ``resume``,
 re-opens) the MLflow run, and runs ``pretrain.num_workers`` workers (DDP: gloo on CPU, nccl on GPU) with
-``FailureConfig(max_failures)``. A run lives in ``<storage>/<name>/``: Ray Train's epoch checkpoints
+``FailureConfig(max_failures)``. A run lives in ``<storage>/pretrain/<name>/``: Ray Train's epoch checkpoints
 (``epoch_NNNN/state.pt``), the best-val depth encoder ``best_depth_encoder.safetensors`` (and
 ``best_eval.pth`` in the official layout with ``export_official``), ``config.yaml`` and ``mlflow_run.json``
 (the MLflow run that a resume continues). Restarting with the same name and ``resume=True`` continues
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip2point.config import ExperimentConfig, save_config
-from clip2point.engine.data import absolute_paths, ensure_toy_world
+from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
 from clip2point.errors import ConfigError
-from clip2point.models.state import atomic_write
+from clip2point.paths import write_text_atomic
 from clip2point.tracking import Tracker
 
 RUN_FILE = "mlflow_run.json"
@@ -57,7 +57,7 @@ def open_run(config: ExperimentConfig, name: str, run_dir: Path, resume: bool) -
         if not record.is_file():
             raise ConfigError(
                 f"--resume: no run named {name!r} to continue ({record} not found); "
-                "allowed: the name of an earlier run in pretrain.storage"
+                "allowed: the name of an earlier run in <storage>/pretrain"
             )
         saved = json.loads(record.read_text())
         tracker = Tracker.attach(saved["tracking_uri"], saved["run_id"])
@@ -69,14 +69,18 @@ def open_run(config: ExperimentConfig, name: str, run_dir: Path, resume: bool) -
             "allowed: --resume to continue it, or a new --name"
         )
     tracker = Tracker.start(config, name, tags={"stage": "pretrain", "run_dir": str(run_dir)})
-    text = json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2)
-    atomic_write(record, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(record, json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2))
     save_config(config, run_dir / "config.yaml")
     return tracker
 
 
+def runs_folder(config: ExperimentConfig) -> Path:
+    """``<storage>/pretrain``: the folder of every pre-training run (``config`` with resolved paths)."""
+    return Path(config.storage) / "pretrain"
+
+
 def make_trainer(config: ExperimentConfig, name: str, job: dict):
-    """The Ray Train ``TorchTrainer`` of a run (checkpoints under ``<storage>/<name>``)."""
+    """The Ray Train ``TorchTrainer`` of a run (checkpoints under ``<storage>/pretrain/<name>``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -90,7 +94,7 @@ def make_trainer(config: ExperimentConfig, name: str, job: dict):
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=pre.storage,
+            storage_path=str(runs_folder(config)),
             failure_config=ray.train.FailureConfig(max_failures=pre.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=pre.keep_checkpoints),
         ),
@@ -124,17 +128,17 @@ def run_pretraining(
 ) -> PretrainResult:
     """Pre-train a depth encoder as ``config`` says; see the module docstring.
 
-    ``name``: the run's folder name under ``pretrain.storage`` and MLflow run name (default
+    ``name``: the run's folder name under ``<storage>/pretrain`` and MLflow run name (default
     ``pretrain-<date>-<time>``); ``resume``: continue the run of that name from its latest checkpoint (the
     config may raise ``pretrain.epochs``). ``on_epoch_end(epoch, metrics)`` runs on the rank-0 worker after
     each epoch (it must be picklable). The MLflow run ends FINISHED, or FAILED with the traceback.
     """
     if resume and name is None:
         raise ConfigError("--resume needs the --name of the run to continue")
-    config = absolute_paths(config)
+    config = resolve_paths(config)
     ensure_toy_world(config)
     name = name or default_run_name()
-    run_dir = Path(config.pretrain.storage) / name
+    run_dir = runs_folder(config) / name
     tracker = open_run(config, name, run_dir, resume)
     job = {"config": config, "run_dir": str(run_dir), "tracking_uri": tracker.uri, "run_id": tracker.run_id,
            "on_epoch_end": on_epoch_end}  # fmt: skip

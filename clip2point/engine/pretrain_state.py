@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from clip2point.errors import InputError
-from clip2point.models.state import atomic_write
+from clip2point.paths import atomic_write
 
 STATE_FILE = "state.pt"
 

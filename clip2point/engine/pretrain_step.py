@@ -1,4 +1,4 @@
-"""One pre-training step's maths (SPEC.md section 2): render the view pair, encode, contrast.
+"""One pre-training step's maths (docs/method.md section 2): render the view pair, encode, contrast.
 
 Independent of Ray: the per-worker loop (:mod:`clip2point.engine.pretrain_worker`) wraps
 :class:`DepthImageContrast` in DDP; tests run it in plain processes.

@@ -1,4 +1,4 @@
-"""The Ray Train per-worker loop of pre-training (SPEC.md section 2), for 1 worker or N DDP workers.
+"""The Ray Train per-worker loop of pre-training (docs/method.md section 2), for 1 worker or N DDP workers.
 
 Each worker reads its shard of the ShapeNet55 pre-training pairs (``DistributedSampler``, seeded, one
 ``set_epoch`` per epoch), renders every cloud at its sampled view at two jittered distances, encodes the
@@ -12,7 +12,6 @@ the latest checkpoint. At every (re)start rank 0 tags the run with the Ray node 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 import time
@@ -27,56 +26,38 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from clip2point.config import ExperimentConfig
-from clip2point.data import build_dataset
+from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
 from clip2point.engine.features import autocast
 from clip2point.engine.pretrain_state import read_state, restore_state, write_state
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, render_pair
 from clip2point.engine.zeroshot import evaluate_zero_shot
 from clip2point.errors import ConfigError
-from clip2point.models import (
-    PretrainObjective,
-    encode_prompts,
-    export_official_depth,
-    load_clip,
-    save_module,
-    save_torch,
-)
-from clip2point.render import DepthRenderer, official_views
+from clip2point.models import PretrainObjective, export_official_depth, save_module, save_torch
 from clip2point.tracking import Tracker
 
 BEST_FILE = "best_depth_encoder.safetensors"
 OFFICIAL_FILE = "best_eval.pth"
-MODELNET = ("modelnet10", "modelnet40", "modelnet40_ply")
-
-
-def dataset_options(name: str, config: ExperimentConfig) -> dict[str, Any]:
-    """``build_dataset`` options from ``config.data`` that dataset ``name`` accepts."""
-    options = {"seed": config.seed, "cache_dir": config.data.cache_dir, "on_error": config.data.on_error}
-    return options | ({"align": config.data.align} if name in MODELNET else {})
 
 
 class ZeroShotProbe:
     """Zero-shot accuracy (%) of a depth encoder on the pre-training val split (``shapenet55`` test list, its
-    own class names) and on ``pretrain.eval_dataset``'s test split, at the ``render.views`` official views.
-    The clouds are read once and kept in memory."""
+    own class names) and on ``pretrain.eval_dataset``'s test split, at the experiment's views. The clouds
+    are read once and kept in memory."""
 
-    def __init__(self, config: ExperimentConfig, bundle, renderer: DepthRenderer, device: torch.device):
-        root, points = config.data.root, config.data.num_points
+    def __init__(self, experiment: Experiment):
+        self.experiment = experiment
         self.sets = {}
-        for key, name in (("val_acc", "shapenet55"), ("test_acc", config.pretrain.eval_dataset)):
-            dataset = build_dataset(name, root, "test", points, **dataset_options(name, config))
+        for key, name in (("val_acc", "shapenet55"), ("test_acc", experiment.config.pretrain.eval_dataset)):
+            dataset = experiment.dataset("test", name)
             items = [dataset[i] for i in range(len(dataset))]
-            text = encode_prompts(bundle.text, dataset.class_names)
-            self.sets[key] = (items, tuple(dataset.class_names), text)
-        self.renderer, self.device = renderer, device
-        self.views = official_views(config.render.views)
-        self.batch_size = config.pretrain.eval_batch_size
+            self.sets[key] = (items, dataset.class_names, experiment.text_features(dataset.class_names))
 
     def __call__(self, encoder: nn.Module) -> dict[str, float]:
+        e = self.experiment
         return {
             key: evaluate_zero_shot(
-                encoder, text, names, items, self.renderer, self.views,
-                batch_size=self.batch_size, device=self.device, progress=False,
+                encoder, text, names, items, e.renderer, e.views,
+                batch_size=e.config.pretrain.eval_batch_size, device=e.device, progress=False,
             ).overall
             for key, (items, names, text) in self.sets.items()
         }  # fmt: skip
@@ -116,10 +97,8 @@ class Worker:
         self.device = ray.train.torch.get_device()
         torch.set_num_threads(pre.cpus_per_worker)
         torch.manual_seed(self.config.seed)
-        bundle = load_clip(self.config.model.name, self.config.model.pretrained, self.device)
-        self.bundle = bundle
-        render = dataclasses.replace(self.config.render, image_size=bundle.image_size)
-        self.renderer = DepthRenderer.from_config(render)
+        self.experiment = Experiment.from_config(self.config, self.device)
+        bundle = self.experiment.bundle
         self.image_encoder = bundle.image_encoder()
         objective = PretrainObjective(intra=pre.intra, temperature=pre.temperature)
         self.model = DepthImageContrast(bundle.depth_encoder(), objective, pre.negatives == "global")
@@ -128,11 +107,7 @@ class Worker:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.trainable = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        name = "shapenet55_pretrain"
-        options = dataset_options(name, self.config) | {"image_size": bundle.image_size}
-        self.train_set = build_dataset(
-            name, self.config.data.root, "train", self.config.data.num_points, **options
-        )
+        self.train_set = self.experiment.dataset("train", PRETRAIN_PAIRS)
         self.sampler = DistributedSampler(
             self.train_set, self.world, self.rank, shuffle=True, seed=self.config.seed, drop_last=True
         )
@@ -151,9 +126,7 @@ class Worker:
         )
         self.run_dir = Path(job["run_dir"])
         self.tracker = Tracker.attach(job["tracking_uri"], job["run_id"]) if self.rank == 0 else None
-        self.probe = (
-            ZeroShotProbe(self.config, bundle, self.renderer, self.device) if self.rank == 0 else None
-        )
+        self.probe = ZeroShotProbe(self.experiment) if self.rank == 0 else None
         self.best = {"best_val_acc": -math.inf, "best_test_acc": math.nan, "best_epoch": 0.0}
         self.record_nodes()
 
@@ -185,7 +158,7 @@ class Worker:
                 distance_factors(pre.batch_size, self.rank, self.world, generator) if pre.intra else None
             )
             with torch.no_grad():
-                depth = render_pair(self.renderer, points, azim, elev, dist_, factors)
+                depth = render_pair(self.experiment.renderer, points, azim, elev, dist_, factors)
             with autocast(self.device):
                 loss = self.trainable(depth, self.image_encoder(image))
             self.optimizer.zero_grad(set_to_none=True)
@@ -221,7 +194,7 @@ class Worker:
         path = save_module(self.model.depth_encoder, self.run_dir / BEST_FILE, metadata)
         if self.config.pretrain.export_official:
             balance = self.model.objective.s.detach() if self.model.objective.s is not None else 1.0
-            save_torch(export_official_depth(self.model.depth_encoder, self.bundle.visual, balance),
+            save_torch(export_official_depth(self.model.depth_encoder, self.experiment.bundle.visual, balance),
                        self.run_dir / OFFICIAL_FILE)  # fmt: skip
         self.tracker.set_tags({"best_checkpoint": str(path), "best_epoch": epoch})
 

@@ -1,26 +1,22 @@
-"""Zero-shot classification (SPEC.md section 3): mean over views of per-view cosine logits with the prompts."""
+"""Zero-shot classification (docs/method.md section 3): mean over views of per-view cosine logits with the prompts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from clip2point.config import ExperimentConfig
-from clip2point.engine.data import dataset_from_config
-from clip2point.engine.features import extract_view_features, resolve_device
+from clip2point.engine.context import Experiment
+from clip2point.engine.features import extract_view_features
 from clip2point.engine.metrics import Accuracy, accuracy, save_confusion_png
-from clip2point.models import PromptCache, load_clip, load_depth_encoder
 from clip2point.models.heads import zero_shot_logits
-from clip2point.render import official_views
-from clip2point.render.depth import DepthRenderer
+from clip2point.render import DepthRenderer, Views
 from clip2point.render.preview import depth_gray, save_view_grid, view_titles
-from clip2point.tracking import Tracker, project_root
+from clip2point.tracking import Tracker
 
 
 def zero_shot_accuracy(
@@ -38,7 +34,7 @@ def evaluate_zero_shot(
     class_names: Sequence[str],
     dataset: Dataset,
     renderer: DepthRenderer,
-    views: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    views: Views,
     *,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
@@ -62,30 +58,22 @@ def evaluate_zero_shot(
 
 
 def run_zero_shot(
-    config: ExperimentConfig,
+    experiment: Experiment,
     *,
-    depth_encoder: str | Path | None = None,
     split: str = "test",
     out_dir: str | Path | None = None,
     track: bool = True,
     progress: bool = True,
 ) -> Accuracy:
-    """The ``clip2point zeroshot`` experiment: ``config.data.dataset`` rendered with ``config.render``, encoded
-    by CLIP's visual encoder (``depth_encoder`` None) or a pre-trained depth encoder file, scored against
-    the class prompts. Writes ``confusion.png`` and ``views.png`` (the first sample's depth maps) to
-    ``out_dir`` (default ``<project>/runs/zeroshot/<dataset>``) and, with ``track``, logs params, accuracy,
-    per-class accuracy and both pictures to MLflow."""
-    device = resolve_device(config.device)
-    bundle = load_clip(config.model.name, config.model.pretrained, device)
-    encoder = bundle.visual if depth_encoder is None else load_depth_encoder(bundle, depth_encoder).to(device)
-    dataset = dataset_from_config(config, split)
-    renderer = DepthRenderer.from_config(replace(config.render, image_size=bundle.image_size))
-    views = official_views(config.render.views)
-    out = Path(out_dir) if out_dir else project_root() / "runs" / "zeroshot" / config.data.dataset
-    out.mkdir(parents=True, exist_ok=True)
-    encoder_label = (
-        "CLIP visual encoder" if depth_encoder is None else f"depth encoder {Path(depth_encoder).name}"
-    )
+    """The ``clip2point zeroshot`` experiment: the config's dataset rendered as ``render`` says, encoded by
+    the experiment's depth encoder (``model.depth_encoder``, or CLIP's visual encoder), scored against the
+    class prompts. Writes ``confusion.png`` and ``views.png`` (the first sample's depth maps) to ``out_dir``
+    (default ``<project>/runs/zeroshot/<dataset>``) and, with ``track``, logs params, accuracy, per-class
+    accuracy and both pictures to MLflow."""
+    config = experiment.config
+    dataset = experiment.dataset(split)
+    out = experiment.output_dir("zeroshot", out_dir)
+    encoder_label = experiment.depth_encoder_label
     tracker = (
         Tracker.start(
             config,
@@ -96,17 +84,18 @@ def run_zero_shot(
         else None
     )
     with tracker.active() if tracker else nullcontext():
-        text = PromptCache().features(bundle.text, dataset.class_names)
         result = evaluate_zero_shot(
-            encoder, text, dataset.class_names, dataset, renderer, views, device=device, progress=progress
+            experiment.depth_encoder, experiment.text_features(dataset.class_names), dataset.class_names,
+            dataset, experiment.renderer, experiment.views, device=experiment.device, progress=progress,
+        )  # fmt: skip
+        save_confusion_png(
+            result, out / "confusion.png", title=f"{config.data.dataset} {split}, {encoder_label}"
         )
-        title = f"{config.data.dataset} {split}, {encoder_label}"
-        save_confusion_png(result, out / "confusion.png", title=title)
-        sample = dataset[0]["points"].to(device)
+        sample = dataset[0]["points"].to(experiment.device)
         save_view_grid(
-            [(f"{config.render.depth} {config.render.footprint}", depth_gray(renderer, sample, *views))],
+            [(config.render.label(), depth_gray(experiment.renderer, sample, experiment.views))],
             out / "views.png",
-            view_titles(views[0], views[1]),
+            view_titles(experiment.views),
             title=f"{config.data.dataset} sample 0",
         )
         if tracker:

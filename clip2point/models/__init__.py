@@ -1,6 +1,6 @@
 """Everything between depth maps and logits: CLIP backbones, prompts, losses, adapters, checkpoints."""
 
-from clip2point.models.adapters import GDPA, GlobalViewAggregator, InterViewAdapter
+from clip2point.models.adapters import GDPA, AdapterSettings, GlobalViewAggregator, InterViewAdapter
 from clip2point.models.backbone import (
     ClipBundle,
     FrozenEncoder,
@@ -22,11 +22,12 @@ from clip2point.models.checkpoints import (
 from clip2point.models.classifier import FewShotClassifier
 from clip2point.models.heads import cosine_logits, encode_views, zero_shot_logits
 from clip2point.models.losses import PretrainLoss, PretrainObjective, nt_xent
-from clip2point.models.prompts import PromptCache, encode_prompts, prompt_texts
+from clip2point.models.prompts import encode_prompts, prompt_texts
 from clip2point.models.state import load_module, read_state_dict, save_module, save_safetensors, save_torch
 
 __all__ = [
     "GDPA",
+    "AdapterSettings",
     "ClipBundle",
     "FewShotClassifier",
     "FrozenEncoder",
@@ -35,7 +36,6 @@ __all__ = [
     "InterViewAdapter",
     "PretrainLoss",
     "PretrainObjective",
-    "PromptCache",
     "TextEncoder",
     "convert_official",
     "cosine_logits",

@@ -1,7 +1,11 @@
-"""Few-shot adapters on per-view features ``(B, V, C)`` (SPEC.md section 4): the global-view aggregator
+"""Few-shot adapters on per-view features ``(B, V, C)`` (docs/method.md section 4): the global-view aggregator
 (paper and official variants), PointCLIP's inter-view adapter and the Gated Dual-Path Adapter (GDPA)."""
 
 from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -9,13 +13,46 @@ from torch import nn
 
 from clip2point.errors import ConfigError, InputError
 from clip2point.models.heads import cosine_logits
+from clip2point.schema import Settings, described
 
-PATHS = ("single", "dual")
-AGGREGATORS = ("global", "inter_view")
-FUSIONS = ("gate", "average", "none")
-VARIANTS = ("paper", "official")
 OFFICIAL_DROPOUT = 0.075
 OFFICIAL_VIEW_WEIGHT = 0.5
+Variant = Literal["paper", "official"]
+
+
+@dataclass(frozen=True)
+class AdapterSettings(Settings):
+    """The GDPA's switches (docs/method.md section 4), the config's ``fewshot.adapter`` section.
+
+    ``path``: ``single`` (depth-encoder features only) or ``dual`` (plus CLIP's visual features);
+    ``aggregator``: ``global`` (GDPA) or ``inter_view`` (PointCLIP's adapter, ``variant: paper`` only);
+    ``fusion`` (dual path): ``gate`` (paper), ``average`` (the authors' code) or ``none``; a single path
+    takes ``none``. ``variant``: the ``paper`` or ``official`` form of the global aggregator.
+    """
+
+    SECTION = "fewshot.adapter"
+
+    path: Literal["single", "dual"] = described("dual", "depth features only, or depth and CLIP")
+    aggregator: Literal["global", "inter_view"] = described("global", "global-view or inter-view adapter")
+    fusion: Literal["gate", "average", "none"] = described("gate", "how the dual path's two features meet")
+    variant: Variant = described("official", "the paper's or the authors' code's global aggregator")
+
+    def check(self) -> None:
+        if self.path == "single" and self.fusion != "none":
+            raise ConfigError(
+                f"config key 'fewshot.adapter.fusion': {self.fusion!r} needs the dual path; a single path "
+                "takes 'none'"
+            )
+        if self.aggregator == "inter_view" and self.variant != "paper":
+            raise ConfigError(
+                "config key 'fewshot.adapter.variant': 'official' applies to the global aggregator only; "
+                "the inter-view adapter takes 'paper'"
+            )
+
+    def label(self) -> str:
+        """``"dual global-view gate (official)"``: the switches as tables name them."""
+        aggregator = "global-view" if self.aggregator == "global" else "inter-view"
+        return f"{self.path} {aggregator} {self.fusion} ({self.variant})"
 
 
 def _check_views(x: torch.Tensor, views: int, dim: int) -> None:
@@ -32,10 +69,12 @@ class GlobalViewAggregator(nn.Module):
     Dropout(0.075), Linear(C, C).
     """
 
-    def __init__(self, views: int, dim: int, variant: str = "paper"):
+    def __init__(self, views: int, dim: int, variant: Variant = "paper"):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ConfigError(f"adapter variant '{variant}' is not allowed; allowed: {', '.join(VARIANTS)}")
+        if variant not in typing.get_args(Variant):
+            raise ConfigError(
+                f"adapter variant {variant!r} is not allowed; expected one of 'paper', 'official'"
+            )
         official = variant == "official"
         self.views, self.dim, self.variant = views, dim, variant
         self.view_weights = nn.Parameter(torch.full((views,), OFFICIAL_VIEW_WEIGHT)) if official else None
@@ -75,65 +114,48 @@ class InterViewAdapter(nn.Module):
 
 
 class GDPA(nn.Module):
-    """Gated Dual-Path Adapter with the ablation switches; returns cosine logits ``(B, K)`` (no scale).
+    """Gated Dual-Path Adapter with the ablation switches of :class:`AdapterSettings`; returns cosine
+    logits ``(B, K)`` (no scale).
 
     - ``path``: ``single`` (depth features only) or ``dual`` (depth and CLIP features, one adapter each).
     - ``aggregator``: ``global`` (:class:`GlobalViewAggregator`, logits ``cos(G, T_k)``) or ``inter_view``
       (:class:`InterViewAdapter`, logits ``mean_v cos(F_v + F^_v, T_k)``).
     - ``fusion`` (dual path): ``gate`` ``G = s_g * G_C + G_D`` with a learnable scalar ``s_g`` (paper Eq. 14);
-      ``none`` ``G = G_C + G_D`` (paper without gate); ``average`` ``(G_D + G_C) / 2`` (official code). Under
-      cosine logits ``none`` and ``average`` give the same logits. The single path takes ``none`` only.
-    - ``variant``: ``paper`` or ``official`` form of the global aggregator (``paper`` for ``inter_view``).
+      ``none`` ``G = G_C + G_D`` (paper without gate); ``average`` ``(G_D + G_C) / 2`` (the authors' code).
+      Under cosine logits ``none`` and ``average`` give the same logits.
+    - ``variant``: ``paper`` or ``official`` form of the global aggregator.
     """
 
-    def __init__(
-        self,
-        views: int,
-        dim: int,
-        path: str = "dual",
-        aggregator: str = "global",
-        fusion: str = "gate",
-        variant: str = "paper",
-        gate_init: float = 1.0,
-    ):
+    def __init__(self, views: int, dim: int, settings: AdapterSettings | None = None, gate_init: float = 1.0):
         super().__init__()
-        for key, value, allowed in (
-            ("path", path, PATHS),
-            ("aggregator", aggregator, AGGREGATORS),
-            ("fusion", fusion, FUSIONS),
-            ("variant", variant, VARIANTS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"adapter.{key} '{value}' is not allowed; allowed: {', '.join(allowed)}")
-        if path == "single" and fusion != "none":
-            raise ConfigError(f"adapter.fusion '{fusion}' needs the dual path; a single path takes 'none'")
-        if aggregator == "inter_view" and variant != "paper":
-            raise ConfigError("adapter.variant 'official' applies to the global aggregator only; use 'paper'")
-        self.path, self.aggregator, self.fusion, self.variant = path, aggregator, fusion, variant
+        settings = settings or AdapterSettings()
+        self.settings = settings
 
         def make() -> nn.Module:
-            if aggregator == "global":
-                return GlobalViewAggregator(views, dim, variant)
+            if settings.aggregator == "global":
+                return GlobalViewAggregator(views, dim, settings.variant)
             return InterViewAdapter(views, dim)
 
         self.depth_adapter = make()
-        self.clip_adapter = make() if path == "dual" else None
-        self.gate = nn.Parameter(torch.tensor(float(gate_init))) if fusion == "gate" else None
+        self.clip_adapter = make() if settings.path == "dual" else None
+        self.gate = nn.Parameter(torch.tensor(float(gate_init))) if settings.fusion == "gate" else None
 
     def forward(
         self, depth_features: torch.Tensor, text: torch.Tensor, clip_features: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``depth_features`` (and ``clip_features`` on the dual path) ``(B, V, C)``; ``text`` ``(K, C)``."""
         if (clip_features is not None) != (self.clip_adapter is not None):
-            raise InputError(f"GDPA path '{self.path}' takes CLIP view features only on the dual path")
+            raise InputError(
+                f"GDPA path '{self.settings.path}' takes CLIP view features only on the dual path"
+            )
         rep = self.depth_adapter(depth_features)
         if self.clip_adapter is not None:
             rep_clip = self.clip_adapter(clip_features)
             if self.gate is not None:
                 rep = self.gate * rep_clip + rep
-            elif self.fusion == "average":
+            elif self.settings.fusion == "average":
                 rep = (rep + rep_clip) / 2
             else:
                 rep = rep + rep_clip
         logits = cosine_logits(rep, text)
-        return logits if self.aggregator == "global" else logits.mean(dim=1)
+        return logits if self.settings.aggregator == "global" else logits.mean(dim=1)

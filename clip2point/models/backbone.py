@@ -24,6 +24,7 @@ from torch import nn
 
 from clip2point.errors import ConfigError, InputError
 from clip2point.models.state import load_checked, read_metadata, read_state_dict, strip_prefix
+from clip2point.render.depth import ImageNorm
 
 TOY = "toy"
 _SCHEMAS = ("hf-hub:", "local-dir:")
@@ -69,7 +70,9 @@ class FrozenEncoder(nn.Module):
 @dataclass
 class ClipBundle:
     """A loaded CLIP: ``visual`` maps images ``(M, 3, S, S)`` to features ``(M, C)``; ``text`` maps a list of
-    K strings to features ``(K, C)``; ``image_size`` is S and ``embed_dim`` is C."""
+    K strings to features ``(K, C)``; ``image_size`` is S, ``embed_dim`` is C and ``norm`` the mean/std
+    its images (RGB renders and depth maps alike) are standardised with, as open_clip configures the model
+    and its weights (OpenAI's values for the paper's ViT-B/32)."""
 
     name: str
     pretrained: str | None
@@ -79,6 +82,7 @@ class ClipBundle:
     image_size: int
     embed_dim: int
     quick_gelu: bool
+    norm: ImageNorm
 
     def depth_encoder(self) -> nn.Module:
         """A trainable copy of the visual encoder (the depth encoder ``E_d`` starts from CLIP)."""
@@ -213,6 +217,8 @@ def load_clip(
         raise ConfigError(f"model.name '{name}' has non-square input {size}; only square inputs work")
     visual = model.visual.eval()
     tokenizer = open_clip.get_tokenizer(name)
+    preprocess = open_clip.get_model_preprocess_cfg(model)
+    norm = ImageNorm(tuple(preprocess["mean"]), tuple(preprocess["std"]))
     text = TextEncoder(model, tokenizer).requires_grad_(False).eval()
     return ClipBundle(
         name=name,
@@ -223,4 +229,5 @@ def load_clip(
         image_size=int(size[0]),
         embed_dim=int(model_cfg["embed_dim"]),
         quick_gelu=need,
+        norm=norm,
     )

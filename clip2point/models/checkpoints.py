@@ -1,4 +1,4 @@
-"""The authors' released checkpoints (SPEC.md section 6), imported into our modules and exported back.
+"""The authors' released checkpoints (docs/method.md section 6), imported into our modules and exported back.
 
 - Pre-trained depth encoder ``best_eval.pth``: DataParallel keys ``module.point_model.<visual key>``
   (depth encoder), ``module.image_model.<visual key>`` (frozen CLIP copy), ``module.weights`` (balance s).
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from clip2point.errors import ConfigError, InputError
-from clip2point.models.adapters import GDPA
+from clip2point.models.adapters import GDPA, AdapterSettings
 from clip2point.models.backbone import ClipBundle, load_clip
 from clip2point.models.classifier import FewShotClassifier
 from clip2point.models.state import StateDict, check_state_dict, load_module, read_state_dict, save_module
@@ -34,6 +34,9 @@ IMAGE_PREFIX = "image_model."
 BALANCE_KEY = "weights"
 DATAPARALLEL = "module."
 SKIPPED_PREFIXES = ("selector.",)
+
+# The adapter of the authors' DPA checkpoints: dual path, global aggregator in their form, plain average.
+OFFICIAL_DPA = AdapterSettings(path="dual", aggregator="global", fusion="average", variant="official")
 
 # our GlobalViewAggregator(variant="official") key prefix -> the official SimplifiedAdapter's
 _AGGREGATOR_TO_OFFICIAL = {
@@ -138,17 +141,9 @@ def _dpa_to_official(classifier: FewShotClassifier) -> dict[str, str]:
 def load_official_dpa(path: str | os.PathLike, classifier: FewShotClassifier) -> ImportReport:
     """Load ``best_test.pth`` into ``classifier``: a dual-path, global, ``official``-variant, ``average``-
     fusion GDPA over a depth and a CLIP encoder (the official DPA)."""
-    adapter = classifier.adapter
-    if (adapter.path, adapter.aggregator, adapter.variant, adapter.fusion) != (
-        "dual",
-        "global",
-        "official",
-        "average",
-    ):
+    if classifier.adapter.settings != OFFICIAL_DPA:
         raise InputError(
-            "the official DPA checkpoint needs GDPA(path='dual', aggregator='global', variant='official', "
-            f"fusion='average'); got path={adapter.path}, aggregator={adapter.aggregator}, "
-            f"variant={adapter.variant}, fusion={adapter.fusion}"
+            f"the official DPA checkpoint needs a GDPA with {OFFICIAL_DPA}; got {classifier.adapter.settings}"
         )
     state, skipped = _read_official(path)
     table = _dpa_to_official(classifier)
@@ -185,7 +180,7 @@ def convert_official(
         report = load_official_depth(path, target)
         metadata["balance"] = repr(report.balance)
     else:
-        adapter = GDPA(views, bundle.embed_dim, "dual", "global", "average", "official")
+        adapter = GDPA(views, bundle.embed_dim, OFFICIAL_DPA)
         target = FewShotClassifier(bundle.depth_encoder(), adapter, bundle.depth_encoder())
         report = load_official_dpa(path, target)
         metadata["views"] = str(views)

@@ -21,7 +21,9 @@ class FewShotClassifier(nn.Module):
     def __init__(self, depth_encoder: nn.Module, adapter: GDPA, clip_encoder: nn.Module | None = None):
         super().__init__()
         if (clip_encoder is not None) != (adapter.clip_adapter is not None):
-            raise InputError(f"adapter path '{adapter.path}' needs a CLIP encoder exactly when it is dual")
+            raise InputError(
+                f"adapter path '{adapter.settings.path}' needs a CLIP encoder exactly when it is dual"
+            )
         self.depth = FrozenEncoder(depth_encoder)
         self.clip = FrozenEncoder(clip_encoder) if clip_encoder is not None else None
         self.adapter = adapter

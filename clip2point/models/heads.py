@@ -28,7 +28,7 @@ def cosine_logits(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 
 
 def zero_shot_logits(view_features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Zero-shot head (SPEC.md section 3): per-view features ``(B, V, C)`` -> the mean over views of the
+    """Zero-shot head (docs/method.md section 3): per-view features ``(B, V, C)`` -> the mean over views of the
     per-view cosine logits, ``(B, K)``."""
     if view_features.ndim != 3:
         raise InputError(f"expected per-view features (B, V, C); got shape {tuple(view_features.shape)}")

@@ -1,4 +1,4 @@
-"""Pre-training losses (SPEC.md section 2): SimCLR NT-Xent and the learnable-balance objective."""
+"""Pre-training losses (docs/method.md section 2): SimCLR NT-Xent and the learnable-balance objective."""
 
 from __future__ import annotations
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from clip2point.errors import InputError
 
@@ -30,30 +28,3 @@ def encode_prompts(
     """Normalised prompt features ``(K, C)`` for K class names (no gradient)."""
     with torch.no_grad():
         return F.normalize(text_encoder(prompt_texts(class_names)).float(), dim=-1)
-
-
-def _weights_version(module: nn.Module) -> tuple[int, ...]:
-    """A tuple that changes whenever any parameter or buffer of ``module`` is modified in place."""
-    return tuple(t._version for t in (*module.parameters(), *module.buffers()))
-
-
-class PromptCache:
-    """Prompt features cached per (text encoder, class list).
-
-    Entries are held per encoder object in a weak mapping, so they vanish with the encoder and never
-    leak to another model; an entry is recomputed when the encoder's weights change in place (the
-    tensors' version counters move) or when it is moved to another device.
-    """
-
-    def __init__(self) -> None:
-        self._entries: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
-
-    def features(self, text_encoder: nn.Module, class_names: Sequence[str]) -> torch.Tensor:
-        """Normalised prompt features ``(K, C)`` of ``class_names`` under ``text_encoder``."""
-        per_model = self._entries.setdefault(text_encoder, {})
-        names = tuple(class_names)
-        stamp = (_weights_version(text_encoder), next(text_encoder.parameters()).device)
-        cached = per_model.get(names)
-        if cached is None or cached[0] != stamp:
-            cached = per_model[names] = (stamp, encode_prompts(text_encoder, names))
-        return cached[1]

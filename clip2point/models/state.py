@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from clip2point.errors import InputError
+from clip2point.paths import atomic_write
 
 StateDict = dict[str, torch.Tensor]
 
@@ -102,21 +102,6 @@ def load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], source: s
     """Load ``state`` into ``module`` strictly after :func:`check_state_dict` (dtype cast to the module's)."""
     check_state_dict(module.state_dict(), state, source, type(module).__name__)
     module.load_state_dict(state, strict=True)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Create ``path`` atomically: ``write`` fills a temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _cpu_copy(state: Mapping[str, torch.Tensor]) -> StateDict:

@@ -1,6 +1,7 @@
-"""Rendering: cameras and view sets; point clouds -> depth maps; meshes -> RGB images."""
+"""Rendering: settings, cameras and view sets; point clouds -> depth maps; meshes -> RGB images."""
 
 from clip2point.render.cameras import (
+    Views,
     align_modelnet,
     axis_rotation,
     jitter_distance,
@@ -8,14 +9,24 @@ from clip2point.render.cameras import (
     official_views,
     view_transform,
 )
-from clip2point.render.depth import CLIP_MEAN, CLIP_STD, DepthRenderer, official_normalise, to_clip_input
+from clip2point.render.depth import (
+    OPENAI_CLIP_NORM,
+    DepthRenderer,
+    ImageNorm,
+    official_normalise,
+    to_clip_input,
+)
 from clip2point.render.mesh import MeshRenderer, triangle_soup
+from clip2point.render.settings import TABLE5_SETTINGS, RenderSettings
 
 __all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
+    "OPENAI_CLIP_NORM",
+    "TABLE5_SETTINGS",
     "DepthRenderer",
+    "ImageNorm",
     "MeshRenderer",
+    "RenderSettings",
+    "Views",
     "align_modelnet",
     "axis_rotation",
     "jitter_distance",

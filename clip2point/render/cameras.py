@@ -1,4 +1,4 @@
-"""Cameras and view sets (SPEC.md section 1.1), in PyTorch3D's look-at convention.
+"""Cameras and view sets (docs/method.md section 1.1), in PyTorch3D's look-at convention.
 
 Row-vector convention throughout: ``x_view = x_world @ R + T`` with ``R`` of shape ``(..., 3, 3)`` whose
 columns are the camera's x, y, z axes in world coordinates and ``T = -C @ R`` for camera centre ``C``.
@@ -9,6 +9,7 @@ bottom views (elev = 90 / 270) come out as that formula gives them.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -24,8 +25,22 @@ _NORMALIZE_EPS = 1e-5  # PyTorch3D's floor on the norm in look_at_rotation
 _DEGENERATE_ATOL = 5e-3  # x axis this close to 0 in every component -> rebuilt from y and z
 
 
-def official_views(num_views: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The official view set: ``(azim, elev, dist)``, each a ``(V,)`` float32 tensor in degrees / units.
+class Views(NamedTuple):
+    """A set of V cameras: ``azim``, ``elev`` (degrees) and ``dist`` (world units), each ``(V,)`` (the same
+    views for every cloud) or ``(B, V)`` (per cloud). Unpacks as ``azim, elev, dist = views``."""
+
+    azim: torch.Tensor
+    elev: torch.Tensor
+    dist: torch.Tensor
+
+    @property
+    def num_views(self) -> int:
+        """V, the number of cameras."""
+        return int(self.azim.shape[-1])
+
+
+def official_views(num_views: int = 10) -> Views:
+    """The official view set, each field a ``(V,)`` float32 tensor.
 
     ``num_views`` is 10 (pre-training, zero-/few-shot) or 6 (the cube faces).
     """
@@ -34,7 +49,7 @@ def official_views(num_views: int = 10) -> tuple[torch.Tensor, torch.Tensor, tor
     elev, azim = _OFFICIAL_VIEWS[num_views]
     azim_t = torch.tensor(azim, dtype=torch.float32)
     elev_t = torch.tensor(elev, dtype=torch.float32)
-    return azim_t, elev_t, torch.ones(num_views, dtype=torch.float32)
+    return Views(azim_t, elev_t, torch.ones(num_views, dtype=torch.float32))
 
 
 def camera_centre(azim: torch.Tensor, elev: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
@@ -80,7 +95,7 @@ def jitter_distance(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently jittered copies of ``dist`` (any shape): ``dist * (1 + (u - 0.5) / 5)``, u ~ U(0, 1).
 
-    The intra-modality pair of pre-training (SPEC.md section 1.5): the same view at +-10% distance.
+    The intra-modality pair of pre-training (docs/method.md section 1.5): the same view at +-10% distance.
     """
     u1 = torch.rand(dist.shape, generator=generator, dtype=dist.dtype, device=dist.device)
     u2 = torch.rand(dist.shape, generator=generator, dtype=dist.dtype, device=dist.device)

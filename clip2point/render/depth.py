@@ -1,4 +1,4 @@
-"""Point clouds -> multi-view depth maps (SPEC.md sections 1.1-1.4), batched and vectorised in torch.
+"""Point clouds -> multi-view depth maps (docs/method.md sections 1.1-1.4), batched and vectorised in torch.
 
 The pipeline for a batch of clouds ``points (B, N, 3)`` and views ``azim, elev, dist`` of shape ``(V,)`` or
 ``(B, V)`` (degrees, degrees, world units):
@@ -12,7 +12,8 @@ The pipeline for a batch of clouds ``points (B, N, 3)`` and views ``azim, elev, 
    axes, for dilation R).
 3. reduce: per pixel the ``minimum`` z of the covering points (paper Eq. 10, official) or the ``weighted``
    value ``sum(z/(z+eps)) / sum(1/(z+eps))`` (paper Eq. 8, PointCLIP). Uncovered pixels are background.
-4. normalise (only in ``__call__``): the official per-image normalisation, 3 channels, CLIP mean/std.
+4. normalise (only in ``__call__``): the official per-image normalisation, 3 channels, then the encoder's
+   mean/std (:class:`ImageNorm`, carried by each backbone).
 
 Pixel ``(row i, col j)`` of an S x S image has its centre at NDC ``xf = 1 - (2j + 1)/S`` (+X points left),
 ``yf = 1 - (2i + 1)/S`` (+Y points up), PyTorch3D's convention; its continuous pixel coordinate is
@@ -24,46 +25,52 @@ Every step is one tensor operation over all points of all views: no Python loop 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
 from clip2point.errors import InputError
 from clip2point.render.cameras import view_transform
+from clip2point.render.settings import RenderSettings
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 FOREGROUND_SCALE = 200.0 / 255.0  # official normalisation: the farthest foreground depth maps to 200/255
 BACKGROUND_RAW = -1.0  # raw depth of an uncovered pixel (PyTorch3D's zbuf convention)
 WEIGHTED_EPS = 1e-12
 
-FOOTPRINTS = ("disk", "square")
-DEPTH_MODES = ("minimum", "weighted")
-PROJECTIONS = ("orthographic", "perspective")
+
+@dataclass(frozen=True)
+class ImageNorm:
+    """Per-channel mean and std (RGB, for images in [0, 1]) that an image encoder expects its input
+    standardised with. Each backbone carries its own (:attr:`clip2point.models.ClipBundle.norm`)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as ``(3,)`` tensors of ``like``'s dtype and device."""
+        return (
+            torch.tensor(self.mean, dtype=like.dtype, device=like.device),
+            torch.tensor(self.std, dtype=like.dtype, device=like.device),
+        )
 
 
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise InputError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
-    return value
+# OpenAI CLIP's preprocessing, that of the paper's ViT-B/32 (and the bundled toy CLIP).
+OPENAI_CLIP_NORM = ImageNorm((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
 class DepthRenderer:
     """Render point clouds to depth maps at given views.
 
     Args:
-        image_size: S, the side of the square output in pixels.
-        footprint: ``"disk"`` (official) or ``"square"`` (paper Eq. 9).
-        radius: disk radius in NDC units (the image spans [-1, 1]); official 0.02. Used by ``disk`` only.
-        dilation: dilation rate R of the ``square`` footprint (R x R pixels per point).
-        depth: ``"minimum"`` or ``"weighted"`` per-pixel depth.
-        projection: ``"orthographic"`` (official) or ``"perspective"``.
-        fov: vertical and horizontal field of view in degrees, ``perspective`` only.
+        image_size: S, the side of the square output in pixels (the encoder's input size).
+        settings: footprint, depth value, projection (:class:`RenderSettings`; its ``views`` is not used
+            here: views are passed per call). ``changes`` replace single fields, e.g. ``dilation=4``.
+        norm: the encoder's mean/std that :meth:`__call__` standardises with.
 
     Example::
 
         azim, elev, dist = official_views(10)
-        r = DepthRenderer(image_size=224, footprint="square", dilation=2)
+        r = DepthRenderer(224, footprint="square", dilation=2)
         raw = r.raw_depth(points, azim, elev, dist)   # (B, V, S, S), background -1
         imgs = r(points, azim, elev, dist)            # (B, V, 3, S, S), ready for a CLIP encoder
     """
@@ -71,48 +78,19 @@ class DepthRenderer:
     def __init__(
         self,
         image_size: int = 224,
-        footprint: str = "disk",
-        radius: float = 0.02,
-        dilation: int = 2,
-        depth: str = "minimum",
-        projection: str = "orthographic",
-        fov: float = 60.0,
+        settings: RenderSettings | None = None,
+        *,
+        norm: ImageNorm = OPENAI_CLIP_NORM,
+        **changes,
     ) -> None:
-        if not isinstance(image_size, int) or image_size < 1:
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
             raise InputError(f"image_size={image_size!r} must be a positive integer")
         self.image_size = image_size
-        self.footprint = _choice("footprint", footprint, FOOTPRINTS)
-        self.depth = _choice("depth", depth, DEPTH_MODES)
-        self.projection = _choice("projection", projection, PROJECTIONS)
-        if not (isinstance(radius, int | float) and 0 < radius <= 2):
-            raise InputError(f"radius={radius!r} must be a number in (0, 2] (NDC units)")
-        if not isinstance(dilation, int) or isinstance(dilation, bool) or dilation < 1:
-            raise InputError(f"dilation={dilation!r} must be a positive integer")
-        if not (isinstance(fov, int | float) and 0 < fov < 180):
-            raise InputError(f"fov={fov!r} must be in (0, 180) degrees")
-        self.radius = float(radius)
-        self.dilation = dilation
-        self.fov = float(fov)
-
-    @classmethod
-    def from_config(cls, config) -> DepthRenderer:
-        """Build from a :class:`clip2point.config.RenderConfig`."""
-        return cls(
-            image_size=config.image_size,
-            footprint=config.footprint,
-            radius=config.radius,
-            dilation=config.dilation,
-            depth=config.depth,
-            projection=config.projection,
-            fov=config.fov,
-        )
+        self.settings = replace(settings or RenderSettings(), **changes)
+        self.norm = norm
 
     def __repr__(self) -> str:
-        size = f"radius={self.radius}" if self.footprint == "disk" else f"dilation={self.dilation}"
-        return (
-            f"DepthRenderer(image_size={self.image_size}, footprint={self.footprint!r}, {size}, "
-            f"depth={self.depth!r}, projection={self.projection!r})"
-        )
+        return f"DepthRenderer({self.image_size}, {self.settings.label()!r})"
 
     # ------------------------------------------------------------------ public API
     def raw_depth(
@@ -121,7 +99,9 @@ class DepthRenderer:
         """Per-pixel view-space depth ``(B, V, S, S)``; background pixels are -1."""
         points, azim, elev, dist = _check_inputs(points, azim, elev, dist)
         batch, views, s = points.shape[0], azim.shape[1], self.image_size
-        channels = 1 if self.depth == "minimum" else 2  # weighted needs a second plane for its denominator
+        channels = (
+            1 if self.settings.depth == "minimum" else 2
+        )  # weighted needs a second plane for its denominator
         size = batch * views * channels * s * s
         flat = torch.empty(size + 1, device=points.device)  # the last element collects undrawn candidates
         depth = self._rasterise(points, azim, elev, dist, flat, channels, spare=size)
@@ -135,7 +115,7 @@ class DepthRenderer:
         dist: torch.Tensor,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Depth images ``(B, V, 3, S, S)`` after the official normalisation and CLIP's mean/std.
+        """Depth images ``(B, V, 3, S, S)`` after the official normalisation and the encoder's mean/std.
 
         ``out``: an optional contiguous float32 ``(B, V, 3, S, S)`` tensor on the points' device to write
         into (and return), as in ``torch``'s ``out=`` arguments. Reusing one buffer across batches saves the
@@ -155,7 +135,7 @@ class DepthRenderer:
         flat = out.view(-1)
         # Undrawn candidates go to the last element (channel 2), which normalisation overwrites last.
         depth = self._rasterise(points, azim, elev, dist, flat, 3, spare=flat.numel() - 1)
-        _normalise_into(out.view(batch * views, 3, s * s), depth)
+        _normalise_into(out.view(batch * views, 3, s * s), depth, self.norm)
         return out
 
     # ------------------------------------------------------------------ internals
@@ -174,7 +154,7 @@ class DepthRenderer:
         index = self._footprint(x, y, z, channels * pixels, spare).reshape(-1)
         value = z.unsqueeze(-1).expand(*z.shape, index.numel() // z.numel()).reshape(-1)
         depth = canvas[:, 0]
-        if self.depth == "minimum":
+        if self.settings.depth == "minimum":
             depth.fill_(math.inf)
             flat.scatter_reduce_(0, index, value, "amin")
             return depth
@@ -189,13 +169,13 @@ class DepthRenderer:
     def _project(self, points, azim, elev, dist) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """NDC x, y and view-space depth z of every point in every view, each ``(B, V, N)``."""
         rot, trans = view_transform(azim, elev, dist)  # (B, V, 3, 3), (B, V, 3)
-        if self.projection == "orthographic":
+        if self.settings.projection == "orthographic":
             scaled = points.unsqueeze(1) / dist[..., None, None]  # (B, V, N, 3)
             view = scaled @ rot + trans.unsqueeze(2)
             return view[..., 0], view[..., 1], view[..., 2]
         view = points.unsqueeze(1) @ rot + trans.unsqueeze(2)
         z = view[..., 2]
-        focal = 1.0 / math.tan(math.radians(self.fov) / 2)
+        focal = 1.0 / math.tan(math.radians(self.settings.fov) / 2)
         # Points at z <= 0 are dropped later; avoid dividing by zero for them here.
         safe_z = torch.where(z > 0, z, torch.ones_like(z))
         return view[..., 0] * focal / safe_z, view[..., 1] * focal / safe_z, z
@@ -214,9 +194,9 @@ class DepthRenderer:
         u = (1 - x) * (s / 2) - 0.5  # continuous column
         v = (1 - y) * (s / 2) - 0.5  # continuous row
         image = torch.arange(batch * views, device=x.device).view(batch, views, 1, 1) * image_stride
-        if self.footprint == "disk":
+        if self.settings.footprint == "disk":
             return self._disk_candidates(x, y, z, u, v, image, spare)
-        first, count = -(self.dilation // 2), self.dilation
+        first, count = -(self.settings.dilation // 2), self.settings.dilation
         cols = torch.ceil(u).unsqueeze(-1) + _offsets(first, count, u)
         rows = torch.ceil(v).unsqueeze(-1) + _offsets(first, count, v)
         beyond = spare + 1
@@ -235,14 +215,14 @@ class DepthRenderer:
         behind the camera get an infinite ``dy^2``/``dx^2``, so one comparison decides everything.
         """
         s = self.image_size
-        half = math.ceil(self.radius * s / 2 + 0.5) - 1
+        half = math.ceil(self.settings.radius * s / 2 + 0.5) - 1
         cols = torch.round(u).unsqueeze(-1) + _offsets(-half, 2 * half + 1, u)  # (B, V, N, W)
         rows = torch.round(v).unsqueeze(-1) + _offsets(-half, 2 * half + 1, v)
         dx2 = (1 - (2 * cols + 1) / s - x.unsqueeze(-1)).square_()
         dy2 = (1 - (2 * rows + 1) / s - y.unsqueeze(-1)).square_()
         dx2.masked_fill_((cols < 0) | (cols >= s), math.inf)
         dy2.masked_fill_((rows < 0) | (rows >= s) | (z < 0).unsqueeze(-1), math.inf)
-        inside = (dy2.unsqueeze(-1) + dx2.unsqueeze(-2)) < self.radius**2  # (B, V, N, W, W)
+        inside = (dy2.unsqueeze(-1) + dx2.unsqueeze(-2)) < self.settings.radius**2  # (B, V, N, W, W)
         index = (rows.long() * s + image).unsqueeze(-1) + cols.long().unsqueeze(-2)
         return torch.where(inside, index, spare).flatten(-2)
 
@@ -267,14 +247,13 @@ def official_normalise(raw: torch.Tensor) -> torch.Tensor:
     return torch.where(covered, gray, 1.0)
 
 
-def to_clip_input(gray: torch.Tensor) -> torch.Tensor:
-    """Gray images ``(..., P)`` in [0, 1] -> 3 channels ``(..., 3, P)`` standardised with CLIP's mean/std."""
-    mean = torch.tensor(CLIP_MEAN, dtype=gray.dtype, device=gray.device).unsqueeze(-1)
-    std = torch.tensor(CLIP_STD, dtype=gray.dtype, device=gray.device).unsqueeze(-1)
-    return (gray.unsqueeze(-2) - mean) / std
+def to_clip_input(gray: torch.Tensor, norm: ImageNorm = OPENAI_CLIP_NORM) -> torch.Tensor:
+    """Gray images ``(..., P)`` in [0, 1] -> 3 channels ``(..., 3, P)`` standardised with ``norm``."""
+    mean, std = norm.tensors(gray)
+    return (gray.unsqueeze(-2) - mean.unsqueeze(-1)) / std.unsqueeze(-1)
 
 
-def _normalise_into(canvas: torch.Tensor, depth: torch.Tensor) -> None:
+def _normalise_into(canvas: torch.Tensor, depth: torch.Tensor, norm: ImageNorm) -> None:
     """:func:`official_normalise` then :func:`to_clip_input`, fused, written into ``canvas (M, 3, P)``.
 
     ``depth`` is ``canvas[:, 0]``, +inf on the background, >= 0 elsewhere. Per image the gray value is the
@@ -296,8 +275,7 @@ def _normalise_into(canvas: torch.Tensor, depth: torch.Tensor) -> None:
     # sends the +inf background there and leaves every foreground depth as it is.
     ceiling = torch.where(has_foreground, (1.0 - beta) / alpha, 0.0)
     torch.minimum(depth, ceiling.unsqueeze(-1), out=depth)
-    mean = torch.tensor(CLIP_MEAN, device=depth.device)
-    std = torch.tensor(CLIP_STD, device=depth.device)
+    mean, std = norm.tensors(depth)
     scale = (alpha.unsqueeze(-1) / std).unsqueeze(-1)  # (M, 3, 1)
     shift = ((beta.unsqueeze(-1) - mean) / std).unsqueeze(-1)
     torch.addcmul(shift[:, 1:], depth.unsqueeze(1), scale[:, 1:], out=canvas[:, 1:])

@@ -1,6 +1,6 @@
 """Triangle meshes -> RGB images (and depth): headless OpenGL (moderngl, EGL), the depth renderer's camera.
 
-Camera model (SPEC.md sections 1.1-1.2): the mesh is scaled by ``1/dist``, then ``x_view = x @ R + T`` with
+Camera model (docs/method.md sections 1.1-1.2): the mesh is scaled by ``1/dist``, then ``x_view = x @ R + T`` with
 ``(R, T) = view_transform(azim, elev, dist)``; the projection is orthographic, NDC ``(x, y) = view (x, y)`` in
 PyTorch3D's convention (+X points LEFT, +Y UP), and the depth is view-space ``z`` (surfaces at ``z < 0`` are
 invisible; the nearest surface wins). Pixel ``(row i, col j)`` of an ``S x S`` image has its centre at NDC

@@ -9,26 +9,14 @@ import numpy as np
 import torch
 
 from clip2point.plots import pyplot, save_figure
+from clip2point.render.cameras import Views
 from clip2point.render.depth import DepthRenderer, official_normalise
 
-# The rendering settings of the paper's Table 5 / Fig. 4, plus the official disk footprint.
-COMPARE_SETTINGS: tuple[tuple[str, dict], ...] = (
-    ("weighted R=1", dict(depth="weighted", footprint="square", dilation=1)),
-    ("weighted R=2", dict(depth="weighted", footprint="square", dilation=2)),
-    ("weighted R=4", dict(depth="weighted", footprint="square", dilation=4)),
-    ("minimum R=1", dict(depth="minimum", footprint="square", dilation=1)),
-    ("minimum R=2", dict(depth="minimum", footprint="square", dilation=2)),
-    ("minimum R=4", dict(depth="minimum", footprint="square", dilation=4)),
-    ("official disk r=0.02", dict(depth="minimum", footprint="disk", radius=0.02)),
-)
 
-
-def depth_gray(
-    renderer: DepthRenderer, points: torch.Tensor, azim: torch.Tensor, elev: torch.Tensor, dist: torch.Tensor
-) -> np.ndarray:
-    """Gray depth images ``(V, S, S)`` in [0, 1] of one cloud ``points (N, 3)``: official normalisation,
-    before CLIP's mean/std (near surfaces dark, far ones light, empty space white)."""
-    raw = renderer.raw_depth(points.unsqueeze(0), azim, elev, dist)[0]  # (V, S, S)
+def depth_gray(renderer: DepthRenderer, points: torch.Tensor, views: Views) -> np.ndarray:
+    """Gray depth images ``(V, S, S)`` in [0, 1] of one cloud ``points (N, 3)`` at ``views``: official
+    normalisation, before the encoder's mean/std (near surfaces dark, far ones light, empty space white)."""
+    raw = renderer.raw_depth(points.unsqueeze(0), *views)[0]  # (V, S, S)
     return official_normalise(raw.flatten(-2)).view(raw.shape).cpu().numpy()
 
 
@@ -71,12 +59,6 @@ def save_view_grid(
     return save_figure(fig, path)
 
 
-def setting_label(depth: str, footprint: str, radius: float, dilation: int) -> str:
-    """``"minimum disk r=0.02"`` / ``"weighted square R=2"``: a rendering setting as pictures and tables name it."""
-    size = f"r={radius:g}" if footprint == "disk" else f"R={dilation}"
-    return f"{depth} {footprint} {size}"
-
-
-def view_titles(azim: torch.Tensor, elev: torch.Tensor) -> list[str]:
-    """Column titles ``"e=<elev> a=<azim>"`` for views given in degrees."""
-    return [f"e={e:g} a={a:g}" for a, e in zip(azim.tolist(), elev.tolist(), strict=True)]
+def view_titles(views: Views) -> list[str]:
+    """Column titles ``"e=<elev> a=<azim>"`` (degrees) of ``(V,)`` views."""
+    return [f"e={e:g} a={a:g}" for a, e in zip(views.azim.tolist(), views.elev.tolist(), strict=True)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clip2point.commands.common import add_config_arguments, config_from_args
 from clip2point.config import ExperimentConfig
-from clip2point.engine.data import absolute_paths, ensure_toy_world
+from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.errors import Clip2PointError
 from clip2point.sweep.report import print_table, write_results
 from clip2point.sweep.runner import SweepOutcome, run_study
@@ -35,7 +35,7 @@ def run_and_report(
     """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it."""
     ensure_toy_world(config)
     if study.prepare is not None:
-        config = study.prepare(absolute_paths(config))
+        config = study.prepare(resolve_paths(config))
     outcome = run_study(study, config, resume=resume, verbose=verbose)
     md, png = write_results(study, config, outcome, command)
     parent = Tracker.attach(outcome.tracking_uri, outcome.parent_run_id)

@@ -9,10 +9,11 @@ from pathlib import Path
 import yaml
 
 from clip2point.config import ExperimentConfig
+from clip2point.paths import project_root, resolve_path
 from clip2point.plots import pyplot, save_figure
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
 from clip2point.sweep.study import Study
-from clip2point.tracking import git_revision, project_root
+from clip2point.tracking import git_revision
 
 
 def is_toy(config: ExperimentConfig) -> bool:
@@ -32,8 +33,8 @@ def measured(metrics: dict[str, float], metric: str) -> str:
 
 
 def results_dir(config: ExperimentConfig) -> Path:
-    folder = Path(config.sweep.results_dir)
-    return folder if folder.is_absolute() else project_root() / folder
+    """Where the study's table and plot go (``sweep.results_dir``, relative to the project root)."""
+    return resolve_path(config.sweep.results_dir)
 
 
 def table_rows(study: Study, outcome: SweepOutcome) -> list[tuple[str, TrialOutcome | None]]:
@@ -103,7 +104,7 @@ def write_results(
         f"- backbone: `{config.model.name}` (`{config.model.pretrained}`)\n"
         f"- rendering: {config.render.views} views, images at the backbone's input size\n"
         f"- date: {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`\n"
-        f"- paper: {study.paper_reference or 'see SPEC.md section 7'}\n"
+        f"- paper: {study.paper_reference or 'see docs/method.md section 7'}\n"
         f"- command: `{command}`\n"
         f"- MLflow: parent run `{outcome.parent_run_id}` (experiment `{config.tracking.experiment}`)\n\n"
         + "\n".join(lines)

@@ -1,6 +1,6 @@
 """Run a study as a Ray Tune sweep: one MLflow parent run, a nested child run per trial, resumable.
 
-Layout of a sweep's state: ``<storage>/<study>/`` is Tune's experiment directory (its trials and
+Layout of a sweep's state: ``<storage>/sweeps/<study>/`` is Tune's experiment directory (its trials and
 experiment state) plus ``clip2point_sweep.json`` (the MLflow parent run id). ``resume=True`` restores the
 Tune experiment -- finished trials are not run again, unfinished and errored ones are -- and re-attaches
 the MLflow parent; a trial whose MLflow child run already FINISHED (killed after it finished but before
@@ -11,18 +11,18 @@ KILLED. A trial that raises is recorded FAILED (Tune: ERROR) with its traceback,
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clip2point.cluster import STORAGE_ENV, init_ray
-from clip2point.config import ExperimentConfig, with_overrides
-from clip2point.engine.data import absolute_paths
-from clip2point.sweep.study import Study
-from clip2point.tracking import Tracker, project_root
+from clip2point.cluster import init_ray
+from clip2point.config import ExperimentConfig
+from clip2point.engine.context import resolve_paths
+from clip2point.schema import with_overrides
+from clip2point.sweep.study import SearchSetup, Study
+from clip2point.tracking import Tracker
 
 STATE_FILE = "clip2point_sweep.json"
 
@@ -53,15 +53,8 @@ class SweepOutcome:
 
 
 def sweep_storage(config: ExperimentConfig) -> Path:
-    """Absolute folder for the sweep's Tune state: ``sweep.storage``, else ``$CLIP2POINT_STORAGE/sweeps``
-    when that is a folder, else ``<project>/runs/sweeps``. The state is small and written by the driver;
-    a bucket URI in ``$CLIP2POINT_STORAGE`` (a cluster's) leaves it on the driver's disk."""
-    if config.sweep.storage:
-        return Path(config.sweep.storage).resolve()
-    shared = os.environ.get(STORAGE_ENV, "")
-    if shared and "://" not in shared:
-        return Path(shared).resolve() / "sweeps"
-    return project_root() / "runs" / "sweeps"
+    """``<storage>/sweeps``: the folder of every sweep's Tune state (``config`` with resolved paths)."""
+    return Path(config.storage) / "sweeps"
 
 
 def run_study(
@@ -71,7 +64,7 @@ def run_study(
     import ray
     from ray import tune
 
-    config = absolute_paths(config)
+    config = resolve_paths(config)
     uri = config.tracking.uri
     path = sweep_storage(config) / study.name
     restoring = resume and tune.Tuner.can_restore(str(path)) and (path / STATE_FILE).exists()
@@ -96,10 +89,11 @@ def run_study(
         if restoring:
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, restart_errored=True)
         else:
+            search = study.search(config) if study.search is not None else None
             tuner = tune.Tuner(
                 trainable,
-                param_space=_param_space(study, config),
-                tune_config=_tune_config(study, config),
+                param_space=_param_space(study, search),
+                tune_config=_tune_config(config, search),
                 run_config=tune.RunConfig(
                     name=study.name,
                     storage_path=str(path.parent),
@@ -119,28 +113,29 @@ def run_study(
     return SweepOutcome(study.name, trials, parent.run_id, uri, str(path))
 
 
-def _param_space(study: Study, config: ExperimentConfig) -> dict[str, Any]:
+def _param_space(study: Study, search: SearchSetup | None) -> dict[str, Any]:
+    """A search study's space, or a grid over the study's cells."""
     from ray import tune
 
-    if study.search is not None:
-        return dict(study.search(config).param_space)
+    if search is not None:
+        return dict(search.param_space)
     return {"cell": tune.grid_search([cell.name for cell in study.cells])}
 
 
-def _tune_config(study: Study, config: ExperimentConfig):
+def _tune_config(config: ExperimentConfig, search: SearchSetup | None):
+    """Tune's settings: concurrency, and for a search study its algorithm, scheduler and budget."""
     from ray import tune
 
-    if study.search is None:
+    if search is None:
         return tune.TuneConfig(
             max_concurrent_trials=config.sweep.max_concurrent, trial_name_creator=_trial_name
         )
-    setup = study.search(config)
     return tune.TuneConfig(
-        metric=setup.metric,
-        mode=setup.mode,
-        search_alg=setup.search_alg,
-        scheduler=setup.scheduler,
-        num_samples=setup.num_samples,
+        metric=search.metric,
+        mode=search.mode,
+        search_alg=search.search_alg,
+        scheduler=search.scheduler,
+        num_samples=search.num_samples,
         max_concurrent_trials=config.sweep.max_concurrent,
     )
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from clip2point.render.cameras import official_views
-from clip2point.render.depth import CLIP_MEAN, CLIP_STD
+from clip2point.render.depth import OPENAI_CLIP_NORM
 from clip2point.render.mesh import MeshRenderer
 from clip2point.toy.shapes import CLASSES, PALETTE, make_shape
 from clip2point.toy.world import object_rng, sample_cloud
@@ -36,9 +36,8 @@ def to_clip_images(rgb: np.ndarray, size: int) -> torch.Tensor:
             [np.asarray(Image.fromarray(x).resize((size, size), Image.Resampling.BICUBIC)) for x in rgb]
         )
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    mean, std = OPENAI_CLIP_NORM.tensors(x)
+    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
 def render_objects(seed: int, per_class: int, size: int, first: int = 0, stream: str | int = "shapenet"):

@@ -1,4 +1,4 @@
-"""``build_toy_world``: write the toy shapes in the real on-disk formats (SPEC.md section 5).
+"""``build_toy_world``: write the toy shapes in the real on-disk formats (docs/method.md section 5).
 
 Layout under ``out_dir``::
 

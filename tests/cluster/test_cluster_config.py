@@ -18,7 +18,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from clip2point.cluster import STORAGE_ENV, STORAGE_PLACEHOLDER
+from clip2point.paths import STORAGE_ENV, STORAGE_PLACEHOLDER
 from tests.cluster.fake_cluster import end_session, free_port, node_ip, session_pids
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +157,7 @@ def test_storage_is_set_once_and_everything_else_reads_it():
     buckets = [line for line in lines if re.search(r"\b(s3|gs)://", line)]
     assert len(assignments) == 1
     assert len(buckets) == 1  # the one bucket literal, on the line after the assignment's format
-    assert STORAGE_PLACEHOLDER in buckets[0]  # clip2point.cluster.storage_path refuses it with a hint
+    assert STORAGE_PLACEHOLDER in buckets[0]  # clip2point.paths.storage_root refuses it with a hint
     mlflow_lines = [line for line in lines if "--artifacts-destination" in line]
     assert mlflow_lines == [f'    --artifacts-destination "${STORAGE_ENV}/mlflow"']
 

@@ -54,7 +54,7 @@ print(json.dumps([
 def test_local_yaml_starts_and_scales_to_every_worker_node(tmp_path, monkeypatch):
     monkeypatch.delenv("CLIP2POINT_STORAGE", raising=False)  # the cluster starts without them ...
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    storage = f"file://{tmp_path}/bucket"
+    storage = f"{tmp_path}/shared"
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     with fake_cluster(LOCAL) as cluster:
         types = cluster.config["available_node_types"]

@@ -129,7 +129,7 @@ def test_two_workers_on_two_nodes_match_one_worker(cluster, tracking, world):
         one, two = (history(client, runs[w].run_id, key) for w in (1, 2))
         assert [s for s, _ in one] == [s for s, _ in two] == [1], key
         assert two[0][1] == pytest.approx(one[0][1], rel=1e-5), key
-    one, two = (read_state(world / "runs" / f"workers-{w}" / "epoch_0001") for w in (1, 2))
+    one, two = (read_state(world / "runs" / "pretrain" / f"workers-{w}" / "epoch_0001") for w in (1, 2))
     assert one["model"].keys() == two["model"].keys()
     for key, tensor in one["model"].items():
         torch.testing.assert_close(two["model"][key], tensor, rtol=1e-4, atol=1e-6, msg=key)
@@ -160,7 +160,7 @@ def test_sweep_trials_spread_over_nodes_and_log_to_one_server(cluster, tracking,
         overrides={
             "tracking.uri": tracking,
             "data.root": str(tmp_path / "data"),  # no data is read; not a toy root, so nothing is built
-            "sweep.storage": str(tmp_path / "storage"),
+            "storage": str(tmp_path / "storage"),
             "sweep.results_dir": str(tmp_path / "results"),
         }
     )
@@ -223,13 +223,15 @@ def test_removing_a_worker_node_restarts_from_the_latest_checkpoint(cluster, tra
     config = tiny_config_for(
         world,
         **{"pretrain.num_workers": 2, "pretrain.epochs": 2, "pretrain.max_failures": 1,
-           "pretrain.storage": str(tmp_path / "runs"), "tracking.uri": tracking},
+           "storage": str(tmp_path / "runs"), "tracking.uri": tracking},
     )  # fmt: skip
     folder = tmp_path / "epochs"
     folder.mkdir()
     removed: list[str] = []
     killer = threading.Thread(
-        target=remove_held_node, args=(cluster, folder, tmp_path / "runs" / "fault", removed), daemon=True
+        target=remove_held_node,
+        args=(cluster, folder, tmp_path / "runs" / "pretrain" / "fault", removed),
+        daemon=True,
     )
     killer.start()
     result = run_pretraining(
@@ -252,4 +254,4 @@ def test_removing_a_worker_node_restarts_from_the_latest_checkpoint(cluster, tra
     restarted_on = run.data.tags["worker_nodes"].split(",")  # the restart's placement
     assert len(set(restarted_on)) == 2 and removed[0] not in restarted_on
     assert set(restarted_on) <= worker_node_ids(cluster)
-    assert read_state(tmp_path / "runs" / "fault" / "epoch_0002")["epoch"] == 2
+    assert read_state(tmp_path / "runs" / "pretrain" / "fault" / "epoch_0002")["epoch"] == 2

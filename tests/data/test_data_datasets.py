@@ -10,8 +10,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from clip2point.data import (
-    CLIP_MEAN,
-    CLIP_STD,
     DATASET_NAMES,
     MODELNET10,
     ModelNet,
@@ -27,7 +25,7 @@ from clip2point.data import (
     select_k_shot,
 )
 from clip2point.errors import InputError
-from clip2point.render import official_views
+from clip2point.render import OPENAI_CLIP_NORM, official_views
 from tests.data.data_writers import make_modelnet, make_shapenet, write_h5, write_ply
 
 N = 32
@@ -44,7 +42,12 @@ def test_modelnet10_labels_points_and_alignment(modelnet10):
     ds = ModelNet(root, "test", N, variant="modelnet10")
     raw = ModelNet(root, "test", N, variant="modelnet10", align=False)
     assert len(ds) == 4 and ds.class_names == MODELNET10
-    assert ds.labels.tolist() == [1, 2, 2, 9]  # bed, chair, chair, toilet in SPEC label order
+    assert ds.labels.tolist() == [
+        1,
+        2,
+        2,
+        9,
+    ]  # bed, chair, chair, toilet in the label order of docs/method.md section 5
     assert [s.name for s in ds.sources] == [
         "bed_0000.off",
         "chair_0000.off",
@@ -167,7 +170,7 @@ def test_shapenet_eval_and_pretrain_pairs(tmp_path):
     assert set(ev[0]) == {"points", "label"} and ev[0]["points"].shape == (N, 3)
     pre = ShapeNet55Pretrain(tmp_path, "train", N, image_size=8, seed=5)
     azim, elev, dist = official_views(10)
-    mean, std = CLIP_MEAN[0], CLIP_STD[0]
+    mean, std = OPENAI_CLIP_NORM.mean[0], OPENAI_CLIP_NORM.std[0]
     views = []
     for r in range(3):
         item = pre[r]

@@ -8,8 +8,6 @@ import torch
 from PIL import Image
 
 from clip2point.data.files import (
-    CLIP_MEAN,
-    CLIP_STD,
     load_mesh,
     load_points,
     read_h5,
@@ -20,6 +18,7 @@ from clip2point.data.files import (
     read_ply_mesh,
 )
 from clip2point.errors import InputError
+from clip2point.render import OPENAI_CLIP_NORM
 from tests.data.data_writers import CUBE_QUADS, CUBE_V, write_h5, write_off, write_ply
 
 # The 12 triangles a fan over each cube quad gives: (p0, p1, p2), (p0, p2, p3).
@@ -175,7 +174,7 @@ def test_read_image_normalises_and_composites_alpha(tmp_path):
     rgba[:, :2, 3] = 255
     Image.fromarray(rgba, "RGBA").save(tmp_path / "0.png")
     x = read_image(tmp_path / "0.png", 4)
-    mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
+    mean, std = torch.tensor(OPENAI_CLIP_NORM.mean), torch.tensor(OPENAI_CLIP_NORM.std)
     assert x.shape == (3, 4, 4) and x.dtype == torch.float32
     torch.testing.assert_close(x[:, 0, 0], (torch.tensor([1.0, 0, 0]) - mean) / std)
     torch.testing.assert_close(x[:, 0, 3], (torch.ones(3) - mean) / std)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import open_clip
-import torch
-from safetensors.torch import save_file
-
 from clip2point.data import MODELNET10
 from tests.data.data_writers import box, write_off
 
@@ -22,11 +18,3 @@ def make_boxes(root: Path, train: int = 3, test: int = 1) -> Path:
                 vertices, quads = box(size=(scale, 0.3 + 0.25 * c, 1.0 + 0.1 * (c % 3)))
                 write_off(root / "ModelNet10" / name / split / f"{name}_{i:04d}.off", vertices, quads)
     return root
-
-
-def save_clip_weights(name: str, path: Path, seed: int = 0) -> Path:
-    """A full open_clip state dict of random-init model ``name`` (seeded) as a safetensors file."""
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, None)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    return path

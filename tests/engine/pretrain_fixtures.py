@@ -1,31 +1,13 @@
-"""Tiny pre-training worlds for the tests: ShapeNet55 pairs, a ModelNet10 test set, a local-dir tiny CLIP."""
+"""Tiny pre-training worlds for the tests: ShapeNet55 pairs and a ModelNet10 test set."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import open_clip
-import torch
-from safetensors.torch import save_file
 
 from clip2point.config import load_config
 from clip2point.data import MODELNET10, SHAPENET55_SYNSET_IDS
 from tests.data.data_writers import make_modelnet, make_shapenet
-from tests.tiny_clip import tiny_config
-
-
-def write_local_clip(folder: Path, seed: int = 0) -> str:
-    """A tiny random open_clip model as an open_clip ``local-dir:`` folder (any process can load it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg = tiny_config()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**cfg)
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors"
-    )
-    return f"local-dir:{folder}"
+from tests.tiny_clip import write_tiny_clip
 
 
 def write_world(root: Path) -> None:
@@ -42,7 +24,7 @@ def tiny_config_for(tmp_path: Path, **overrides):
     if not root.exists():
         write_world(root)
     model = (
-        write_local_clip(tmp_path / "clip")
+        write_tiny_clip(tmp_path / "clip")
         if not (tmp_path / "clip").exists()
         else f"local-dir:{tmp_path / 'clip'}"
     )
@@ -50,6 +32,6 @@ def tiny_config_for(tmp_path: Path, **overrides):
         "model.name": model, "model.pretrained": None, "data.root": str(root), "data.num_points": 64,
         "render.views": 6, "pretrain.batch_size": 4, "pretrain.epochs": 2, "pretrain.lr": 1e-3,
         "pretrain.restart_epochs": 1, "pretrain.cpus_per_worker": 1, "pretrain.max_failures": 0,
-        "pretrain.storage": str(tmp_path / "runs"), "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "storage": str(tmp_path / "runs"), "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }  # fmt: skip
     return load_config(overrides=base | overrides)

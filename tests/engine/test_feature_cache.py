@@ -4,27 +4,23 @@ corrupt entries, concurrent builders, the cache folder."""
 import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from clip2point.config import RenderConfig
 from clip2point.data import build_dataset
-from clip2point.engine.feature_cache import (
-    SplitFeatures,
-    encoder_digest,
-    feature_key,
-    load_or_extract,
-    resolve_cache_dir,
-)
-from clip2point.render import DepthRenderer, official_views
-from clip2point.tracking import project_root
+from clip2point.engine.feature_cache import SplitFeatures, encoder_digest, feature_key, load_or_extract
+from clip2point.render import DepthRenderer, ImageNorm, official_views
 from tests.engine.fewshot_data import make_boxes
 from tests.tiny_clip import SIZE
 
-RENDER = RenderConfig(image_size=SIZE, footprint="square", dilation=2)
+RENDER = DepthRenderer(SIZE, footprint="square", dilation=2)
+
+
+def rerender(renderer: DepthRenderer, **changes) -> DepthRenderer:
+    """The same renderer with settings fields changed."""
+    return DepthRenderer(renderer.image_size, renderer.settings, norm=renderer.norm, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +50,9 @@ def test_miss_then_hit_and_rows_equal_single_sample_encoding(tiny_bundle, data_r
     assert first.features.shape == (10, 6, tiny_bundle.embed_dim)
     assert first.labels.tolist() == list(range(10))
     # Independent reference: each sample rendered alone, its 6 views encoded in one call.
-    renderer = DepthRenderer.from_config(RENDER)
     for i in (0, 7):
         with torch.no_grad():
-            alone = tiny_bundle.visual(renderer(ds[i]["points"].unsqueeze(0), *views)[0])
+            alone = tiny_bundle.visual(RENDER(ds[i]["points"].unsqueeze(0), *views)[0])
         assert torch.equal(first.features[i], alone)
 
 
@@ -75,8 +70,11 @@ def test_every_fingerprint_input_invalidates(tiny_bundle, data_root, tmp_path):
         changed_encoder.proj[0, 0] += 1e-3  # one weight
     variants = {
         "encoder weights": dict(encoder=changed_encoder),
-        "dilation": dict(render=replace(RENDER, dilation=1)),
-        "depth mode": dict(render=replace(RENDER, depth="weighted")),
+        "dilation": dict(render=rerender(RENDER, dilation=1)),
+        "depth mode": dict(render=rerender(RENDER, depth="weighted")),
+        "normalisation": dict(
+            render=DepthRenderer(SIZE, RENDER.settings, norm=ImageNorm((0.5,) * 3, (0.5,) * 3))
+        ),
         "views": dict(v=official_views(10)),
         "num_points": dict(ds=dataset(data_root, num_points=64)),
         "sampling seed": dict(ds=dataset(data_root, seed=1)),
@@ -123,7 +121,7 @@ def test_corrupt_or_foreign_entry_is_rebuilt(tiny_bundle, data_root, tmp_path, c
     assert not rebuilt.hit and "unreadable" in caplog.text
     assert torch.equal(rebuilt.features, good.features)
     other = load_or_extract(
-        tiny_bundle.visual, replace(RENDER, dilation=1), ds, views, cache_dir=tmp_path, progress=False
+        tiny_bundle.visual, rerender(RENDER, dilation=1), ds, views, cache_dir=tmp_path, progress=False
     )
     os.replace(other.path, good.path)  # an entry of other settings under this key
     again = load_or_extract(tiny_bundle.visual, RENDER, ds, views, cache_dir=tmp_path, progress=False)
@@ -160,9 +158,3 @@ def test_split_features_cached_equal_live_and_shared_encoder_stored_once(tiny_bu
         assert torch.equal(a, b)
     assert torch.equal(from_cache[0], -from_cache[1])  # the negated projection reaches the features
     assert torch.equal(cached.labels, torch.arange(10))
-
-
-def test_resolve_cache_dir(tmp_path):
-    assert resolve_cache_dir(None) is None
-    assert resolve_cache_dir("cache/features") == project_root() / "cache" / "features"
-    assert resolve_cache_dir(tmp_path) == tmp_path

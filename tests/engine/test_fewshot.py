@@ -10,8 +10,9 @@ import torch
 from mlflow import MlflowClient
 
 from clip2point.commands import fewshot as fewshot_verb
-from clip2point.config import AdapterConfig, FewShotConfig, RenderConfig, load_config
+from clip2point.config import FewShotConfig, load_config
 from clip2point.data import MODELNET10, build_dataset
+from clip2point.engine.context import Experiment
 from clip2point.engine.feature_cache import SplitFeatures
 from clip2point.engine.fewshot import (
     FewShotResult,
@@ -24,12 +25,12 @@ from clip2point.engine.fewshot import (
     train_adapter,
 )
 from clip2point.errors import ConfigError, InputError
-from clip2point.models import encode_prompts
-from clip2point.render import official_views
-from tests.engine.fewshot_data import make_boxes, save_clip_weights
-from tests.tiny_clip import SIZE
+from clip2point.models import AdapterSettings, encode_prompts
+from clip2point.render import DepthRenderer, official_views
+from tests.engine.fewshot_data import make_boxes
+from tests.tiny_clip import SIZE, write_tiny_clip
 
-RENDER = RenderConfig(image_size=SIZE, footprint="square", dilation=2)
+RENDER = DepthRenderer(SIZE, footprint="square", dilation=2)
 VIEWS = official_views(6)
 
 
@@ -52,7 +53,7 @@ def features(splits, encoders, cache_dir):
 
 def train_once(bundle, splits, encoders, cache_dir, *, path="dual", epochs=3, lr=1e-3, seed=0):
     train, test = features(splits, encoders, cache_dir)
-    config = FewShotConfig(adapter=AdapterConfig(path=path, fusion="gate" if path == "dual" else "none"))
+    config = FewShotConfig(adapter=AdapterSettings(path=path, fusion="gate" if path == "dual" else "none"))
     torch.manual_seed(seed)
     adapter = build_adapter(config, 6, bundle.embed_dim)
     text = encode_prompts(bundle.text, MODELNET10)
@@ -142,19 +143,17 @@ def test_build_adapter_switches_and_dropout(tiny_bundle):
     adapter = build_adapter(FewShotConfig(dropout=0.3), 6, 32)
     rates = {m.p for m in adapter.modules() if isinstance(m, torch.nn.Dropout)}
     assert rates == {0.3}
-    bad = load_config(overrides={"fewshot.adapter.path": "single"}).fewshot  # fusion still "gate"
-    with pytest.raises(ConfigError, match="needs the dual path"):
-        build_adapter(bad, 6, 32)
+    with pytest.raises(ConfigError, match="needs the dual path"):  # fusion still "gate": refused at load
+        load_config(overrides={"fewshot.adapter.path": "single"})
     with pytest.raises(ConfigError, match="fewshot.batch_size"):
         load_config(overrides={"fewshot.batch_size": 1})
 
 
 @pytest.fixture
-def tracked_config(tiny_name, data_root, tmp_path):
-    weights = save_clip_weights(tiny_name, tmp_path / "tiny.safetensors")
+def tracked_config(data_root, tmp_path):
     return load_config(
         overrides={
-            "model.name": tiny_name, "model.pretrained": str(weights), "data.root": str(data_root),
+            "model.name": write_tiny_clip(tmp_path / "clip"), "model.pretrained": None, "data.root": str(data_root),
             "data.num_points": 96, "render.views": 6, "render.footprint": "square",
             "fewshot.shots": 2, "fewshot.epochs": 3, "fewshot.seeds": [0, 1], "fewshot.batch_size": 8,
             "fewshot.feature_cache": str(tmp_path / "cache"),
@@ -165,7 +164,7 @@ def tracked_config(tiny_name, data_root, tmp_path):
 
 @pytest.mark.slow
 def test_run_logs_to_mlflow_and_reuses_cache(tracked_config, tmp_path):
-    result = run_few_shot(tracked_config, out_dir=tmp_path / "out", progress=False)
+    result = run_few_shot(Experiment(tracked_config), out_dir=tmp_path / "out", progress=False)
     assert [s.seed for s in result.seeds] == [0, 1]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # train + test, one shared encoder
     client = MlflowClient(tracking_uri=tracked_config.tracking.uri)
@@ -192,7 +191,7 @@ def test_run_logs_to_mlflow_and_reuses_cache(tracked_config, tmp_path):
             f"confusion_seed{seed_result.seed}.png",
         ]
     assert "results.txt" in [a.path for a in client.list_artifacts(parent.info.run_id)]
-    again = run_few_shot(tracked_config, out_dir=tmp_path / "out", track=False, progress=False)
+    again = run_few_shot(Experiment(tracked_config), out_dir=tmp_path / "out", track=False, progress=False)
     assert [s.history for s in again.seeds] == [s.history for s in result.seeds]
 
 
@@ -214,7 +213,7 @@ def test_verb_prints_table_and_reports_bad_config(tracked_config, tmp_path, caps
 
     assert fewshot_verb.run(args()) == 0
     out = capsys.readouterr().out
-    assert "2 shots per class, 2 epochs, adapter dual/global/gate/official" in out
+    assert "2 shots per class, 2 epochs, adapter dual global-view gate (official)" in out
     assert "n = 1 seeds" in out and "\n     3  " in out
     assert (tmp_path / "out" / "confusion_seed3.png").is_file()
     with pytest.raises(InputError, match="fewshot.shots=5"):

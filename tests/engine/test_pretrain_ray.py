@@ -17,15 +17,6 @@ from tests.engine.pretrain_fixtures import tiny_config_for
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def stop_after_first_epoch(epoch: int, metrics: dict) -> None:
     """Simulates a run killed after epoch 1's checkpoint and log (max_failures=0: the run stops)."""
     if epoch == 1:
@@ -36,7 +27,7 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_cluster, tmp_path):
+def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_session, tmp_path):
     config = tiny_config_for(tmp_path)
     full = run_pretraining(config, "full", log=lambda _: None)
     client = MlflowClient(config.tracking.uri)
@@ -59,7 +50,7 @@ def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_cluster, tmp_pat
 
     with pytest.raises(Exception, match="stopped after epoch 1"):
         run_pretraining(config, "stopped", on_epoch_end=stop_after_first_epoch, log=lambda _: None)
-    stopped_id = (tmp_path / "runs" / "stopped" / "mlflow_run.json").read_text()
+    stopped_id = (tmp_path / "runs" / "pretrain" / "stopped" / "mlflow_run.json").read_text()
     resumed = run_pretraining(config, "stopped", resume=True, log=lambda _: None)
     assert resumed.run_id in stopped_id
     assert client.get_run(resumed.run_id).info.status == "FINISHED"
@@ -69,8 +60,8 @@ def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_cluster, tmp_pat
         got, want = history(client, resumed.run_id, key), history(client, full.run_id, key)
         assert [s for s, _ in got] == [s for s, _ in want], key
         assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6), key
-    a = read_state(tmp_path / "runs" / "full" / "epoch_0002")
-    b = read_state(tmp_path / "runs" / "stopped" / "epoch_0002")
+    a = read_state(tmp_path / "runs" / "pretrain" / "full" / "epoch_0002")
+    b = read_state(tmp_path / "runs" / "pretrain" / "stopped" / "epoch_0002")
     for key, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][key], tensor, msg=key)
     for index, slot in a["optimizer"]["state"].items():

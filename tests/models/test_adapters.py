@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from clip2point.errors import ConfigError, InputError
 from clip2point.models import (
     GDPA,
+    AdapterSettings,
     FewShotClassifier,
     GlobalViewAggregator,
     InterViewAdapter,
@@ -42,7 +43,7 @@ VALID = [
 
 @pytest.mark.parametrize(("path", "aggregator", "fusion", "variant"), VALID)
 def test_gdpa_param_count_and_shape(path, aggregator, fusion, variant):
-    adapter = GDPA(V, C, path, aggregator, fusion, variant)
+    adapter = GDPA(V, C, AdapterSettings(path, aggregator, fusion, variant))
     assert sum(p.numel() for p in adapter.parameters()) == expected_params(path, aggregator, fusion, variant)
     g = torch.Generator().manual_seed(0)
     depth, clip, text = (
@@ -63,27 +64,30 @@ def test_every_other_combination_is_refused():
     assert len(VALID) == 12 and len(refused) == 12  # single: 3 forms x fusion none; dual: 3 forms x 3 fusions
     for combo in refused:
         with pytest.raises(ConfigError):
-            GDPA(V, C, *combo)
+            AdapterSettings(*combo)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"path": "triple"}, "adapter.path 'triple'.*single, dual"),
-        ({"aggregator": "mean"}, "adapter.aggregator 'mean'"),
-        ({"fusion": "concat"}, "adapter.fusion 'concat'.*gate, average, none"),
+        (
+            {"path": "triple"},
+            "'fewshot.adapter.path': 'triple' is not allowed; expected one of 'single', 'dual'",
+        ),
+        ({"aggregator": "mean"}, "'fewshot.adapter.aggregator': 'mean'"),
+        ({"fusion": "concat"}, "'fewshot.adapter.fusion': 'concat'.*'gate', 'average', 'none'"),
         ({"path": "single", "fusion": "gate"}, "needs the dual path"),
         ({"path": "single", "fusion": "average"}, "needs the dual path"),
         ({"aggregator": "inter_view", "variant": "official"}, "global aggregator only"),
     ],
 )
-def test_gdpa_rejects_bad_switches(kwargs, match):
+def test_adapter_settings_reject_bad_switches(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        GDPA(V, C, **kwargs)
+        AdapterSettings(**kwargs)
 
 
 def test_gdpa_checks_inputs():
-    adapter = GDPA(V, C, "dual")
+    adapter = GDPA(V, C, AdapterSettings("dual", variant="paper"))
     x, text = torch.randn(B, V, C), torch.randn(K, C)
     with pytest.raises(InputError, match="dual path"):
         adapter(x, text)
@@ -134,15 +138,15 @@ def test_inter_view_adapter_residual_form():
 def test_fusions():
     torch.manual_seed(2)
     depth, clip, text = torch.randn(B, V, C), torch.randn(B, V, C), torch.randn(K, C)
-    gated = GDPA(V, C, "dual", "global", "gate")
+    gated = GDPA(V, C, AdapterSettings("dual", "global", "gate", "paper"))
     with torch.no_grad():
         gated.gate.fill_(0.3)
     fused = 0.3 * gated.clip_adapter(clip) + gated.depth_adapter(depth)
     torch.testing.assert_close(
         gated(depth, text, clip), F.normalize(fused, dim=-1) @ F.normalize(text, dim=-1).T
     )
-    average = GDPA(V, C, "dual", "global", "average")
-    plain = GDPA(V, C, "dual", "global", "none")
+    average = GDPA(V, C, AdapterSettings("dual", "global", "average", "paper"))
+    plain = GDPA(V, C, AdapterSettings("dual", "global", "none", "paper"))
     plain.load_state_dict(average.state_dict())
     mean = (average.depth_adapter(depth) + average.clip_adapter(clip)) / 2
     torch.testing.assert_close(
@@ -153,7 +157,7 @@ def test_fusions():
 
 def test_inter_view_logits_average_per_view_cosines():
     torch.manual_seed(3)
-    adapter = GDPA(V, C, "single", "inter_view", "none")
+    adapter = GDPA(V, C, AdapterSettings("single", "inter_view", "none", "paper"))
     depth, text = torch.randn(B, V, C), torch.randn(K, C)
     adapted = adapter.depth_adapter(depth)
     expected = sum(F.cosine_similarity(adapted[:, v, None], text[None], dim=-1) for v in range(V)) / V
@@ -175,7 +179,7 @@ def test_gate_and_view_weights_learn():
     text = torch.randn(K, c)
     depth = 0.8 * text[labels][:, None] + torch.randn(n, V, c)
     clip = 0.8 * text[labels][:, None] + torch.randn(n, V, c)
-    adapter = GDPA(V, c, "dual", "global", "gate", "official")
+    adapter = GDPA(V, c, AdapterSettings("dual", "global", "gate", "official"))
     gate0, weights0 = adapter.gate.item(), adapter.depth_adapter.view_weights.detach().clone()
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=1e-2)
     losses = []
@@ -193,7 +197,7 @@ def test_gate_and_view_weights_learn():
 
 def test_frozen_encoders_only_adapter_learns(tiny_bundle):
     views = 2
-    adapter = GDPA(views, EMBED, "dual", "global", "gate", "official")
+    adapter = GDPA(views, EMBED, AdapterSettings("dual", "global", "gate", "official"))
     model = FewShotClassifier(tiny_bundle.depth_encoder(), adapter, tiny_bundle.visual)
     model.train()
     assert not model.depth.encoder.training and not model.clip.encoder.training

@@ -1,4 +1,4 @@
-"""Official checkpoint layouts (SPEC.md section 6): import, export, clear errors; safe local saving."""
+"""Official checkpoint layouts (docs/method.md section 6): import, export, clear errors; safe local saving."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from clip2point.commands import import_official
 from clip2point.errors import InputError
 from clip2point.models import (
     GDPA,
+    AdapterSettings,
     FewShotClassifier,
     export_official_depth,
     export_official_dpa,
@@ -23,6 +24,7 @@ from clip2point.models import (
     save_module,
     save_torch,
 )
+from clip2point.models.checkpoints import OFFICIAL_DPA
 from tests.tiny_clip import EMBED, PATCH, SIZE, WIDTH, random_images
 
 LAYERS = 2
@@ -43,7 +45,7 @@ BLOCK = (
 
 
 def official_visual_shapes() -> dict[str, tuple[int, ...]]:
-    """OpenAI VisionTransformer key names and shapes, written out from SPEC.md section 6."""
+    """OpenAI VisionTransformer key names and shapes, written out from docs/method.md section 6."""
     tokens = (SIZE // PATCH) ** 2 + 1
     shapes = {
         "conv1.weight": (WIDTH, 3, PATCH, PATCH),
@@ -171,7 +173,7 @@ def official_adapter_forward(state: dict, prefix: str, feats: torch.Tensor) -> t
 
 
 def dpa_classifier(bundle, views: int) -> FewShotClassifier:
-    adapter = GDPA(views, EMBED, "dual", "global", "average", "official")
+    adapter = GDPA(views, EMBED, OFFICIAL_DPA)
     return FewShotClassifier(bundle.depth_encoder(), adapter, bundle.depth_encoder())
 
 
@@ -211,7 +213,11 @@ def test_mismatched_dpa_file_and_wrong_adapter(tiny_bundle, tmp_path):
     message = str(err.value)
     assert "missing: adapter2.global_f.7.bias" in message
     assert "adapter1.fusion_ratio (file (4,), expected (3,))" in message
-    gated = FewShotClassifier(tiny_bundle.depth_encoder(), GDPA(3, EMBED), tiny_bundle.depth_encoder())
+    gated = FewShotClassifier(
+        tiny_bundle.depth_encoder(),
+        GDPA(3, EMBED, AdapterSettings("dual", variant="paper")),
+        tiny_bundle.depth_encoder(),
+    )
     with pytest.raises(InputError, match="fusion='average'"):
         load_official_dpa(path, gated)
 

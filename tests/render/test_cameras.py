@@ -10,7 +10,7 @@ from clip2point.render import align_modelnet, axis_rotation, jitter_distance, of
 
 H = math.sqrt(0.5)  # cos 45 = sin 45
 
-# Camera axes (x, y, z) in world coordinates, derived by hand from SPEC.md 1.1:
+# Camera axes (x, y, z) in world coordinates, derived by hand from docs/method.md section 1.1:
 # C = (cos e sin a, sin e, cos e cos a); z = -C; x = normalize((0,1,0) x z) = sign(cos e) (-cos a, 0, sin a);
 # y = z x x. Top/bottom (cos e ~ -4.4e-8 in float32): x degenerates (|x| <= 5e-3 after the 1e-5 floor),
 # y = normalize(z x x_degenerate), then x = y x z; worked through in the comments per view.

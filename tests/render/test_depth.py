@@ -1,15 +1,16 @@
-"""Depth renderer: hand-placed points must light exactly the pixels SPEC.md section 1 says."""
+"""Depth renderer: hand-placed points must light exactly the pixels docs/method.md section 1 says."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from clip2point.errors import InputError
+from clip2point.errors import ConfigError, InputError
 from clip2point.render import (
-    CLIP_MEAN,
-    CLIP_STD,
+    OPENAI_CLIP_NORM,
     DepthRenderer,
+    RenderSettings,
     jitter_distance,
     official_normalise,
     official_views,
@@ -23,7 +24,7 @@ FRONT = (torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([1.0]))  # camer
 def world_point(u: float, v: float, depth: float = 1.0) -> list[float]:
     """World point seen by the FRONT camera at continuous pixel (row v, col u) with view depth ``depth``.
 
-    Inverts SPEC.md 1.2: u = (1 - xf) S/2 - 0.5 with xf = view x = -world x; v likewise with yf = world y.
+    Inverts docs/method.md section 1.2: u = (1 - xf) S/2 - 0.5 with xf = view x = -world x; v likewise with yf = world y.
     """
     return [(2 * u + 1) / S - 1, 1 - (2 * v + 1) / S, 1 - depth]
 
@@ -125,7 +126,7 @@ def test_background_is_minus_one_and_empty_image_normalises_to_white():
     raw = render_raw([[9.0, 9.0, 0.0]], footprint="square", dilation=1)
     assert (raw == -1).all()
     imgs = DepthRenderer(image_size=S).__call__(torch.tensor([[[9.0, 9.0, 0.0]]]), *FRONT)
-    white = (1 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    white = (1 - torch.tensor(OPENAI_CLIP_NORM.mean)) / torch.tensor(OPENAI_CLIP_NORM.std)
     torch.testing.assert_close(imgs[0, 0, :, 0, 0], white)
     assert torch.allclose(imgs, white.view(1, 1, 3, 1, 1).expand_as(imgs), atol=1e-6)
 
@@ -146,8 +147,12 @@ def test_official_normalisation_values():
     clip = to_clip_input(torch.tensor([[0.0, 1.0]]))
     assert clip.shape == (1, 3, 2)
     for c in range(3):
-        assert clip[0, c, 0].item() == pytest.approx(-CLIP_MEAN[c] / CLIP_STD[c], rel=1e-6)
-        assert clip[0, c, 1].item() == pytest.approx((1 - CLIP_MEAN[c]) / CLIP_STD[c], rel=1e-6)
+        assert clip[0, c, 0].item() == pytest.approx(
+            -OPENAI_CLIP_NORM.mean[c] / OPENAI_CLIP_NORM.std[c], rel=1e-6
+        )
+        assert clip[0, c, 1].item() == pytest.approx(
+            (1 - OPENAI_CLIP_NORM.mean[c]) / OPENAI_CLIP_NORM.std[c], rel=1e-6
+        )
 
 
 def test_rendered_image_normalisation_end_to_end():
@@ -157,7 +162,9 @@ def test_rendered_image_normalisation_end_to_end():
     k = 200 / 255
     gray = torch.ones(S, S)
     gray[1, 1], gray[6, 6] = 0.0, 1.0 / 1.5 * k
-    expected = (gray - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
+    expected = (gray - torch.tensor(OPENAI_CLIP_NORM.mean).view(3, 1, 1)) / torch.tensor(
+        OPENAI_CLIP_NORM.std
+    ).view(3, 1, 1)
     torch.testing.assert_close(imgs[0, 0], expected, atol=1e-6, rtol=0)
 
 
@@ -289,37 +296,44 @@ def test_bad_views_raise_clear_errors():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(footprint="circle"), "footprint='circle' is not allowed; choose one of 'disk', 'square'"),
-        (dict(depth="mean"), "depth='mean' is not allowed; choose one of 'minimum', 'weighted'"),
-        (dict(projection="fisheye"), "projection='fisheye'"),
-        (dict(dilation=0), "dilation=0 must be a positive integer"),
-        (dict(radius=-0.1), "radius=-0.1"),
-        (dict(image_size=0), "image_size=0"),
-        (dict(fov=180), "fov=180"),
+        (
+            dict(footprint="circle"),
+            "'render.footprint': 'circle' is not allowed; expected one of 'disk', 'square'",
+        ),
+        (dict(depth="mean"), "'render.depth': 'mean' is not allowed; expected one of 'minimum', 'weighted'"),
+        (dict(projection="fisheye"), "'render.projection': 'fisheye'"),
+        (dict(dilation=0), "'render.dilation': 0 is out of range; allowed: >= 1"),
+        (dict(radius=-0.1), "'render.radius': -0.1 is out of range"),
+        (dict(fov=180), "'render.fov': 180 is out of range"),
     ],
 )
 def test_bad_settings_raise_clear_errors(kwargs, message):
-    with pytest.raises(InputError, match=message):
-        DepthRenderer(**kwargs)
+    with pytest.raises(ConfigError, match=message):
+        DepthRenderer(S, **kwargs)
+    with pytest.raises(InputError, match="image_size=0 must be a positive integer"):
+        DepthRenderer(0)
 
 
-def test_from_config_uses_every_field():
-    from clip2point.config import RenderConfig
+# For every setting the renderer reads: a base setting and a change of that one field.
+FIELD_CHANGES = {
+    "footprint": (RenderSettings(footprint="disk"), {"footprint": "square"}),
+    "radius": (RenderSettings(footprint="disk"), {"radius": 0.3}),
+    "dilation": (RenderSettings(footprint="square", dilation=1), {"dilation": 4}),
+    "depth": (RenderSettings(footprint="square", dilation=4), {"depth": "weighted"}),
+    "projection": (RenderSettings(), {"projection": "perspective"}),
+    "fov": (RenderSettings(projection="perspective", radius=0.1), {"fov": 90.0}),
+}
 
-    cfg = RenderConfig(
-        image_size=32, footprint="square", dilation=4, depth="weighted", projection="perspective"
-    )
-    renderer = DepthRenderer.from_config(cfg)
-    assert (
-        renderer.image_size,
-        renderer.footprint,
-        renderer.dilation,
-        renderer.depth,
-        renderer.projection,
-    ) == (
-        32,
-        "square",
-        4,
-        "weighted",
-        "perspective",
-    )
+
+def test_every_render_setting_is_honoured():
+    from dataclasses import fields
+
+    # Every field of RenderSettings but the view set (views are passed per call) changes the depth maps.
+    assert set(FIELD_CHANGES) == {f.name for f in fields(RenderSettings)} - {"views"}
+    points = random_clouds(1, 300)
+    views = official_views(10)
+    for name, (base, change) in FIELD_CHANGES.items():
+        before = DepthRenderer(16, base).raw_depth(points, *views)
+        after = DepthRenderer(16, base, **change).raw_depth(points, *views)
+        assert not torch.equal(before, after), name
+        assert DepthRenderer(16, base, **change).settings == replace(base, **change)

@@ -25,7 +25,7 @@ def sweep_env(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray workers import tests.sweep.dummy_study
     overrides = {
         "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "sweep.storage": str(tmp_path / "storage"),
+        "storage": str(tmp_path / "storage"),
         "sweep.results_dir": str(tmp_path / "results"),
         "sweep.max_concurrent": 1,
     }
@@ -40,15 +40,9 @@ def children(uri):
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env):
-    import ray
-
+def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env, ray_session):
     tmp, _, config = sweep_env
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        outcome = run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
-    finally:
-        ray.shutdown()
+    outcome = run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
     assert {t.name: t.metrics.get("score") for t in outcome.trials if t.error is None} == {
         "R=1": 10.0,
         "R=2": 20.0,
@@ -93,12 +87,14 @@ run_and_report(DUMMY, config, resume=sys.argv[1] == "resume", command="test", ve
 
 def test_killed_sweep_resumes_and_runs_every_trial_once(sweep_env):
     tmp, markers, config = sweep_env
-    args = [f"tracking.uri={config.tracking.uri}", f"sweep.storage={tmp / 'storage'}",
+    args = [f"tracking.uri={config.tracking.uri}", f"storage={tmp / 'storage'}",
             f"sweep.results_dir={tmp / 'results'}", "sweep.max_concurrent=1"]  # fmt: skip
     env = {**os.environ, "DUMMY_STUDY_SLEEP": "3"}
     driver = subprocess.Popen([sys.executable, "-c", SCRIPT, "fresh", *args], env=env, start_new_session=True)
     deadline = time.time() + 120
-    state = tmp / "storage" / "dummy_study" / "clip2point_sweep.json"  # written once the store is set up
+    state = (
+        tmp / "storage" / "sweeps" / "dummy_study" / "clip2point_sweep.json"
+    )  # written once the store is set up
     while time.time() < deadline and not state.exists():
         time.sleep(0.5)
     while time.time() < deadline and not any(

@@ -10,27 +10,18 @@ from clip2point.config import load_config
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.studies import adapter, hpo, pretrain, rendering
 from clip2point.toy import build_toy_world
-from tests.engine.pretrain_fixtures import write_local_clip
 from tests.sweep.browser import dump_dom, mlflow_ui, screenshot
+from tests.tiny_clip import write_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def toy_setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("studies")
     build_toy_world(base / "toy", seed=0, size="small", progress=False)
-    return base, write_local_clip(base / "clip")
+    return base, write_tiny_clip(base / "clip")
 
 
 def study_config(base: Path, clip: str, name: str, **extra):
@@ -40,8 +31,8 @@ def study_config(base: Path, clip: str, name: str, **extra):
         "render.views": 6, "fewshot.shots": 2, "fewshot.seeds": [0, 1], "fewshot.epochs": 2,
         "fewshot.batch_size": 8, "fewshot.feature_cache": str(work / "features"),
         "pretrain.epochs": 1, "pretrain.batch_size": 4, "pretrain.cpus_per_worker": 1,
-        "pretrain.max_failures": 0, "pretrain.storage": str(work / "pretrain"),
-        "sweep.storage": str(work / "sweeps"), "sweep.results_dir": str(work / "results"),
+        "pretrain.max_failures": 0, "storage": str(work / "storage"),
+        "sweep.results_dir": str(work / "results"),
         "sweep.max_concurrent": 2, "tracking.uri": f"sqlite:///{work / 'mlflow.db'}",
     }  # fmt: skip
     work.mkdir()
@@ -69,12 +60,24 @@ def check_every_cell(study, work: Path, outcome, expected_trials: int):
     return table
 
 
+def child_run(client: MlflowClient, outcome, cell: str):
+    """The finished MLflow child run of a sweep's cell."""
+    experiment = client.get_run(outcome.parent_run_id).info.experiment_id
+    found = client.search_runs(
+        [experiment],
+        f"tags.mlflow.parentRunId = '{outcome.parent_run_id}' and tags.cell = '{cell}' "
+        "and attributes.status = 'FINISHED'",
+    )
+    assert len(found) == 1, cell
+    return found[0]
+
+
 def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
     base, clip = toy_setup
     work, config = study_config(base, clip, "rendering")
     outcome = run_and_report(rendering.STUDY, config, resume=False, command="test", verbose=0)
     table = check_every_cell(rendering.STUDY, work, outcome, len(rendering.CELLS))
-    assert "| minimum R=2 |" in table and "+- " in table and "(n=2)" in table
+    assert "| minimum square R=2 |" in table and "+- " in table and "(n=2)" in table
     assert "Toy-world results" in table  # the data root is a toy world
     # Bare `mlflow ui` in the folder of mlflow.db, and a real browser on it.
     with mlflow_ui(work) as url:
@@ -98,9 +101,22 @@ def test_adapter_study(ray_session, toy_setup):
     base, clip = toy_setup
     work, config = study_config(base, clip, "adapter")
     outcome = run_and_report(adapter.STUDY, config, resume=False, command="test", verbose=0)
-    check_every_cell(adapter.STUDY, work, outcome, len(adapter.CELLS))
-    encoder = work / "pretrain" / adapter.ENCODER_RUN / "best_depth_encoder.safetensors"
+    table = check_every_cell(adapter.STUDY, work, outcome, len(adapter.CELLS))
+    encoder = work / "storage" / "pretrain" / adapter.ENCODER_RUN / "best_depth_encoder.safetensors"
     assert encoder.is_file()  # pre-trained first, since the config named no depth encoder
+    client = MlflowClient(outcome.tracking_uri)
+    for trial in outcome.trials:
+        cell = adapter.STUDY.cell(trial.name)
+        run = child_run(client, outcome, trial.name)
+        # Every cell ran its own switches on the pre-trained encoder, but the both-CLIP cell on CLIP's.
+        for key in ("path", "aggregator", "fusion", "variant"):
+            assert run.data.params[f"fewshot.adapter.{key}"] == cell.overrides[f"fewshot.adapter.{key}"]
+        both_clip = "model.depth_encoder" in cell.overrides
+        assert run.data.params["model.depth_encoder"] == ("None" if both_clip else str(encoder))
+        assert run.data.metrics["fewshot_acc_n"] == 2
+        row = next(line for line in table.splitlines() if line.startswith(f"| {trial.name} |"))
+        mean, std = trial.metrics["fewshot_acc"], trial.metrics["fewshot_acc_std"]
+        assert f"| {mean:.2f} +- {std:.2f} (n=2) |" in row
 
 
 def test_pretrain_study(ray_session, toy_setup):
@@ -110,9 +126,18 @@ def test_pretrain_study(ray_session, toy_setup):
     )
     outcome = run_and_report(pretrain.STUDY, config, resume=False, command="test", verbose=0)
     check_every_cell(pretrain.STUDY, work, outcome, len(pretrain.CELLS))
-    intra = {t.name: t.metrics for t in outcome.trials}
-    assert set(intra) == {c.name for c in pretrain.CELLS}
-    assert all(0 <= m["zeroshot_acc"] <= 100 for m in intra.values())
+    assert {t.name for t in outcome.trials} == {c.name for c in pretrain.CELLS}
+    client = MlflowClient(outcome.tracking_uri)
+    for trial in outcome.trials:
+        # The trial reports its own Ray Train run's best-val zero-shot and CLIP's before pre-training.
+        run = client.get_run(child_run(client, outcome, trial.name).data.tags["pretrain_run"])
+        assert trial.metrics["zeroshot_acc"] == run.data.metrics["best_test_acc"]
+        before = [m.value for m in client.get_metric_history(run.info.run_id, "test_acc") if m.step == 0]
+        assert trial.metrics["before_pretraining_acc"] == before[0]
+        intra = pretrain.STUDY.cell(trial.name).overrides["pretrain.intra"]
+        assert run.data.params["pretrain.intra"] == str(intra)
+        # Only the run with the intra-modality loss has that loss and the balance s.
+        assert ("loss_intra" in run.data.metrics) == intra and ("s" in run.data.metrics) == intra
 
 
 def test_hpo_study(ray_session, toy_setup):

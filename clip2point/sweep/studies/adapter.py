@@ -2,17 +2,17 @@
 aggregator, gate on or off -- plus the dual path with both encoders CLIP-initialised.
 
 Every cell trains adapters (K-shot, ``fewshot.seeds``) on frozen encoders: the pre-trained depth encoder
-of ``fewshot.depth_encoder`` and, on the dual path, CLIP's visual encoder. Without a depth encoder in the
+of ``model.depth_encoder`` and, on the dual path, CLIP's visual encoder. Without a depth encoder in the
 config, :func:`prepare` pre-trains one first (the toy default) and every cell uses it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from clip2point.config import ExperimentConfig, with_overrides
+from clip2point.config import ExperimentConfig
+from clip2point.engine.context import Experiment
 from clip2point.engine.fewshot import run_few_shot
-from clip2point.engine.pretrain import run_pretraining
+from clip2point.engine.pretrain import run_pretraining, runs_folder
+from clip2point.schema import with_overrides
 from clip2point.sweep.study import Cell, Column, Metrics, Report, Study
 from clip2point.tracking import Tracker
 
@@ -42,7 +42,7 @@ CELLS = (
         "global",
         "gate",
         87.20,
-        **{"fewshot.depth_encoder": None},
+        **{"model.depth_encoder": None},
     ),
 )
 
@@ -54,24 +54,24 @@ def adapter_trial(config: ExperimentConfig, tracker: Tracker, report: Report) ->
         if seed == config.fewshot.seeds[0]:
             report({"test_acc": stats.test_acc, "loss": stats.loss})
 
-    result = run_few_shot(config, track=False, progress=False, on_epoch=each_epoch)
+    result = run_few_shot(Experiment.from_config(config), track=False, progress=False, on_epoch=each_epoch)
     (mean, std), (last, last_std) = result.best_mean_std, result.last_mean_std
     return {"fewshot_acc": mean, "fewshot_acc_std": std, "fewshot_acc_n": result.n,
             "fewshot_last_acc": last, "fewshot_last_acc_std": last_std}  # fmt: skip
 
 
 def prepare(config: ExperimentConfig) -> ExperimentConfig:
-    """Give the study a pre-trained depth encoder: ``fewshot.depth_encoder`` if set, else pre-train one
-    (run ``ablation_adapter-depth-encoder`` in ``pretrain.storage``; an earlier, possibly interrupted run
+    """Give the study a pre-trained depth encoder: ``model.depth_encoder`` if set, else pre-train one
+    (run ``ablation_adapter-depth-encoder`` in ``<storage>/pretrain``; an earlier, possibly interrupted run
     of that name is resumed, which returns at once when it had finished)."""
-    if config.fewshot.depth_encoder is not None:
+    if config.model.depth_encoder is not None:
         return config
-    earlier = (Path(config.pretrain.storage) / ENCODER_RUN).is_dir()
+    earlier = (runs_folder(config) / ENCODER_RUN).is_dir()
     print(
-        f"no fewshot.depth_encoder given: {'resuming' if earlier else 'starting'} pre-training run {ENCODER_RUN}"
+        f"no model.depth_encoder given: {'resuming' if earlier else 'starting'} pre-training run {ENCODER_RUN}"
     )
     result = run_pretraining(config, ENCODER_RUN, resume=earlier)
-    return with_overrides(config, {"fewshot.depth_encoder": str(result.best_file)})
+    return with_overrides(config, {"model.depth_encoder": str(result.best_file)})
 
 
 STUDY = Study(

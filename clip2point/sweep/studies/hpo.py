@@ -9,8 +9,10 @@ The best trial's settings are printed and saved as ``results/hpo_fewshot.best.ya
 
 from __future__ import annotations
 
-from clip2point.config import ExperimentConfig, with_overrides
+from clip2point.config import ExperimentConfig
+from clip2point.engine.context import Experiment
 from clip2point.engine.fewshot import run_few_shot
+from clip2point.schema import with_overrides
 from clip2point.sweep.study import Column, Metrics, Report, SearchSetup, Study
 from clip2point.tracking import Tracker
 
@@ -50,7 +52,7 @@ def hpo_trial(config: ExperimentConfig, tracker: Tracker, report: Report) -> Met
     """Train with the proposed settings on one seed; report test top-1 every epoch."""
     config = with_overrides(config, {"fewshot.seeds": [config.fewshot.seeds[0]]})
     result = run_few_shot(
-        config,
+        Experiment.from_config(config),
         track=False,
         progress=False,
         on_epoch=lambda seed, stats: report({METRIC: stats.test_acc, "loss": stats.loss}),
@@ -64,7 +66,7 @@ STUDY = Study(
     title="Few-shot adapter hyper-parameter search (Optuna + ASHA)",
     trial=hpo_trial,
     columns=(Column(METRIC, "best test top-1"), Column("last_acc", "last-epoch top-1")),
-    paper_reference="SPEC.md section 4 (AdamW lr 1e-3, weight decay 1e-4, dropout 0.075)",
+    paper_reference="docs/method.md section 4 (AdamW lr 1e-3, weight decay 1e-4, dropout 0.075)",
     primary=METRIC,
     search=search,
 )

@@ -1,0 +1,32 @@
+"""The datasets by name: which reader serves each, with which fixed options, and which take the ModelNet
+"rot" alignment. The one list that the config's allowed ``data.dataset`` values, :func:`build_dataset`
+and the engines derive from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """``reader``: the class in :mod:`clip2point.data.datasets`; ``options``: its fixed keyword arguments;
+    ``aligned``: the dataset is in ModelNet's frame and takes the "rot" alignment (``data.align``)."""
+
+    reader: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    aligned: bool = False
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "modelnet10": DatasetSpec("ModelNet", {"variant": "modelnet10"}, aligned=True),
+    "modelnet40": DatasetSpec("ModelNet", {"variant": "modelnet40"}, aligned=True),
+    "modelnet40_ply": DatasetSpec("ModelNet40Ply", aligned=True),
+    "scanobjectnn_obj_only": DatasetSpec("ScanObjectNN", {"variant": "obj_only"}),
+    "scanobjectnn_obj_bg": DatasetSpec("ScanObjectNN", {"variant": "obj_bg"}),
+    "scanobjectnn_pb_t50_rs": DatasetSpec("ScanObjectNN", {"variant": "pb_t50_rs"}),
+    "shapenet55": DatasetSpec("ShapeNet55"),
+    "shapenet55_pretrain": DatasetSpec("ShapeNet55Pretrain"),
+}
+DATASET_NAMES = tuple(DATASETS)

@@ -1,0 +1,102 @@
+"""Where things live, and how files are written: the project root, the one rule for relative paths,
+the storage every run and sweep writes to, atomic writes and the inter-process lock.
+
+- **Relative paths** in a config (``data.root``, ``data.cache_dir``, ``fewshot.feature_cache``,
+  ``model.depth_encoder``, ``storage``, ``sweep.results_dir``) are taken from the project root
+  (:func:`project_root`), never from a process's working directory: Ray workers run in other
+  directories, and the defaults (``data/``, ``cache/``, ``runs/``, ``mlflow.db``) stay in one place
+  whichever directory a command is started from.
+- **Storage** (:func:`storage_root`): the config's ``storage``, else ``$CLIP2POINT_STORAGE`` (set on every
+  node of a cluster), else ``<project>/runs``. Pre-training runs go to ``<storage>/pretrain/<name>``,
+  sweeps to ``<storage>/sweeps/<study>``.
+- **Atomic writes** (:func:`atomic_write`): a reader sees the old file or the new one, never half of one.
+- **Locks** (:func:`locked`): one process at a time builds a cache entry; the others wait, then read it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock
+
+from clip2point.errors import ConfigError
+
+PROJECT_FILE = "pyproject.toml"
+STORAGE_ENV = "CLIP2POINT_STORAGE"
+STORAGE_PLACEHOLDER = "CHANGE-ME"  # the bucket name cluster/gpu.yaml ships with
+DEFAULT_STORAGE = "runs"
+
+
+def project_root() -> Path:
+    """The clip2point checkout (editable install) or, for an installed package, the current directory."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / PROJECT_FILE).is_file() else Path.cwd().resolve()
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` absolute: ``~`` expanded, a relative path taken from :func:`project_root`."""
+    path = Path(path).expanduser()
+    return (path if path.is_absolute() else project_root() / path).resolve()
+
+
+def is_uri(location: str) -> bool:
+    """Whether ``location`` is a URI such as ``s3://bucket/prefix`` (not a local path)."""
+    return "://" in location
+
+
+def storage_root(configured: str | None = None) -> str:
+    """Where runs and sweeps are stored: ``configured`` (the config's ``storage``), else
+    ``$CLIP2POINT_STORAGE``, else ``<project>/runs``; a local folder comes back absolute.
+
+    Raises :class:`ConfigError` for the placeholder bucket of ``cluster/gpu.yaml``, a URI without a
+    bucket, or a URI at all: bucket storage is not supported yet; use a folder every node mounts (NFS).
+    """
+    source = "config key 'storage'" if configured else f"${STORAGE_ENV}"
+    value = (configured or os.environ.get(STORAGE_ENV, "")).strip()
+    if not value:
+        return str(resolve_path(DEFAULT_STORAGE))
+    if STORAGE_PLACEHOLDER in value:
+        raise ConfigError(
+            f"{source}={value!r} still names the placeholder bucket: set your bucket in the "
+            f"{STORAGE_ENV}= line of cluster/gpu.yaml's setup_commands and run `ray up` again"
+        )
+    if is_uri(value):
+        raise ConfigError(
+            f"{source}={value!r}: bucket storage is not supported yet; allowed: a folder that every node "
+            "of the cluster mounts (e.g. NFS/EFS)"
+        )
+    return str(resolve_path(value))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Create ``path`` atomically: ``write(tmp)`` fills a temp file in the same folder, then ``os.replace``
+    moves it into place (the temp file is removed if ``write`` fails). Parents are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write` of a text file."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+@contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on the lock file ``path`` (created with its folder if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path):
+        yield
