@@ -18,10 +18,17 @@ from clip2point.tracking import Tracker
 
 
 def build_parser(study: Study, default_config: Path) -> argparse.ArgumentParser:
+    script = f"sweeps/{study.name}.py"
     parser = argparse.ArgumentParser(
-        prog=f"python sweeps/{study.name}.py",
+        prog=f"python {script}",
         description=f"{study.title} as a Ray Tune sweep, tracked in MLflow. Without --config or --preset the "
-        f"study's toy setting {default_config} is used.",
+        f"study's toy setting {default_config.name} is used.",
+        epilog=f"""examples:
+  python {script}                                     # toy world, this laptop
+  python {script} --config sweeps/{study.name}.paper.yaml   # the paper's setting (real data, GPUs)
+  python {script} --resume                            # continue an interrupted sweep
+writes results/{study.name}.md and .png; `mlflow ui` in the project root shows the runs""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this study")
@@ -45,6 +52,15 @@ def run_and_report(
     print_table(study, outcome)
     print(f"\nwrote {md} and {png}; MLflow parent run {outcome.parent_run_id} ({outcome.tracking_uri})")
     return outcome
+
+
+def run_script(script: str | Path, argv: list[str] | None = None) -> int:
+    """Entry point of ``sweeps/<name>.py``: runs the study called ``<name>`` with ``sweeps/<name>.yaml`` as
+    its default (toy) setting."""
+    from clip2point.sweep.studies import STUDIES
+
+    script = Path(script)
+    return main(STUDIES[script.stem], script.with_suffix(".yaml"), argv)
 
 
 def main(study: Study, default_config: Path, argv: list[str] | None = None) -> int:

@@ -75,7 +75,8 @@ def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env, ray_sess
 
 SCRIPT = """
 import sys
-from clip2point.config import load_config, parse_override
+from clip2point.config import load_config
+from clip2point.schema import parse_override
 from clip2point.sweep.cli import run_and_report
 from tests.sweep.dummy_study import DUMMY
 import ray
