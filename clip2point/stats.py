@@ -1,0 +1,75 @@
+"""Numbers over seeds: mean, sample standard deviation, count and a Student-t confidence interval, for one
+setting's results and for the paired difference of two settings run on the same seeds.
+
+Accuracies are in percent; an interval is two-sided at ``level`` (0.95 by default) with ``n - 1`` degrees
+of freedom, so it is wide for few seeds, as it should be. One value has no spread: its std is 0 and its
+interval is undefined (NaN bounds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from clip2point.errors import InputError
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """``mean`` and sample ``std`` (ddof 1) of ``n`` values, and the ``level`` confidence interval
+    ``[low, high]`` of the mean (Student t, ``n - 1`` degrees of freedom; NaN for ``n = 1``)."""
+
+    mean: float
+    std: float
+    n: int
+    low: float
+    high: float
+    level: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width (NaN for ``n = 1``)."""
+        return (self.high - self.low) / 2
+
+    def format(self, digits: int = 2) -> str:
+        """``"89.21 +- 0.58 (n=3; 95% CI 87.77 to 90.65)"`` (no interval for one value)."""
+        text = f"{self.mean:.{digits}f} +- {self.std:.{digits}f} (n={self.n}"
+        if math.isnan(self.low):
+            return text + ")"
+        return text + f"; {self.level:.0%} CI {self.low:.{digits}f} to {self.high:.{digits}f})"
+
+
+def estimate(values: Sequence[float], level: float = 0.95) -> Estimate:
+    """The :class:`Estimate` of ``values`` (at least one, all finite)."""
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size == 0:
+        raise InputError("no values to summarise: need at least one result")
+    if not np.isfinite(array).all():
+        raise InputError(f"cannot summarise non-finite values {array.tolist()}")
+    if not 0 < level < 1:
+        raise InputError(f"confidence level {level!r} must lie in (0, 1)")
+    n, mean = int(array.size), float(array.mean())
+    if n == 1:
+        return Estimate(mean, 0.0, 1, math.nan, math.nan, level)
+    std = float(array.std(ddof=1))
+    half = float(scipy_stats.t.ppf((1 + level) / 2, df=n - 1)) * std / math.sqrt(n)
+    return Estimate(mean, std, n, mean - half, mean + half, level)
+
+
+def paired_difference(
+    first: Mapping[int, float], second: Mapping[int, float], level: float = 0.95
+) -> Estimate:
+    """The :class:`Estimate` of ``first[seed] - second[seed]`` over the seeds both settings ran: the paired
+    comparison of two settings (each seed shares its data split and initialisation across settings, so
+    the difference is far less noisy than the two means apart)."""
+    common = sorted(set(first) & set(second))
+    if not common:
+        raise InputError(
+            f"no seed in common between the two settings (seeds {sorted(first)} and {sorted(second)}): "
+            "a paired difference needs both run on the same seeds"
+        )
+    return estimate([first[s] - second[s] for s in common], level)
