@@ -40,9 +40,15 @@ def children(uri):
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env, ray_session):
+def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env):
+    import ray
+
     tmp, _, config = sweep_env
-    outcome = run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
+    ray.init(num_cpus=2, include_dashboard=False)  # after sweep_env: its workers see the test's environment
+    try:
+        outcome = run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
+    finally:
+        ray.shutdown()
     assert {t.name: t.metrics.get("score") for t in outcome.trials if t.error is None} == {
         "R=1": 10.0,
         "R=2": 20.0,
