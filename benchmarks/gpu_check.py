@@ -105,6 +105,8 @@ class Part:
 
 @dataclass
 class Context:
+    """What every part gets: the device, the sizes, a scratch folder and the progress printer."""
+
     device: torch.device
     sizes: Sizes
     workdir: Path
@@ -236,25 +238,37 @@ def training_step(ctx: Context) -> Part:
     part = Part()
     rows = []
     timings = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16"):  # each on its own: one running out of memory leaves the other
         ctx.log(f"  {precision}: {sizes.warmup} warm-up + {sizes.steps} timed steps")
-        timing = timings[precision] = measure_step(step, precision, sizes.steps, sizes.warmup)
+        try:
+            timing = timings[precision] = measure_step(step, precision, sizes.steps, sizes.warmup)
+        except Exception as exc:
+            ctx.log(f"  {precision} FAILED: {traceback.format_exc()}")
+            rows.append(f"| {precision} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]} |")
+            part.checks.append((f"pre-training step {precision}: runs", False))
+            step.optimiser.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         shares = " | ".join(f"{timing.stages[s] * 1e3:.1f} ({timing.share(s):.0%})" for s in STAGES)
         peak = f"{timing.peak_mib / 1024:.2f}" if timing.peak_mib is not None else "-"
         rows.append(
-            f"| {precision} | {timing.samples_per_second:,.1f} | {timing.total * 1e3:.1f} | {shares} | {peak} |"
+            f"| {precision} | {timing.samples_per_second:,.1f} | {timing.total * 1e3:.1f} | {shares} | "
+            f"{peak} | {timing.loss:.4f} |"
         )
-        part.checks.append(
-            (f"pre-training step {precision}: runs, finite times", math.isfinite(timing.total))
-        )
+        part.checks.append((f"pre-training step {precision}: runs, finite loss", math.isfinite(timing.loss)))
+    tf32 = (f"; fp32 = no autocast, TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}, "
+            f"cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}") if device.type == "cuda" else ""  # fmt: skip
     part.markdown = (
-        f"{sizes.model} ({sizes.pretrained or 'random weights'}), S={step.renderer.image_size}, batch "
+        f"{sizes.model} ({sizes.pretrained or 'random weights'}), S={step.renderer.image_size} "
+        f"({step.renderer.settings.label()}), batch "
         f"{sizes.step_batch}, N={sizes.points:,}, LAMB; median of {sizes.steps} steps after {sizes.warmup}; "
-        "stage times in ms (share of the step).\n\n"
-        f"| precision | samples/s | step ms | {' | '.join(STAGES)} | peak GiB |\n"
-        f"| --- | --- | --- | {' | '.join('---' for _ in STAGES)} | --- |\n" + "\n".join(rows) + "\n\n"
+        f"stage times in ms (share of the step){tf32}. The bf16 steps continue training from the fp32 ones "
+        "(one model), so their losses differ.\n\n"
+        f"| precision | samples/s | step ms | {' | '.join(STAGES)} | peak GiB | loss after the steps |\n"
+        f"| --- | --- | --- | {' | '.join('---' for _ in STAGES)} | --- | --- |\n" + "\n".join(rows) + "\n\n"
     )
-    if device.type == "cuda":
+    if device.type == "cuda" and "bf16" in timings:
         met = "met" if timings["bf16"].samples_per_second >= STEP_TARGET else "NOT met"
         part.markdown += f"Target: bf16 >= {STEP_TARGET:,} samples/s: {met}.\n\n"
         waits = host_syncs(step, "bf16")
@@ -372,22 +386,37 @@ def environment(device: torch.device) -> list[str]:
     ]
 
 
-def render_report(command: str, header: list[str], parts: dict[str, Part], failures: dict[str, str],
-                  elapsed: float, device: torch.device) -> str:  # fmt: skip
-    checks = [c for p in parts.values() for c in p.checks]
-    failed = [what for what, ok in checks if not ok]
-    outcome = ("every check passed" if not failed and not failures else
-               f"{len(failed) + len(failures)} FAILED: " + "; ".join(failed + [f"part {k}" for k in failures]))  # fmt: skip
-    lines = [f"# GPU check ({'CUDA' if device.type == 'cuda' else 'CPU fallback'})", "",
-             f"- command: `{command}`", *header, f"- wall time {elapsed:.0f} s; outcome: {outcome}", ""]  # fmt: skip
-    for key, (title, _) in PARTS.items():
-        if key in parts or key in failures:
-            lines += [f"## {title}", ""]
-        if key in parts:
-            lines.append(parts[key].markdown.rstrip() + "\n")
-        if key in failures:
-            lines += ["This part failed:", "", "```", failures[key].rstrip(), "```", ""]
-    return "\n".join(lines)
+@dataclass
+class Report:
+    """What has run so far: each part's :class:`Part` or failure (a traceback) and its seconds."""
+
+    command: str
+    header: list[str]
+    device: torch.device
+    parts: dict[str, Part] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def failed(self) -> list[str]:
+        """The failed checks and parts (empty: everything passed)."""
+        checks = [what for part in self.parts.values() for what, ok in part.checks if not ok]
+        return checks + [f"part {key}" for key in self.failures]
+
+    def markdown(self, elapsed: float) -> str:
+        failed = self.failed()
+        outcome = f"{len(failed)} FAILED: {'; '.join(failed)}" if failed else "every check passed"
+        lines = [f"# GPU check ({'CUDA' if self.device.type == 'cuda' else 'CPU fallback'})", "",
+                 f"- command: `{self.command}`", *self.header,
+                 f"- wall time {elapsed:.0f} s; outcome: {outcome}", ""]  # fmt: skip
+        for key, (title, _) in PARTS.items():
+            if key not in self.seconds:
+                continue
+            lines += [f"## {title} ({self.seconds[key]:.0f} s)", ""]
+            if key in self.parts:
+                lines.append(self.parts[key].markdown.rstrip() + "\n")
+            if key in self.failures:
+                lines += ["This part failed:", "", "```", self.failures[key].rstrip(), "```", ""]
+        return "\n".join(lines)
 
 
 def main() -> int:
@@ -423,28 +452,26 @@ def main() -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
 
-    header = environment(device)
-    for line in header:
+    report = Report(command, environment(device), device)
+    for line in report.header:
         log(line[2:])
-    parts: dict[str, Part] = {}
-    failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as workdir:
         ctx = Context(device, sizes, Path(workdir), log)
         for key in selected:
             title, run = PARTS[key]
             log(title)
+            begun = time.perf_counter()
             try:
-                parts[key] = run(ctx)
+                report.parts[key] = run(ctx)
             except Exception:
-                failures[key] = traceback.format_exc()
-                log(f"  FAILED:\n{failures[key]}")
-            for what, ok in parts.get(key, Part()).checks:
+                report.failures[key] = traceback.format_exc()
+                log(f"  FAILED:\n{report.failures[key]}")
+            report.seconds[key] = time.perf_counter() - begun
+            for what, ok in report.parts.get(key, Part()).checks:
                 log(f"  {'ok' if ok else 'FAILED'}: {what}")
-            report = render_report(command, header, parts, failures, time.perf_counter() - started, device)
-            write_text_atomic(out, report)
+            write_text_atomic(out, report.markdown(time.perf_counter() - started))
     log(f"report written to {out}")
-    passed = not failures and all(ok for p in parts.values() for _, ok in p.checks)
-    return 0 if passed else 1
+    return 1 if report.failed() else 0
 
 
 if __name__ == "__main__":

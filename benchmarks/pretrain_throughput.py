@@ -58,12 +58,13 @@ class Step:
 
 @dataclass(frozen=True)
 class StepTiming:
-    """Median seconds of each stage (:data:`STAGES`) and of the whole step; peak memory in MiB (CUDA:
-    torch's peak allocation during the timed steps; None on the CPU)."""
+    """Median seconds of each stage (:data:`STAGES`) and of the whole step; the last step's loss; peak
+    memory in MiB (CUDA: torch's peak allocation during the timed steps; None on the CPU)."""
 
     stages: dict[str, float]
     total: float
     batch: int
+    loss: float
     peak_mib: float | None
 
     @property
@@ -102,8 +103,9 @@ def precision_context(device: torch.device, precision: str):
     return nullcontext()
 
 
-def run_step(step: Step, precision: str, mark: Callable[[], float]) -> list[float]:
-    """One training step; ``mark()`` before the first stage and after each one (5 marks returned)."""
+def run_step(step: Step, precision: str, mark: Callable[[], float]) -> tuple[list[float], torch.Tensor]:
+    """One training step; ``mark()`` before the first stage and after each one. Returns the 5 marks and
+    the step's loss (a detached device scalar: reading it is left to the caller)."""
     marks = [mark()]
     with torch.no_grad():
         depth = render_pair(step.renderer, step.points, *step.view, step.factors)
@@ -118,7 +120,7 @@ def run_step(step: Step, precision: str, mark: Callable[[], float]) -> list[floa
     step.optimiser.step()
     step.optimiser.zero_grad(set_to_none=True)
     marks.append(mark())
-    return marks
+    return marks, loss.detach()
 
 
 def measure_step(step: Step, precision: str, steps: int, warmup: int) -> StepTiming:
@@ -131,13 +133,13 @@ def measure_step(step: Step, precision: str, steps: int, warmup: int) -> StepTim
     per_stage: dict[str, list[float]] = {name: [] for name in STAGES}
     totals = []
     for _ in range(steps):
-        marks = run_step(step, precision, lambda: clock(device))
-        for name, start, end in zip(STAGES, marks, marks[1:], strict=False):
+        marks, loss = run_step(step, precision, lambda: clock(device))
+        for name, start, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
             per_stage[name].append(end - start)
         totals.append(marks[-1] - marks[0])
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     medians = {name: statistics.median(times) for name, times in per_stage.items()}
-    return StepTiming(medians, statistics.median(totals), step.batch, peak)
+    return StepTiming(medians, statistics.median(totals), step.batch, loss.item(), peak)
 
 
 def main() -> None:
@@ -167,7 +169,9 @@ def main() -> None:
     for name in STAGES:
         print(f"{name:<34} {timing.stages[name] * 1e3:>9.1f} {timing.share(name):>7.1%}")
     print(f"{'whole step':<34} {timing.total * 1e3:>9.1f}")
-    print(f"throughput: {timing.samples_per_second:.1f} samples/s")
+    print(
+        f"throughput: {timing.samples_per_second:.1f} samples/s; loss after the last step {timing.loss:.4f}"
+    )
     if timing.peak_mib is not None:
         print(f"peak GPU memory: {timing.peak_mib / 1024:.2f} GiB")
 
