@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _timing import peak_rss_mib
 
 
 def _measure(args: argparse.Namespace, cached: bool) -> dict:
@@ -50,7 +47,7 @@ def _measure(args: argparse.Namespace, cached: bool) -> dict:
     splits = [experiment.dataset(split) for split in ("train", "test")]
     text = experiment.text_features(splits[0].class_names)
     indices = select_train(splits[0].labels, fs.shots, seed, splits[0].class_names)
-    base = _peak_rss_mib()
+    base = peak_rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as cache_dir:
@@ -73,7 +70,7 @@ def _measure(args: argparse.Namespace, cached: bool) -> dict:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = _peak_rss_mib() - base
+        peak = peak_rss_mib() - base
     per_epoch = (stamps[-1] - stamps[1]) / args.epochs  # the first epoch is a warm-up
     return {
         "setup": setup,

@@ -1,29 +1,145 @@
 """Pre-training throughput: samples/s of one full pre-training step, per stage, side by side.
 
     python benchmarks/pretrain_throughput.py                          # ViT-B-32, batch 256, bf16 on CUDA
+    python benchmarks/pretrain_throughput.py --precision fp32         # the same step without autocast
     python benchmarks/pretrain_throughput.py --model ToyCLIP --pretrained toy --batch 32 --device cpu
 
-A step is what the Ray Train worker does per iteration (docs/method.md section 2): render each cloud's sampled view
-at two jittered distances, encode the RGB render with the frozen image encoder, encode both depth maps with
-the depth encoder, the pre-training objective, backward, LAMB step. Weights are random unless
-``--pretrained`` names a tag or file (speed does not depend on them). Inputs are synthetic. Prints the
-median time of each stage and the whole step over ``--steps`` steps after ``--warmup``, with the share of
-each stage, and peak GPU memory.
+A step is what the Ray Train worker does per iteration (docs/method.md section 2), built from the same
+library pieces: render each cloud's sampled view at two jittered distances (:func:`render_pair`), encode
+the RGB render with the frozen image encoder, encode both depth maps with the depth encoder
+(:class:`DepthImageContrast`), the pre-training objective, backward, LAMB step. ``--precision bf16`` runs
+the encoders under bf16 autocast (the worker's default on CUDA), ``fp32`` without it. Weights are random
+unless ``--pretrained`` names a tag or file (speed does not depend on them). Inputs are synthetic. Prints
+the median time of each stage and the whole step over ``--steps`` steps after ``--warmup``, with the
+share of each stage, and peak GPU memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
+from _timing import clock, unit_ball_clouds
 from timm.optim import Lamb
 
-from clip2point.engine.features import autocast
-from clip2point.engine.pretrain_step import DepthImageContrast, render_pair
+from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, render_pair
 from clip2point.models import PretrainObjective, load_clip
 from clip2point.render import DepthRenderer, official_views
+
+STAGES = ("render", "image encoder", "depth encoder + loss + backward", "optimiser")
+
+
+@dataclass
+class Step:
+    """One worker's training state on synthetic inputs: ``points (b, N, 3)``, each sample's view
+    ``azim``/``elev``/``dist (b,)``, RGB renders ``rgb (b, 3, S, S)`` and the distance-jitter factors."""
+
+    model: DepthImageContrast
+    image_encoder: torch.nn.Module
+    optimiser: torch.optim.Optimizer
+    renderer: DepthRenderer
+    points: torch.Tensor
+    view: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    rgb: torch.Tensor
+    factors: tuple[torch.Tensor, torch.Tensor]
+
+    @property
+    def device(self) -> torch.device:
+        return self.points.device
+
+    @property
+    def batch(self) -> int:
+        return self.points.shape[0]
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Median seconds of each stage (:data:`STAGES`) and of the whole step; the last step's loss; peak
+    memory in MiB (CUDA: torch's peak allocation during the timed steps; None on the CPU)."""
+
+    stages: dict[str, float]
+    total: float
+    batch: int
+    loss: float
+    peak_mib: float | None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.batch / self.total
+
+    def share(self, stage: str) -> float:
+        return self.stages[stage] / self.total
+
+
+def build_step(model: str, pretrained: str | None, batch: int, points: int, device: torch.device) -> Step:
+    """The worker's parts (depth encoder + objective, frozen image encoder, LAMB, renderer at the
+    backbone's size and mean/std) for ``model`` with ``pretrained`` weights, and synthetic inputs."""
+    bundle = load_clip(model, pretrained, device)
+    s = bundle.image_size
+    gen = torch.Generator().manual_seed(0)
+    net = DepthImageContrast(bundle.depth_encoder(), PretrainObjective(), global_negatives=False).to(device)
+    views = official_views(10)
+    index = torch.randint(0, 10, (batch,), generator=gen)
+    return Step(
+        model=net,
+        image_encoder=bundle.image_encoder(),
+        optimiser=Lamb(net.parameters(), lr=6e-3, weight_decay=1e-4),
+        renderer=DepthRenderer(s, norm=bundle.norm),
+        points=unit_ball_clouds(batch, points).to(device),
+        view=tuple(v[index].to(device) for v in views),
+        rgb=torch.randn(batch, 3, s, s, generator=gen).to(device),
+        factors=distance_factors(batch, 0, 1, gen),
+    )
+
+
+def precision_context(device: torch.device, precision: str):
+    """bf16 autocast on ``device`` for ``"bf16"``, nothing for ``"fp32"``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def run_step(step: Step, precision: str, mark: Callable[[], float]) -> tuple[list[float], torch.Tensor]:
+    """One training step; ``mark()`` before the first stage and after each one. Returns the 5 marks and
+    the step's loss (a detached device scalar: reading it is left to the caller)."""
+    marks = [mark()]
+    with torch.no_grad():
+        depth = render_pair(step.renderer, step.points, *step.view, step.factors)
+    marks.append(mark())
+    with precision_context(step.device, precision):
+        image_features = step.image_encoder(step.rgb)
+    marks.append(mark())
+    with precision_context(step.device, precision):
+        loss = step.model(depth, image_features).total
+    loss.backward()
+    marks.append(mark())
+    step.optimiser.step()
+    step.optimiser.zero_grad(set_to_none=True)
+    marks.append(mark())
+    return marks, loss.detach()
+
+
+def measure_step(step: Step, precision: str, steps: int, warmup: int) -> StepTiming:
+    """Median stage and step times over ``steps`` steps after ``warmup`` untimed ones."""
+    device = step.device
+    for _ in range(warmup):
+        run_step(step, precision, lambda: 0.0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    per_stage: dict[str, list[float]] = {name: [] for name in STAGES}
+    totals = []
+    for _ in range(steps):
+        marks, loss = run_step(step, precision, lambda: clock(device))
+        for name, start, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
+            per_stage[name].append(end - start)
+        totals.append(marks[-1] - marks[0])
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    medians = {name: statistics.median(times) for name, times in per_stage.items()}
+    return StepTiming(medians, statistics.median(totals), step.batch, loss.item(), peak)
 
 
 def main() -> None:
@@ -39,70 +155,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--precision", choices=("bf16", "fp32"), help="default: bf16 on CUDA (the worker's), fp32 on the CPU"
+    )
     args = parser.parse_args()
-
     device = torch.device(args.device)
-    bundle = load_clip(args.model, args.pretrained, device)
-    s = bundle.image_size
-    model = DepthImageContrast(
-        bundle.depth_encoder().to(device), PretrainObjective().to(device), global_negatives=False
-    )
-    image_encoder = bundle.image_encoder()
-    optimiser = Lamb(model.parameters(), lr=6e-3, weight_decay=1e-4)
-    renderer = DepthRenderer(image_size=s)
-    azim, elev, dist = (t.to(device) for t in official_views(10))
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    points = torch.nn.functional.normalize(torch.randn(args.batch, args.points, 3, generator=gen), dim=-1).to(
-        device
-    )
-    view = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
-    rgb = torch.randn(args.batch, 3, s, s, generator=gen).to(device)
-    factors = (
-        1 + (torch.rand(args.batch, generator=gen) - 0.5) / 5,
-        1 + (torch.rand(args.batch, generator=gen) - 0.5) / 5,
-    )
-
-    def sync() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    stages: dict[str, list[float]] = {
-        "render": [],
-        "image encoder": [],
-        "depth encoder + loss + backward": [],
-        "optimiser": [],
-    }
-    totals = []
-    for step in range(args.warmup + args.steps):
-        t0 = sync()
-        depth = render_pair(renderer, points, azim[view], elev[view], dist[view], factors)
-        t1 = sync()
-        with torch.no_grad(), autocast(device):
-            image_features = image_encoder(rgb)
-        t2 = sync()
-        with autocast(device):
-            loss = model(depth, image_features).total
-        loss.backward()
-        t3 = sync()
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
-        t4 = sync()
-        if step >= args.warmup:
-            for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                stages[name].append(dt)
-            totals.append(t4 - t0)
-    total = statistics.median(totals)
-    print(f"{args.model} ({args.pretrained or 'random'}) S={s} batch={args.batch} N={args.points} device={device} "
-          f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}; median of {args.steps} steps")  # fmt: skip
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    step = build_step(args.model, args.pretrained, args.batch, args.points, device)
+    timing = measure_step(step, precision, args.steps, args.warmup)
+    print(f"{args.model} ({args.pretrained or 'random'}) S={step.renderer.image_size} batch={args.batch} "
+          f"N={args.points} device={device} {precision}; median of {args.steps} steps")  # fmt: skip
     print(f"{'stage':<34} {'ms':>9} {'share':>7}")
-    for name, times in stages.items():
-        median = statistics.median(times)
-        print(f"{name:<34} {median * 1e3:>9.1f} {median / total:>7.1%}")
-    print(f"{'whole step':<34} {total * 1e3:>9.1f}")
-    print(f"throughput: {args.batch / total:.1f} samples/s")
-    if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    for name in STAGES:
+        print(f"{name:<34} {timing.stages[name] * 1e3:>9.1f} {timing.share(name):>7.1%}")
+    print(f"{'whole step':<34} {timing.total * 1e3:>9.1f}")
+    print(
+        f"throughput: {timing.samples_per_second:.1f} samples/s; loss after the last step {timing.loss:.4f}"
+    )
+    if timing.peak_mib is not None:
+        print(f"peak GPU memory: {timing.peak_mib / 1024:.2f} GiB")
 
 
 if __name__ == "__main__":

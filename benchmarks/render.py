@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
-import time
+
+from _timing import best_seconds, peak_rss_mib, unit_ball_clouds
 
 SETTINGS = [
     ("minimum", "square", {"dilation": 1}),
@@ -29,8 +29,17 @@ SETTINGS = [
 ]
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def label(depth: str, footprint: str, extra: dict) -> str:
+    """A row's name, e.g. ``minimum square R=2``."""
+    size = f"R={extra['dilation']}" if footprint == "square" else f"r={extra['radius']}"
+    return f"{depth} {footprint} {size}"
+
+
+def reused_buffer_seconds(renderer, points, views, repeats: int) -> float:
+    """Best seconds per call of ``renderer(points, *views, out=buf)`` into one reused buffer (after a
+    warm-up call that makes the buffer): what a training loop pays per batch."""
+    out = renderer(points, *views)
+    return best_seconds(lambda: renderer(points, *views, out=out), points.device, repeats)
 
 
 def _measure(args: argparse.Namespace, depth: str, footprint: str, extra: dict) -> tuple[float, float, float]:
@@ -40,29 +49,15 @@ def _measure(args: argparse.Namespace, depth: str, footprint: str, extra: dict) 
     from clip2point.render import DepthRenderer, official_views
 
     device = torch.device(args.device)
-    gen = torch.Generator().manual_seed(0)
-    points = torch.nn.functional.normalize(torch.randn(args.batch, args.points, 3, generator=gen), dim=-1)
-    points = (points * torch.rand(args.batch, args.points, 1, generator=gen) ** (1 / 3)).to(device)
-    azim, elev, dist = (t.to(device) for t in official_views(args.views))
+    points = unit_ball_clouds(args.batch, args.points).to(device)
+    views = [t.to(device) for t in official_views(args.views)]
     renderer = DepthRenderer(image_size=args.size, footprint=footprint, depth=depth, **extra)
-
-    def timed(**kwargs) -> float:
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            renderer(points, azim, elev, dist, **kwargs)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    base = _peak_rss_mib()
+    base = peak_rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    out = renderer(points, azim, elev, dist)  # warm-up, and the reused buffer
-    fresh = timed()
-    reused = timed(out=out)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mib() - base
+    reused = reused_buffer_seconds(renderer, points, views, args.repeats)
+    fresh = best_seconds(lambda: renderer(points, *views), device, args.repeats)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib() - base
     return fresh, reused, peak
 
 
@@ -93,11 +88,11 @@ def main() -> None:
     with ctx.Pool(1, maxtasksperchild=1) as pool:
         for depth, footprint, extra in SETTINGS:
             fresh, reused, peak = pool.apply(_measure, (args, depth, footprint, extra))
-            size = f"R={extra['dilation']}" if footprint == "square" else f"r={extra['radius']}"
-            rows.append((f"{depth} {footprint} {size}", n_views / reused))
+            name = label(depth, footprint, extra)
+            rows.append((name, n_views / reused))
             print(
-                f"{depth:<9} {footprint + ' ' + size:<12} {n_views / fresh:>13.0f} {n_views / reused:>14.0f} "
-                f"{reused * 1e3:>9.1f} {peak:>9.0f}"
+                f"{depth:<9} {name.removeprefix(depth + ' '):<12} {n_views / fresh:>13.0f} "
+                f"{n_views / reused:>14.0f} {reused * 1e3:>9.1f} {peak:>9.0f}"
             )
     reference = dict(rows)["minimum square R=2"]
     print("reused-buffer throughput relative to minimum square R=2 (the paper's setting):")

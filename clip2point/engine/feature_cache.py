@@ -237,7 +237,7 @@ class SplitFeatures:
     def __call__(self, indices: torch.Tensor) -> list[torch.Tensor]:
         """Features ``(B, V, C)`` on the device, one per encoder given, of samples ``indices (B,)``."""
         if self.entries is not None:
-            computed = [stored[indices.to(self.device)] for stored in self._stored]
+            computed = [stored[indices.to(self.device, non_blocking=True)] for stored in self._stored]
         else:
             subset = Subset(self.dataset, indices.tolist())
             computed = [

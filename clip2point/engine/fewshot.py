@@ -170,20 +170,22 @@ def train_adapter(
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
             adapter.train()
-            total_loss, correct, seen = 0.0, 0, 0
+            # summed on the device and read once per epoch: the host never waits for a batch
+            total_loss = torch.zeros((), dtype=torch.float64, device=device)
+            correct, seen = torch.zeros((), dtype=torch.int64, device=device), 0
             for batch in _batches(len(train_indices), batch_size, generator):
                 idx = train_indices[batch]
                 logits = _call(adapter, train(idx), text)
-                target = labels[idx.to(device)]
+                target = labels[idx.to(device, non_blocking=True)]
                 loss = F.cross_entropy(logits, target)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total_loss += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == target).sum())
+                total_loss += loss.detach().double() * len(idx)
+                correct += (logits.argmax(1) == target).sum()
                 seen += len(idx)
             final = accuracy(predict(adapter, test, text, batch_size), test.labels, class_names)
-            stats = EpochStats(epoch, total_loss / seen, 100.0 * correct / seen, final.overall)
+            stats = EpochStats(epoch, total_loss.item() / seen, 100.0 * correct.item() / seen, final.overall)
             history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)

@@ -1,7 +1,9 @@
 """One pre-training step's maths (docs/method.md section 2): render the view pair, encode, contrast.
 
 Independent of Ray: the per-worker loop (:mod:`clip2point.engine.pretrain_worker`) wraps
-:class:`DepthImageContrast` in DDP; tests run it in plain processes.
+:class:`DepthImageContrast` in DDP; tests run it in plain processes. Nothing here reads a device value
+back to the host or waits for a host-to-device copy, so on a GPU the host queues step after step without
+waiting; the epoch's losses are summed on the device (:func:`loss_terms`) and read once.
 """
 
 from __future__ import annotations
@@ -63,10 +65,23 @@ def render_pair(
     factors: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
     """Depth maps of each cloud at its own view: ``points (b, N, 3)``, ``azim``/``elev``/``dist`` ``(b,)``
-    (degrees; distance). With ``factors`` (two ``(b,)`` tensors) the two jittered distances give
-    ``(b, 2, 3, S, S)``; with None the undistorted view gives ``(b, 1, 3, S, S)``."""
+    (degrees; distance). With ``factors`` (two ``(b,)`` tensors, e.g. on the CPU) the two jittered
+    distances give ``(b, 2, 3, S, S)``; with None the undistorted view gives ``(b, 1, 3, S, S)``.
+
+    The values are not checked (``check_values=False``: no host sync): the pre-training pairs dataset
+    checks its clouds and gives official views; shapes are checked."""
     if factors is None:
-        return renderer(points, azim[:, None], elev[:, None], dist[:, None])
-    f1, f2 = (f.to(dist) for f in factors)
+        return renderer(points, azim[:, None], elev[:, None], dist[:, None], check_values=False)
+    f1, f2 = (f.to(dist, non_blocking=True) for f in factors)
     pair = torch.stack([dist * f1, dist * f2], dim=1)
-    return renderer(points, azim[:, None].expand(-1, 2), elev[:, None].expand(-1, 2), pair)
+    return renderer(
+        points, azim[:, None].expand(-1, 2), elev[:, None].expand(-1, 2), pair, check_values=False
+    )
+
+
+def loss_terms(loss: PretrainLoss) -> torch.Tensor:
+    """The step's ``(total, intra, cross)`` losses as one detached ``(3,)`` float64 tensor on their device
+    (intra 0 without the intra loss): summed over an epoch on the device and read once, instead of an
+    ``.item()`` per step that waits for the device."""
+    intra = loss.intra if loss.intra is not None else torch.zeros_like(loss.cross)
+    return torch.stack([loss.total, intra, loss.cross]).detach().double()

@@ -29,7 +29,7 @@ from clip2point.config import ExperimentConfig
 from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
 from clip2point.engine.features import autocast
 from clip2point.engine.pretrain_state import read_state, restore_state, write_state
-from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, render_pair
+from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
 from clip2point.engine.zeroshot import evaluate_zero_shot
 from clip2point.errors import ConfigError
 from clip2point.models import PretrainObjective, export_official_depth, save_module, save_torch
@@ -149,11 +149,13 @@ class Worker:
         self.train_set.set_epoch(epoch)
         generator = epoch_generator(self.config.seed, epoch)
         self.trainable.train()
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # read once, after the epoch
         start = time.perf_counter()
         for batch in self.loader:
-            points, image = batch["points"].to(self.device), batch["image"].to(self.device)
-            azim, elev, dist_ = (batch[k].float().to(self.device) for k in ("azim", "elev", "dist"))
+            points, image, azim, elev, dist_ = (
+                batch[k].to(self.device, non_blocking=True)
+                for k in ("points", "image", "azim", "elev", "dist")
+            )
             factors = (
                 distance_factors(pre.batch_size, self.rank, self.world, generator) if pre.intra else None
             )
@@ -166,8 +168,7 @@ class Worker:
             self.optimizer.step()
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
             self.scheduler.step()
-            intra = loss.intra.item() if loss.intra is not None else 0.0
-            sums += torch.tensor([loss.total.item(), intra, loss.cross.item()], dtype=torch.float64)
+            sums += loss_terms(loss)
         if self.world > 1:
             dist.all_reduce(sums)
             sums /= self.world

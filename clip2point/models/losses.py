@@ -32,7 +32,7 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torc
     sim = (z @ z.T) / temperature
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     sim = sim.masked_fill(self_mask, float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    partner = torch.arange(2 * n, device=z.device).roll(n)  # n .. 2n-1, 0 .. n-1
     return F.cross_entropy(sim, partner)
 
 

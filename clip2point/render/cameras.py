@@ -71,7 +71,8 @@ def look_at_rotation(centre: torch.Tensor) -> torch.Tensor:
     World up is +Y. Where the x axis degenerates (camera straight above or below), it is rebuilt as
     ``normalize(cross(y, z))`` from the y axis computed with the degenerate x, as PyTorch3D does.
     """
-    up = torch.tensor([0.0, 1.0, 0.0], dtype=centre.dtype, device=centre.device).expand_as(centre)
+    up = torch.zeros_like(centre)
+    up[..., 1] = 1.0  # filled on the centres' device: no host-to-device copy
     z = _normalize(-centre)
     x = _normalize(torch.linalg.cross(up, z, dim=-1))
     y = _normalize(torch.linalg.cross(z, x, dim=-1))

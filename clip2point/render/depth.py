@@ -47,10 +47,11 @@ class ImageNorm:
     std: tuple[float, float, float]
 
     def tensors(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std as ``(3,)`` tensors of ``like``'s dtype and device."""
-        return (
-            torch.tensor(self.mean, dtype=like.dtype, device=like.device),
-            torch.tensor(self.std, dtype=like.dtype, device=like.device),
+        """Mean and std as ``(3,)`` tensors of ``like``'s dtype and device (copied without waiting for
+        the device: no host sync)."""
+        return tuple(
+            torch.tensor(values, dtype=like.dtype).to(like.device, non_blocking=True)
+            for values in (self.mean, self.std)
         )
 
 
@@ -94,10 +95,17 @@ class DepthRenderer:
 
     # ------------------------------------------------------------------ public API
     def raw_depth(
-        self, points: torch.Tensor, azim: torch.Tensor, elev: torch.Tensor, dist: torch.Tensor
+        self,
+        points: torch.Tensor,
+        azim: torch.Tensor,
+        elev: torch.Tensor,
+        dist: torch.Tensor,
+        *,
+        check_values: bool = True,
     ) -> torch.Tensor:
-        """Per-pixel view-space depth ``(B, V, S, S)``; background pixels are -1."""
-        points, azim, elev, dist = _check_inputs(points, azim, elev, dist)
+        """Per-pixel view-space depth ``(B, V, S, S)``; background pixels are -1. ``check_values``: as in
+        :meth:`__call__`."""
+        points, azim, elev, dist = _check_inputs(points, azim, elev, dist, check_values)
         batch, views, s = points.shape[0], azim.shape[1], self.image_size
         channels = (
             1 if self.settings.depth == "minimum" else 2
@@ -114,14 +122,21 @@ class DepthRenderer:
         elev: torch.Tensor,
         dist: torch.Tensor,
         out: torch.Tensor | None = None,
+        *,
+        check_values: bool = True,
     ) -> torch.Tensor:
         """Depth images ``(B, V, 3, S, S)`` after the official normalisation and the encoder's mean/std.
 
         ``out``: an optional contiguous float32 ``(B, V, 3, S, S)`` tensor on the points' device to write
         into (and return), as in ``torch``'s ``out=`` arguments. Reusing one buffer across batches saves the
         cost of touching freshly allocated memory, which dominates on CPU at S = 224.
+
+        ``check_values=False`` skips the checks of the values (finite coordinates, positive distances),
+        which read the device's answer back to the host: a wait for the device on a GPU. For training loops
+        whose inputs were checked where they were made (every dataset checks its clouds). Shapes, dtypes and
+        devices are always checked.
         """
-        points, azim, elev, dist = _check_inputs(points, azim, elev, dist)
+        points, azim, elev, dist = _check_inputs(points, azim, elev, dist, check_values)
         batch, views, s = points.shape[0], azim.shape[1], self.image_size
         shape = (batch, views, 3, s, s)
         if out is None:
@@ -137,6 +152,14 @@ class DepthRenderer:
         depth = self._rasterise(points, azim, elev, dist, flat, 3, spare=flat.numel() - 1)
         _normalise_into(out.view(batch * views, 3, s * s), depth, self.norm)
         return out
+
+    def project(
+        self, points: torch.Tensor, azim: torch.Tensor, elev: torch.Tensor, dist: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each point lands: NDC x, y and view-space depth z in every view, each ``(B, V, N)``
+        (step 1 of the module docstring; pixel ``(i, j)`` has its centre at NDC
+        ``(1 - (2j + 1)/S, 1 - (2i + 1)/S)``)."""
+        return self._project(*_check_inputs(points, azim, elev, dist))
 
     # ------------------------------------------------------------------ internals
     def _rasterise(self, points, azim, elev, dist, flat, channels, spare) -> torch.Tensor:
@@ -164,7 +187,7 @@ class DepthRenderer:
         flat.index_add_(0, index, value * inv)
         flat.index_add_(0, (index + pixels).clamp_max_(spare), inv)
         depth.div_(denominator)
-        return torch.where(denominator > 0, depth, depth.new_tensor(math.inf), out=depth)
+        return depth.masked_fill_(denominator <= 0, math.inf)
 
     def _project(self, points, azim, elev, dist) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """NDC x, y and view-space depth z of every point in every view, each ``(B, V, N)``."""
@@ -282,13 +305,16 @@ def _normalise_into(canvas: torch.Tensor, depth: torch.Tensor, norm: ImageNorm) 
     torch.addcmul(shift[:, 0], depth, scale[:, 0], out=depth)
 
 
-def _check_inputs(points, azim, elev, dist) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validated float32 points ``(B, N, 3)`` and views broadcast to ``(B, V)``."""
-    points = _check_points(points)
-    return (points, *_check_views(points, azim, elev, dist))
+def _check_inputs(
+    points, azim, elev, dist, values: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated float32 points ``(B, N, 3)`` and views broadcast to ``(B, V)``; ``values`` False checks
+    shapes, dtypes and devices only (no host sync)."""
+    points = _check_points(points, values)
+    return (points, *_check_views(points, azim, elev, dist, values))
 
 
-def _check_points(points: torch.Tensor) -> torch.Tensor:
+def _check_points(points: torch.Tensor, values: bool) -> torch.Tensor:
     if not isinstance(points, torch.Tensor):
         raise InputError(f"points must be a torch.Tensor of shape (B, N, 3), got {type(points).__name__}")
     if points.dim() != 3 or points.shape[-1] != 3:
@@ -300,6 +326,8 @@ def _check_points(points: torch.Tensor) -> torch.Tensor:
     if not points.is_floating_point():
         raise InputError(f"points must be a floating-point tensor, got dtype {points.dtype}")
     points = points.float()
+    if not values:
+        return points
     finite = torch.isfinite(points).all(dim=-1)
     if not finite.all():
         bad = (~finite).nonzero()[0].tolist()
@@ -307,7 +335,7 @@ def _check_points(points: torch.Tensor) -> torch.Tensor:
     return points
 
 
-def _check_views(points, azim, elev, dist) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _check_views(points, azim, elev, dist, values: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Broadcast view parameters to ``(B, V)`` float32 on the points' device."""
     batch = points.shape[0]
     out = []
@@ -319,11 +347,11 @@ def _check_views(points, azim, elev, dist) -> tuple[torch.Tensor, torch.Tensor, 
             raise InputError(
                 f"{name} must have shape (V,) or (B, V) with B={batch} and V >= 1, got {tuple(value.shape)}"
             )
-        if not torch.isfinite(value).all():
+        if values and not torch.isfinite(value).all():
             raise InputError(f"{name} has non-finite values")
         out.append(value)
     if len({v.shape for v in out}) != 1:
         raise InputError(f"azim, elev and dist disagree in shape: {[tuple(v.shape) for v in out]}")
-    if (out[2] <= 0).any():
+    if values and (out[2] <= 0).any():
         raise InputError("dist must be > 0 for every view")
     return out[0], out[1], out[2]

@@ -1,5 +1,6 @@
 """Pre-training step maths without Ray: global negatives across 2 gloo processes equal one process on the
-whole batch (loss and gradients), gradient reaches only the depth encoder and s, view-pair rendering."""
+whole batch (loss and gradients), gradient reaches only the depth encoder and s, view-pair rendering, and
+a step that never makes the host wait for the device (meta tensors, :mod:`tests.host_sync`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, render_pair
-from clip2point.models import PretrainObjective
-from clip2point.render import DepthRenderer
+from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
+from clip2point.models import FrozenEncoder, PretrainObjective
+from clip2point.models.losses import PretrainLoss
+from clip2point.render import TABLE5_SETTINGS, DepthRenderer, official_views
+from tests.host_sync import HostSync, no_host_sync
 from tests.tiny_clip import SIZE, random_images
 
 BATCH, C, S = 8, 16, 4
@@ -159,3 +162,75 @@ def test_render_pair_renders_each_sample_at_its_own_jittered_view():
     single = render_pair(renderer, points, azim, elev, dist_, None)
     assert single.shape == (3, 1, 3, SIZE, SIZE)
     torch.testing.assert_close(single, renderer(points, azim[:, None], elev[:, None], dist_[:, None]))
+
+
+def test_a_training_step_makes_no_host_sync(tiny_bundle):
+    """The worker's step (render the pair, frozen image encoder, depth encoder + loss, backward, LAMB,
+    schedule, the loss sums) on meta tensors under no_host_sync: on a GPU the host never waits for the
+    device within a step, so it queues the next step while the device computes."""
+    from timm.optim import Lamb
+
+    meta = torch.device("meta")
+    model = DepthImageContrast(tiny_bundle.depth_encoder(), PretrainObjective()).to(meta)  # global negatives
+    image_encoder = FrozenEncoder(tiny_bundle.depth_encoder()).to(meta)  # a copy: the session's CLIP stays
+    optimiser = Lamb(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimiser, T_0=4)
+    renderer = DepthRenderer(SIZE, norm=tiny_bundle.norm)
+    generator = torch.Generator().manual_seed(0)
+    points = (torch.rand(4, 50, 3, generator=generator) - 0.5).to(meta)  # as from a pinned batch
+    azim, elev, dist_ = (v[torch.tensor([0, 3, 5, 9])].to(meta) for v in official_views(10))
+    image = torch.empty(4, 3, SIZE, SIZE, device=meta)
+    sums = torch.zeros(3, dtype=torch.float64, device=meta)
+    with no_host_sync():
+        for _ in range(2):
+            factors = distance_factors(4, 0, 1, generator)  # drawn on the CPU, as the worker does
+            with torch.no_grad():
+                depth = render_pair(renderer, points, azim, elev, dist_, factors)
+            loss = model(depth, image_encoder(image))
+            optimiser.zero_grad(set_to_none=True)
+            loss.total.backward()
+            optimiser.step()
+            scheduler.step()
+            sums += loss_terms(loss)
+    assert depth.shape == (4, 2, 3, SIZE, SIZE) and sums.shape == (3,) and sums.device == meta
+
+
+def test_each_kind_of_host_sync_is_caught():
+    """The detector of the test above sees every way the host can wait for a device, the renderer's
+    value checks included (why render_pair skips them)."""
+    t = torch.ones(4, 3, device="meta")
+    renderer, views = DepthRenderer(SIZE), [v.to("meta") for v in official_views(6)]
+    syncs = {
+        "item": lambda: t.sum().item(),
+        "bool": lambda: bool(t[0, 0] > 0),
+        "to host": lambda: t.cpu(),
+        "tolist": lambda: t.tolist(),
+        "host data on the device": lambda: torch.tensor([1.0, 2.0], device="meta"),
+        "new_tensor": lambda: t.new_tensor(float("inf")),
+        "blocking copy": lambda: torch.ones(2).to("meta"),
+        "nonzero": lambda: t.nonzero(),
+        "boolean mask": lambda: t[t > 0],
+        "checked render": lambda: renderer(t[None], *views),
+    }
+    for name, call in syncs.items():
+        with no_host_sync(), pytest.raises(HostSync):
+            call()
+            pytest.fail(f"{name} not caught")
+    with no_host_sync():  # what the step does instead; every footprint and depth mode
+        torch.tensor([1.0, 2.0]).to("meta", non_blocking=True)
+        for settings in TABLE5_SETTINGS:
+            DepthRenderer(SIZE, settings)(t[None], *views, check_values=False)
+
+
+def test_loss_terms_are_the_step_losses_in_float64_on_their_device():
+    total, intra, cross = torch.tensor(2.5), torch.tensor(1.25), torch.tensor(0.75)
+    terms = loss_terms(PretrainLoss(total, intra, cross))
+    assert terms.dtype == torch.float64 and terms.tolist() == [2.5, 1.25, 0.75]
+    assert loss_terms(PretrainLoss(cross, None, cross)).tolist() == [0.75, 0.0, 0.75]
+    # an epoch: the per-step sums divided by the step count, as the worker reads them once
+    steps = [PretrainLoss(torch.tensor(t), torch.tensor(i), torch.tensor(c)) for t, i, c in
+             ((3.0, 1.0, 2.0), (2.0, 0.5, 1.0), (1.0, 0.25, 0.5))]  # fmt: skip
+    sums = sum(loss_terms(s) for s in steps)
+    assert (sums / len(steps)).tolist() == [2.0, 0.5833333333333334, 3.5 / 3]
+    weight = nn.Parameter(torch.tensor(2.0))
+    assert not loss_terms(PretrainLoss(weight * 1.0, None, weight * 1.0)).requires_grad

@@ -293,6 +293,19 @@ def test_bad_views_raise_clear_errors():
         renderer(points, azim, elev * math.nan, dist)
 
 
+def test_unchecked_values_render_the_same_and_shapes_are_still_checked():
+    renderer = DepthRenderer(image_size=S, footprint="square", dilation=2, depth="weighted")
+    points, views = random_clouds(2, 40), official_views(6)
+    assert torch.equal(renderer(points, *views, check_values=False), renderer(points, *views))
+    assert torch.equal(
+        renderer.raw_depth(points, *views, check_values=False), renderer.raw_depth(points, *views)
+    )
+    with pytest.raises(InputError, match="disagree in shape"):
+        renderer(points, views.azim[:4], views.elev, views.dist, check_values=False)
+    with pytest.raises(InputError, match=r"points must have shape \(B, N, 3\)"):
+        renderer(points[0], *views, check_values=False)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -1,0 +1,103 @@
+"""benchmarks/gpu_check.py: its CPU fallback end to end (the GPU run's code paths at small sizes), a
+failing part recorded while the others report, and the boundary margin of its device comparison."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from clip2point.paths import project_root
+from clip2point.render import DepthRenderer
+
+BENCHMARKS = project_root() / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the script's own imports (_timing, render, pretrain_throughput)
+import gpu_check  # noqa: E402
+
+FRONT = [torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([1.0])]  # azim, elev, dist: camera on +z
+
+
+def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(project_root())}
+    command = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--device", "cpu", "--out", str(out), *args]
+    return subprocess.run(command, cwd=project_root(), env=env, capture_output=True, text=True, timeout=800)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_cpu_fallback_runs_every_part_and_writes_the_report(tmp_path):
+    gpu_md = project_root() / "results" / "gpu.md"
+    before = gpu_md.read_bytes() if gpu_md.exists() else None
+    out = tmp_path / "report" / "gpu.md"
+    result = run_check(out)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    for step in ("1. Rendering", "2. The pre-training step", "3. Ray Train", "report written to"):
+        assert step in result.stdout  # progress, as it happens
+    report = out.read_text()
+    assert report.startswith("# GPU check (CPU fallback)") and "outcome: every check passed" in report
+    assert f"--device cpu --out {out}" in report and "torch 2." in report
+    rows = report.splitlines()
+    for depth, footprint, extra in gpu_check.SETTINGS:  # CPU against CPU: identical
+        row = next(r for r in rows if r.startswith(f"| {gpu_check.label(depth, footprint, extra)} | "))
+        assert "| 0 | 0.00e+00 | 0.00e+00 |" in row and row.endswith("| ok |")
+    assert "| fp32 | " in report and "| bf16 | " in report
+    # the same seeds on the same device twice: Ray Train pre-training and few-shot exactly equal
+    assert "relative difference 0.00e+00" in report and "0 test sample(s) apart" in report
+    assert report.count("| pre-training, Ray Train | cpu | loss after the epoch ") == 2
+    assert report.count("feature cache entries") == 2
+    assert (gpu_md.read_bytes() if gpu_md.exists() else None) == before  # never written by the fallback
+
+
+@pytest.mark.slow
+def test_a_failing_part_is_recorded_and_the_others_still_report(tmp_path):
+    out = tmp_path / "gpu.md"
+    result = run_check(out, "--parts", "step,render", "--model", "NoSuchModel")
+    assert result.returncode == 1
+    report = out.read_text()
+    assert "outcome: 1 FAILED: part step" in report
+    failed = report.split("## 2. The pre-training step")[1].split("## ")[0]
+    assert "This part failed:" in failed and "NoSuchModel" in failed and "Traceback" in failed
+    rendering = report.split("## 1. Rendering")[1]
+    assert rendering.count("| ok |") == len(gpu_check.SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "x.md", "--parts", "render,warp"], "--parts: unknown warp; allowed: render, step, train"),
+        ([], "--out is required without CUDA (results/gpu.md holds GPU figures only)"),
+    ],
+)
+def test_bad_arguments_are_refused(args, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device", "cpu", *args])
+    with pytest.raises(SystemExit) as stopped:
+        gpu_check.main()
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_boundary_distance_by_hand():
+    """Front view at S=64: a point at (x, y, z) lands at column u = 32 (1 + x) - 0.5, row
+    v = 32 (1 - y) - 0.5, depth 1 - z."""
+    points = torch.tensor([[[-0.359375, 0.1, 0.0], [-0.35, 0.1, 0.0], [-0.339375, 0.109375, 0.0]]])
+    square = DepthRenderer(64, footprint="square", dilation=2)
+    # u = 20 (on a boundary) | u = 20.3, v = 28.3 | u = 20.64, v = 28
+    torch.testing.assert_close(gpu_check.boundary_distance(square, points, FRONT), torch.tensor([[0.0, 0.3, 0.0]]),
+                               atol=1e-5, rtol=0)  # fmt: skip
+    disk = DepthRenderer(64, footprint="disk", radius=0.02)  # 0.64 px: pixel centres 0.64 px away are on it
+    # nearest pixel centres to the circle: (20, 29) 0.7 px away | (21, 28) sqrt(0.58) px | (20, 28) 0.64 px
+    expected = [[0.7 - 0.64, 0.58**0.5 - 0.64, 0.0]]
+    torch.testing.assert_close(gpu_check.boundary_distance(disk, points, FRONT), torch.tensor(expected),
+                               atol=1e-5, rtol=0)  # fmt: skip
+    moved, count = gpu_check.off_boundaries(square, points, FRONT)
+    assert count == 2 and torch.equal(moved, points[:, [1, 1, 1]])  # both replaced by the safe point
+
+
+def test_compare_devices_counts_what_differs():
+    renderer = DepthRenderer(64, footprint="square", dilation=2)
+    points = torch.tensor([[[-0.35, 0.1, 0.0], [0.2, -0.3, 0.4]]])
+    same = gpu_check.compare_devices(renderer, points, FRONT, torch.device("cpu"))
+    assert same == {"coverage": 0, "covered": 8, "depth": 0.0, "image": 0.0}  # 2 points x 2 x 2 pixels
