@@ -1,11 +1,14 @@
 """A real S3-compatible server for the tests: moto's standalone server (``moto_server``) on 127.0.0.1.
 
-It checks credentials like S3 does: the first IAM calls (a user, its access key, an allow-all policy) are
-the only unauthenticated ones (``INITIAL_NO_AUTH_ACTION_COUNT``); from then on every request must be signed
-with that user's key, so a wrong key is refused with S3's errors. The project reaches it only through the
-standard environment (:meth:`S3Server.env`): ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``s3_server`` checks credentials like S3 does: the first IAM calls (a user, its access key, an allow-all
+policy) are the only unauthenticated ones (``INITIAL_NO_AUTH_ACTION_COUNT``); from then on every request
+must be signed with that user's key, so a wrong key is refused with S3's errors. moto cannot check a
+presigned URL's query-string signature while it checks credentials, so ``open_s3_server`` (no checks) serves
+the tests whose MLflow server hands out presigned download URLs. The project reaches either only through
+the standard environment (:meth:`S3Server.env`): ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY`` and ``AWS_DEFAULT_REGION``. Fixtures (re-exported by ``tests/conftest.py``):
-``s3_server`` (one per session) and ``bucket`` (a fresh bucket per test, the environment set).
+``s3_server`` and ``open_s3_server`` (one each per session) and ``bucket`` (a fresh bucket on
+``s3_server`` per test, the environment set).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,15 +70,17 @@ class S3Server:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """``moto_server`` on a free loopback port, credentials enforced; ended with its session."""
+@contextmanager
+def serve_s3(folder: Path, check_credentials: bool) -> Iterator[S3Server]:
+    """``moto_server`` on a free loopback port (logging to ``folder``), ended with its session."""
     import boto3
 
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    log = folder / "moto.log"
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED_SETUP_CALLS)}
+    env = dict(os.environ)
+    if check_credentials:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(UNAUTHENTICATED_SETUP_CALLS)
     command = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -89,6 +96,9 @@ def s3_server(tmp_path_factory):
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto_server did not start:\n{log.read_text()}") from None
                 time.sleep(0.2)
+        if not check_credentials:
+            yield S3Server(endpoint, "open", "open")
+            return
         iam = boto3.client(
             "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="setup",
             aws_secret_access_key="setup",
@@ -100,6 +110,20 @@ def s3_server(tmp_path_factory):
         yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
     finally:
         end_session(server.pid)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """The S3 server that checks credentials."""
+    with serve_s3(tmp_path_factory.mktemp("s3"), check_credentials=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def open_s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """An S3 server that checks no credentials (so presigned URLs work)."""
+    with serve_s3(tmp_path_factory.mktemp("s3open"), check_credentials=False) as server:
+        yield server
 
 
 @pytest.fixture
