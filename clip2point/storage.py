@@ -30,6 +30,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -82,8 +83,8 @@ def endpoint() -> str | None:
 def filesystem(location: str, *, fail_fast: bool = False) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem of ``location`` and the path on it (``bucket/prefix`` for a bucket).
 
-    ``fail_fast``: short connect/request timeouts and one retry (the probe of :func:`check_storage`),
-    so a bad endpoint fails within seconds instead of after the SDK's patient retries.
+    ``fail_fast``: short timeouts and one retry on S3, a 10 s retry budget on GCS (the probe of
+    :func:`check_storage`), so a bad endpoint fails within seconds instead of after the SDKs' patient retries.
     """
     if not is_uri(location):
         return pafs.LocalFileSystem(), os.path.abspath(location)
@@ -95,8 +96,11 @@ def filesystem(location: str, *, fail_fast: bool = False) -> tuple[pafs.FileSyst
     if scheme == "s3":
         region = next((os.environ[v] for v in REGION_ENVS if os.environ.get(v, "").strip()), None)
         return _s3(location, bucket, endpoint(), region, fail_fast), path
+    if scheme in ("gs", "gcs"):  # Google's default credentials: GOOGLE_APPLICATION_CREDENTIALS or the VM's
+        options = {"retry_time_limit": timedelta(seconds=10)} if fail_fast else {}
+        return pafs.GcsFileSystem(**options), path
     with _reported(location, "open"):
-        fs, _ = pafs.FileSystem.from_uri(location)  # gs:// and whatever else pyarrow knows
+        fs, _ = pafs.FileSystem.from_uri(location)  # whatever else pyarrow knows
     return fs, path
 
 

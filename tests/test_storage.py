@@ -37,6 +37,8 @@ def test_filesystem_resolves_buckets_and_folders(bucket, s3_server, tmp_path, mo
     assert fs.get_file_info(bucket).type == pafs.FileType.Directory  # ... or AWS_ENDPOINT_URL_S3
     fs, path = storage.filesystem(f"file://{tmp_path}/x")
     assert isinstance(fs, pafs.LocalFileSystem) and path == f"{tmp_path}/x"
+    fs, path = storage.filesystem("gs://my-bucket/runs/", fail_fast=True)  # made offline; used on GCP
+    assert isinstance(fs, pafs.GcsFileSystem) and path == "my-bucket/runs"
 
 
 def test_files_round_trip_and_folders_delete(root, tmp_path):
