@@ -225,6 +225,11 @@ def _merge_yaml(config: ExperimentConfig, path: Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def dump_config(config: Any) -> str:
+    """``config`` as YAML that :func:`load_config` reads back to an equal object."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def save_config(config: Any, path: str | Path) -> None:
-    """Write ``config`` as YAML that :func:`load_config` reads back to an equal object."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write ``config`` to ``path`` as :func:`dump_config`'s YAML."""
+    Path(path).write_text(dump_config(config))

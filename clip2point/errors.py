@@ -15,3 +15,7 @@ class ConfigError(Clip2PointError):
 
 class InputError(Clip2PointError):
     """Input data (points, files, tensors) is malformed: wrong shape, non-finite, empty, unreadable."""
+
+
+class StorageError(Clip2PointError):
+    """The run storage (a folder or a bucket) cannot be reached, does not exist or refuses the credentials."""

@@ -7,8 +7,9 @@ the storage every run and sweep writes to, atomic writes and the inter-process l
   directories, and the defaults (``data/``, ``cache/``, ``runs/``, ``mlflow.db``) stay in one place
   whichever directory a command is started from.
 - **Storage** (:func:`storage_root`): the config's ``storage``, else ``$CLIP2POINT_STORAGE`` (set on every
-  node of a cluster), else ``<project>/runs``. Pre-training runs go to ``<storage>/pretrain/<name>``,
-  sweeps to ``<storage>/sweeps/<study>``.
+  node of a cluster), else ``<project>/runs``: a local or NFS folder, ``s3://bucket/prefix`` or
+  ``gs://bucket/prefix`` (read and written through :mod:`clip2point.storage`). Pre-training runs go to
+  ``<storage>/pretrain/<name>``, sweeps to ``<storage>/sweeps/<study>``.
 - **Atomic writes** (:func:`atomic_write`): a reader sees the old file or the new one, never half of one.
 - **Locks** (:func:`locked`): one process at a time builds a cache entry; the others wait, then read it.
 """
@@ -43,6 +44,9 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return (path if path.is_absolute() else project_root() / path).resolve()
 
 
+BUCKET_SCHEMES = ("s3", "gs")  # object stores a storage URI may name (file:// is a local folder)
+
+
 def is_uri(location: str) -> bool:
     """Whether ``location`` is a URI such as ``s3://bucket/prefix`` (not a local path)."""
     return "://" in location
@@ -50,10 +54,11 @@ def is_uri(location: str) -> bool:
 
 def storage_root(configured: str | None = None) -> str:
     """Where runs and sweeps are stored: ``configured`` (the config's ``storage``), else
-    ``$CLIP2POINT_STORAGE``, else ``<project>/runs``; a local folder comes back absolute.
+    ``$CLIP2POINT_STORAGE``, else ``<project>/runs``. A local folder (also ``file:///path``) comes back
+    absolute, a bucket URI (``s3://bucket/prefix``, ``gs://bucket/prefix``) without a trailing slash.
 
     Raises :class:`ConfigError` for the placeholder bucket of ``cluster/gpu.yaml``, a URI without a
-    bucket, or a URI at all: bucket storage is not supported yet; use a folder every node mounts (NFS).
+    bucket, or a URI of another scheme.
     """
     source = "config key 'storage'" if configured else f"${STORAGE_ENV}"
     value = (configured or os.environ.get(STORAGE_ENV, "")).strip()
@@ -64,12 +69,19 @@ def storage_root(configured: str | None = None) -> str:
             f"{source}={value!r} still names the placeholder bucket: set your bucket in the "
             f"{STORAGE_ENV}= line of cluster/gpu.yaml's setup_commands and run `ray up` again"
         )
-    if is_uri(value):
-        raise ConfigError(
-            f"{source}={value!r}: bucket storage is not supported yet; allowed: a folder that every node "
-            "of the cluster mounts (e.g. NFS/EFS)"
-        )
-    return str(resolve_path(value))
+    if not is_uri(value):
+        return str(resolve_path(value))
+    scheme, rest = value.split("://", 1)
+    if scheme == "file" and rest.startswith("/"):
+        return str(resolve_path(rest))
+    allowed = "a local or NFS folder, file:///path, " + ", ".join(
+        f"{s}://bucket/prefix" for s in BUCKET_SCHEMES
+    )
+    if scheme not in BUCKET_SCHEMES:
+        raise ConfigError(f"{source}={value!r}: scheme {scheme}:// is not supported; allowed: {allowed}")
+    if not rest.split("/", 1)[0]:
+        raise ConfigError(f"{source}={value!r} names no bucket; allowed: {allowed}")
+    return f"{scheme}://{rest.rstrip('/')}"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

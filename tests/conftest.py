@@ -1,9 +1,11 @@
-"""Shared fixtures: ``device`` (the CPU, and CUDA where present), the tiny CLIP, a local Ray session."""
+"""Shared fixtures: ``device`` (the CPU, and CUDA where present), the tiny CLIP, a local Ray session, and a
+loopback S3 server with a fresh bucket per test (``s3_server``, ``open_s3_server``, ``bucket``)."""
 
 import pytest
 import torch
 
-from tests.tiny_clip import tiny_bundle, tiny_name  # noqa: F401  (fixtures for every test folder)
+from tests.s3_server import bucket, open_s3_server, s3_server  # noqa: F401  (fixtures for every test folder)
+from tests.tiny_clip import tiny_bundle, tiny_name  # noqa: F401
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -42,11 +42,23 @@ def test_storage_is_the_config_then_the_environment_then_the_project_runs(monkey
     assert storage_root(str(tmp_path / "mine")) == str(tmp_path / "mine")  # the config wins
 
 
+def test_storage_takes_buckets_and_file_uris(monkeypatch, tmp_path):
+    assert storage_root("s3://my-bucket/clip2point/") == "s3://my-bucket/clip2point"
+    monkeypatch.setenv(STORAGE_ENV, "gs://my-bucket")
+    assert storage_root() == "gs://my-bucket"
+    assert storage_root(f"file://{tmp_path}/runs/") == str(tmp_path / "runs")
+
+
 @pytest.mark.parametrize(
     "value, message",
     [
         ("s3://CHANGE-ME-clip2point-bucket/clip2point", r"placeholder bucket.*cluster/gpu.yaml"),
-        ("s3://my-bucket/clip2point", r"bucket storage is not supported yet"),
+        (
+            "ftp://host/runs",
+            r"scheme ftp:// is not supported; allowed: a local or NFS folder, file:///path, "
+            r"s3://bucket/prefix, gs://bucket/prefix",
+        ),
+        ("s3:///runs", r"names no bucket"),
     ],
 )
 def test_bad_storage_is_a_config_error_naming_where_it_came_from(monkeypatch, value, message):

@@ -8,7 +8,11 @@ from clip2point.models.checkpoints import convert_official
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="official checkpoint: best_eval.pth (depth) or best_test.pth (dpa)")
+    parser.add_argument(
+        "file",
+        help="official checkpoint: best_eval.pth (depth) or best_test.pth (dpa); a local file, a storage URI "
+        "(s3://, gs://) or an MLflow artefact (runs:/<run id>/<path>)",
+    )
     parser.add_argument("--out", required=True, help="where to write the converted .safetensors file")
     parser.add_argument(
         "--kind",
@@ -21,8 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report, out = convert_official(args.file, args.out, args.kind, args.model, args.views)
-    print(f"read {report.source}: {report.loaded} tensors loaded as {args.kind} ({args.model})")
+    from clip2point.sources import local_file
+
+    path = local_file(args.file)
+    report, out = convert_official(path, args.out, args.kind, args.model, args.views)
+    print(f"read {args.file}: {report.loaded} tensors loaded as {args.kind} ({args.model})")
     if report.balance is not None:
         print(f"balance s = {report.balance:.6g}")
     if report.skipped:

@@ -3,6 +3,8 @@
 Examples:
   clip2point zeroshot                                        # toy ModelNet10, toy CLIP, official rendering
   clip2point zeroshot --encoder runs/pretrain/<run>/best_depth_encoder.safetensors
+  clip2point zeroshot --encoder s3://<bucket>/clip2point/pretrain/<run>/best_depth_encoder.safetensors
+  clip2point zeroshot --encoder runs:/<MLflow run id>/checkpoints/best_depth_encoder.safetensors
   clip2point zeroshot --preset paper -o data.dataset=scanobjectnn_obj_bg -o render.views=6
 """
 
@@ -19,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument(
         "--encoder",
-        type=Path,
-        help="pre-trained depth encoder (our .safetensors or the authors' best_eval.pth): sets "
-        "model.depth_encoder; default: CLIP's visual encoder",
+        help="pre-trained depth encoder (our .safetensors or the authors' best_eval.pth): a local file, a "
+        "storage URI (s3://, gs://) or an MLflow artefact (runs:/<run id>/<path>); sets model.depth_encoder; "
+        "default: CLIP's visual encoder",
     )
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--out", type=Path, help="folder for confusion.png and views.png")
@@ -31,8 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clip2point.engine.context import Experiment
     from clip2point.engine.zeroshot import run_zero_shot
+    from clip2point.sources import is_remote
 
-    encoder = {"model.depth_encoder": str(args.encoder.resolve())} if args.encoder else {}
+    encoder = {}
+    if args.encoder:
+        remote = is_remote(args.encoder)
+        encoder["model.depth_encoder"] = args.encoder if remote else str(Path(args.encoder).resolve())
     config = config_from_args(args, **encoder)
     result = run_zero_shot(
         Experiment.from_config(config), split=args.split, out_dir=args.out, track=not args.no_track

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from clip2point.models import ClipBundle, encode_prompts, load_clip, load_depth_
 from clip2point.paths import resolve_path, storage_root
 from clip2point.render import DepthRenderer, Views, official_views
 from clip2point.schema import with_overrides
+from clip2point.sources import is_remote, local_file
 from clip2point.tracking import resolve_tracking_uri
 
 PRETRAIN_PAIRS = "shapenet55_pretrain"
@@ -38,19 +39,22 @@ PRETRAIN_PAIRS = "shapenet55_pretrain"
 
 def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
     """``config`` as every process must see it (Ray workers run in other directories, on other machines):
-    each path absolute (relative ones taken from the project root, :mod:`clip2point.paths`), ``storage``
+    each path absolute (relative ones taken from the project root, :mod:`clip2point.paths`; a depth encoder
+    given as a storage or MLflow URI stays as it is, :mod:`clip2point.sources`), ``storage``
     resolved (:func:`~clip2point.paths.storage_root`) and ``tracking.uri`` resolved
     (:func:`~clip2point.tracking.resolve_tracking_uri`). Idempotent."""
 
     def absolute(path: str | None) -> str | None:
         return None if path is None else str(resolve_path(path))
 
+    encoder = config.model.depth_encoder
+
     return with_overrides(
         config,
         {
             "data.root": absolute(config.data.root),
             "data.cache_dir": absolute(config.data.cache_dir),
-            "model.depth_encoder": absolute(config.model.depth_encoder),
+            "model.depth_encoder": encoder if encoder and is_remote(encoder) else absolute(encoder),
             "fewshot.feature_cache": absolute(config.fewshot.feature_cache),
             "sweep.results_dir": absolute(config.sweep.results_dir),
             "storage": storage_root(config.storage),
@@ -117,17 +121,19 @@ class Experiment:
     @cached_property
     def depth_encoder(self) -> nn.Module:
         """``model.depth_encoder`` loaded (in eval mode, on the device), or CLIP's visual encoder itself
-        when that is None (no pre-training)."""
-        path = self.config.model.depth_encoder
-        if path is None:
+        when that is None (no pre-training). A storage or MLflow URI is fetched first
+        (:func:`~clip2point.sources.local_file`, from the config's tracking server)."""
+        source = self.config.model.depth_encoder
+        if source is None:
             return self.bundle.visual
+        path = local_file(source, self.config.tracking.uri)
         return load_depth_encoder(self.bundle, path).to(self.device)
 
     @property
     def depth_encoder_label(self) -> str:
         """``"CLIP visual encoder"`` or the depth encoder's file name, for run tags and titles."""
         path = self.config.model.depth_encoder
-        return "CLIP visual encoder" if path is None else f"depth encoder {Path(path).name}"
+        return "CLIP visual encoder" if path is None else f"depth encoder {PurePosixPath(path).name}"
 
     def text_features(self, class_names: tuple[str, ...] | list[str]) -> torch.Tensor:
         """Normalised prompt features ``(K, C)`` on the device; encoded once per class list (the text

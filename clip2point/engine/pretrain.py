@@ -3,26 +3,30 @@
 :func:`run_pretraining` resolves every relative path to an absolute one (Ray workers run in other working
 directories), builds the toy world if the default data folder is missing, creates (or, with ``resume``,
 re-opens) the MLflow run, and runs ``pretrain.num_workers`` workers (DDP: gloo on CPU, nccl on GPU) with
-``FailureConfig(max_failures)``. A run lives in ``<storage>/pretrain/<name>/``: Ray Train's epoch checkpoints
-(``epoch_NNNN/state.pt``), the best-val depth encoder ``best_depth_encoder.safetensors`` (and
-``best_eval.pth`` in the official layout with ``export_official``), ``config.yaml`` and ``mlflow_run.json``
-(the MLflow run that a resume continues). Restarting with the same name and ``resume=True`` continues
-from the latest checkpoint; MLflow then holds each epoch once.
+``FailureConfig(max_failures)``. A run lives in ``<storage>/pretrain/<name>/`` (a folder or a bucket,
+:mod:`clip2point.storage`; checked writable before anything starts): Ray Train's epoch checkpoints
+(``epoch_NNNN/state.pt``) and its record of them, the best-val depth encoder
+``best_depth_encoder.safetensors`` (and ``best_eval.pth`` in the official layout with ``export_official``),
+``config.yaml`` and ``mlflow_run.json`` (the MLflow run that a resume continues). Each is written there by
+the process that has it (the driver, or the rank-0 worker on whichever node), atomically; a restart after a
+node loss and ``resume=True`` read only from there, so any machine that reaches the storage can continue a
+run from its latest checkpoint; MLflow then holds each epoch once.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip2point.config import ExperimentConfig, save_config
+from clip2point import storage
+from clip2point.config import ExperimentConfig, dump_config
 from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
 from clip2point.errors import ConfigError
-from clip2point.paths import write_text_atomic
 from clip2point.tracking import Tracker
 
 RUN_FILE = "mlflow_run.json"
@@ -31,10 +35,11 @@ RUN_FILE = "mlflow_run.json"
 @dataclass(frozen=True)
 class PretrainResult:
     """Where a run went and how it did; accuracies in %, ``baseline_*`` = the CLIP before pre-training
-    (epoch 0), ``best_*`` = at the epoch of the best val accuracy."""
+    (epoch 0), ``best_*`` = at the epoch of the best val accuracy. ``run_dir`` and ``best_file`` are storage
+    locations (a path, or a URI such as ``s3://bucket/prefix/pretrain/<name>``)."""
 
     name: str
-    run_dir: Path
+    run_dir: str
     run_id: str
     tracking_uri: str
     epochs: int
@@ -43,49 +48,52 @@ class PretrainResult:
     best_test_acc: float
     baseline_val_acc: float
     baseline_test_acc: float
-    best_file: Path
+    best_file: str
 
 
 def default_run_name() -> str:
     return time.strftime("pretrain-%Y%m%d-%H%M%S")
 
 
-def open_run(config: ExperimentConfig, name: str, run_dir: Path, resume: bool) -> Tracker:
+def open_run(config: ExperimentConfig, name: str, run_dir: str, resume: bool) -> Tracker:
     """The MLflow run of ``run_dir``: a new one, or with ``resume`` the recorded one, set back to RUNNING."""
-    record = run_dir / RUN_FILE
+    record = storage.join(run_dir, RUN_FILE)
     if resume:
-        if not record.is_file():
+        try:
+            saved = json.loads(storage.read_text(record))
+        except FileNotFoundError:
             raise ConfigError(
                 f"--resume: no run named {name!r} to continue ({record} not found); "
                 "allowed: the name of an earlier run in <storage>/pretrain"
-            )
-        saved = json.loads(record.read_text())
+            ) from None
         tracker = Tracker.attach(saved["tracking_uri"], saved["run_id"])
         tracker.client.update_run(tracker.run_id, status="RUNNING")
         return tracker
-    if run_dir.exists():
+    if storage.exists(run_dir):
         raise ConfigError(
             f"a pre-training run named {name!r} already exists in {run_dir}; "
             "allowed: --resume to continue it, or a new --name"
         )
-    tracker = Tracker.start(config, name, tags={"stage": "pretrain", "run_dir": str(run_dir)})
-    write_text_atomic(record, json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2))
-    save_config(config, run_dir / "config.yaml")
+    tracker = Tracker.start(config, name, tags={"stage": "pretrain", "run_dir": run_dir})
+    storage.write_text(record, json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2))
+    storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(config))
     return tracker
 
 
-def runs_folder(config: ExperimentConfig) -> Path:
+def runs_folder(config: ExperimentConfig) -> str:
     """``<storage>/pretrain``: the folder of every pre-training run (``config`` with resolved paths)."""
-    return Path(config.storage) / "pretrain"
+    return storage.join(config.storage, "pretrain")
 
 
 def make_trainer(config: ExperimentConfig, name: str, job: dict):
-    """The Ray Train ``TorchTrainer`` of a run (checkpoints under ``<storage>/pretrain/<name>``)."""
+    """The Ray Train ``TorchTrainer`` of a run (checkpoints under ``<storage>/pretrain/<name>``, written
+    through the same pyarrow filesystem as :mod:`clip2point.storage`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     pre = config.pretrain
     resources = {"CPU": pre.cpus_per_worker} | ({"GPU": 1} if pre.use_gpu else {})
+    filesystem, path = storage.filesystem(runs_folder(config))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job,
@@ -94,14 +102,15 @@ def make_trainer(config: ExperimentConfig, name: str, job: dict):
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=str(runs_folder(config)),
+            storage_path=path,
+            storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=pre.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=pre.keep_checkpoints),
         ),
     )
 
 
-def summarise(tracker: Tracker, name: str, run_dir: Path) -> PretrainResult:
+def summarise(tracker: Tracker, name: str, run_dir: str) -> PretrainResult:
     """Read the run's outcome back from MLflow."""
     latest = tracker.client.get_run(tracker.run_id).data.metrics
     baseline = {
@@ -114,7 +123,7 @@ def summarise(tracker: Tracker, name: str, run_dir: Path) -> PretrainResult:
         epochs=max(steps, default=0), best_epoch=int(latest["best_epoch"]),
         best_val_acc=latest["best_val_acc"], best_test_acc=latest["best_test_acc"],
         baseline_val_acc=baseline["val_acc"], baseline_test_acc=baseline["test_acc"],
-        best_file=run_dir / BEST_FILE,
+        best_file=storage.join(run_dir, BEST_FILE),
     )  # fmt: skip
 
 
@@ -136,15 +145,17 @@ def run_pretraining(
     if resume and name is None:
         raise ConfigError("--resume needs the --name of the run to continue")
     config = resolve_paths(config)
+    storage.check_storage(config.storage)  # fail fast, before the MLflow run or anything else exists
     ensure_toy_world(config)
     name = name or default_run_name()
-    run_dir = runs_folder(config) / name
+    run_dir = storage.join(runs_folder(config), name)
     tracker = open_run(config, name, run_dir, resume)
-    job = {"config": config, "run_dir": str(run_dir), "tracking_uri": tracker.uri, "run_id": tracker.run_id,
+    job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri, "run_id": tracker.run_id,
            "on_epoch_end": on_epoch_end}  # fmt: skip
     log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
     with tracker.active():
         make_trainer(config, name, job).fit()
         result = summarise(tracker, name, run_dir)
-        tracker.log_artifact(result.best_file, "checkpoints")
+        with tempfile.TemporaryDirectory() as folder:  # the encoder as the storage has it, into MLflow
+            tracker.log_artifact(storage.download(result.best_file, Path(folder) / BEST_FILE), "checkpoints")
     return result

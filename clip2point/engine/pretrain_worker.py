@@ -4,8 +4,9 @@ Each worker reads its shard of the ShapeNet55 pre-training pairs (``DistributedS
 ``set_epoch`` per epoch), renders every cloud at its sampled view at two jittered distances, encodes the
 depth maps with the trainable depth encoder and the RGB render with the frozen image encoder, and steps
 LAMB on the objective, with the cosine warm-restart schedule stepped every iteration. After every epoch
-rank 0 measures zero-shot accuracy (pre-training val split and the downstream test set), keeps the best-val
-depth encoder in the run folder, writes the checkpoint that Ray Train persists, and logs the epoch to MLflow
+rank 0 measures zero-shot accuracy (pre-training val split and the downstream test set), uploads the best-val
+depth encoder to the run folder in storage (:mod:`clip2point.storage`: a bucket or a shared folder, whichever
+node rank 0 is on), writes the checkpoint that Ray Train persists there, and logs the epoch to MLflow
 exactly once (also across restarts). A restarted worker (``FailureConfig``) or a resumed run continues from
 the latest checkpoint. At every (re)start rank 0 tags the run with the Ray node of each worker.
 """
@@ -25,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
 from clip2point.engine.features import autocast
@@ -124,7 +126,7 @@ class Worker:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             self.optimizer, T_0=pre.restart_epochs * len(self.loader), T_mult=1, eta_min=pre.eta_min
         )
-        self.run_dir = Path(job["run_dir"])
+        self.run_dir: str = job["run_dir"]  # a storage location
         self.tracker = Tracker.attach(job["tracking_uri"], job["run_id"]) if self.rank == 0 else None
         self.probe = ZeroShotProbe(self.experiment) if self.rank == 0 else None
         self.best = {"best_val_acc": -math.inf, "best_test_acc": math.nan, "best_epoch": 0.0}
@@ -190,14 +192,20 @@ class Worker:
         return accuracy | self.best
 
     def save_best(self, epoch: int, accuracy: dict[str, float]) -> None:
+        """Upload the depth encoder (and its official layout) to the run folder in storage, atomically."""
         metadata = {"model": self.config.model.name, "pretrained": str(self.config.model.pretrained),
                     "epoch": str(epoch), **{k: f"{v:.4f}" for k, v in accuracy.items()}}  # fmt: skip
-        path = save_module(self.model.depth_encoder, self.run_dir / BEST_FILE, metadata)
-        if self.config.pretrain.export_official:
-            balance = self.model.objective.s.detach() if self.model.objective.s is not None else 1.0
-            save_torch(export_official_depth(self.model.depth_encoder, self.experiment.bundle.visual, balance),
-                       self.run_dir / OFFICIAL_FILE)  # fmt: skip
-        self.tracker.set_tags({"best_checkpoint": str(path), "best_epoch": epoch})
+        with tempfile.TemporaryDirectory() as folder:
+            best = storage.upload(save_module(self.model.depth_encoder, Path(folder) / BEST_FILE, metadata),
+                                  storage.join(self.run_dir, BEST_FILE))  # fmt: skip
+            if self.config.pretrain.export_official:
+                balance = self.model.objective.s.detach() if self.model.objective.s is not None else 1.0
+                official = export_official_depth(
+                    self.model.depth_encoder, self.experiment.bundle.visual, balance
+                )
+                storage.upload(save_torch(official, Path(folder) / OFFICIAL_FILE),
+                               storage.join(self.run_dir, OFFICIAL_FILE))  # fmt: skip
+        self.tracker.set_tags({"best_checkpoint": best, "best_epoch": epoch})
 
     def report(self, epoch: int, metrics: dict[str, float]) -> None:
         """Persist the epoch's checkpoint through Ray Train (all ranks call it: it is a barrier)."""
@@ -241,7 +249,7 @@ class Worker:
 
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:
-    """Ray Train entry point. ``job``: ``config`` (ExperimentConfig, absolute paths), ``run_dir``,
+    """Ray Train entry point. ``job``: ``config`` (ExperimentConfig, absolute paths), ``run_dir`` (storage),
     ``tracking_uri``, ``run_id`` (the MLflow run the driver created) and ``on_epoch_end`` (None or a
     picklable ``(epoch, metrics) -> None`` called on rank 0 after each epoch's checkpoint and log)."""
     Worker(job).run(job.get("on_epoch_end"))

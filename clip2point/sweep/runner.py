@@ -1,9 +1,11 @@
 """Run a study as a Ray Tune sweep: one MLflow parent run, a nested child run per trial, resumable.
 
-Layout of a sweep's state: ``<storage>/sweeps/<study>/`` is Tune's experiment directory (its trials and
-experiment state) plus ``clip2point_sweep.json`` (the MLflow parent run id). ``resume=True`` restores the
-Tune experiment -- finished trials are not run again, unfinished and errored ones are -- and re-attaches
-the MLflow parent; a trial whose MLflow child run already FINISHED (killed after it finished but before
+Layout of a sweep's state: ``<storage>/sweeps/<study>/`` (a folder or a bucket, :mod:`clip2point.storage`)
+is Tune's experiment directory (its trials and experiment state) plus ``clip2point_sweep.json`` (the MLflow
+parent run id). Before anything starts, the storage is probed and the trials' resources are checked against
+the cluster (:mod:`clip2point.sweep.resources`). ``resume=True`` restores the Tune experiment from the
+storage alone, so any machine that reaches it can continue the sweep -- finished trials are not run again,
+unfinished and errored ones are -- and re-attaches the MLflow parent; a trial whose MLflow child run already FINISHED (killed after it finished but before
 Tune saved its state) reports that run's metrics instead of running again; child runs left RUNNING by a killed driver or an early-stopped trial are closed as
 KILLED. A trial that raises is recorded FAILED (Tune: ERROR) with its traceback, and the others go on.
 """
@@ -11,16 +13,18 @@ KILLED. A trial that raises is recorded FAILED (Tune: ERROR) with its traceback,
 from __future__ import annotations
 
 import json
-import shutil
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clip2point import storage
 from clip2point.cluster import init_ray
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import resolve_paths
 from clip2point.schema import with_overrides
+from clip2point.sweep.resources import concurrent_trials
 from clip2point.sweep.study import SearchSetup, Study
 from clip2point.tracking import Tracker
 
@@ -52,9 +56,9 @@ class SweepOutcome:
         return tuple(t for t in self.trials if t.error is not None)
 
 
-def sweep_storage(config: ExperimentConfig) -> Path:
+def sweep_storage(config: ExperimentConfig) -> str:
     """``<storage>/sweeps``: the folder of every sweep's Tune state (``config`` with resolved paths)."""
-    return Path(config.storage) / "sweeps"
+    return storage.join(config.storage, "sweeps")
 
 
 def run_study(
@@ -66,43 +70,53 @@ def run_study(
 
     config = resolve_paths(config)
     uri = config.tracking.uri
-    path = sweep_storage(config) / study.name
-    restoring = resume and tune.Tuner.can_restore(str(path)) and (path / STATE_FILE).exists()
+    path = storage.join(sweep_storage(config), study.name)
+    state = storage.join(path, STATE_FILE)
+    storage.check_storage(config.storage)
+    if not ray.is_initialized():
+        init_ray(uri, include_dashboard=False, log_to_driver=verbose > 0)
+    max_concurrent = concurrent_trials(study, config)
+    filesystem, fs_path = storage.filesystem(path)
+    restoring = resume and storage.exists(state) and tune.Tuner.can_restore(fs_path, filesystem)
     if resume and not restoring:
         print(f"note: nothing to resume at {path}; starting the sweep afresh")
-    if not restoring and path.exists():
-        shutil.rmtree(path)  # the previous sweep's resumable state; its results and runs stay in MLflow
+    if not restoring:
+        storage.remove(path)  # the previous sweep's resumable state; its results and runs stay in MLflow
     if restoring:
-        parent = Tracker.attach(uri, json.loads((path / STATE_FILE).read_text())["parent_run_id"])
+        parent = Tracker.attach(uri, json.loads(storage.read_text(state))["parent_run_id"])
         parent.client.update_run(parent.run_id, status="RUNNING")
         _close_stale_children(parent, "resumed sweep: the driver stopped while this trial ran")
     else:
         parent = Tracker.start(config, study.name, tags={"study": study.name, "kind": "sweep"})
 
-    if not ray.is_initialized():
-        init_ray(uri, include_dashboard=False, log_to_driver=verbose > 0)
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, study=study, base=config, parent_id=parent.run_id, uri=uri),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
     )
     try:
         if restoring:
-            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, restart_errored=True)
+            tuner = tune.Tuner.restore(
+                fs_path,
+                trainable,
+                resume_unfinished=True,
+                restart_errored=True,
+                storage_filesystem=filesystem,
+            )
         else:
             search = study.search(config) if study.search is not None else None
             tuner = tune.Tuner(
                 trainable,
                 param_space=_param_space(study, search),
-                tune_config=_tune_config(config, search),
+                tune_config=_tune_config(config, search, max_concurrent),
                 run_config=tune.RunConfig(
                     name=study.name,
-                    storage_path=str(path.parent),
+                    storage_path=posixpath.dirname(fs_path),
+                    storage_filesystem=filesystem,
                     failure_config=tune.FailureConfig(max_failures=0),
                     verbose=verbose,
                 ),
             )
-            path.mkdir(parents=True, exist_ok=True)
-            (path / STATE_FILE).write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": uri}))
+            storage.write_text(state, json.dumps({"parent_run_id": parent.run_id, "tracking_uri": uri}))
         grid = tuner.fit()
     except BaseException as error:
         parent.fail(error)
@@ -110,7 +124,7 @@ def run_study(
     _close_stale_children(parent, "stopped early by the scheduler")
     trials = tuple(_outcome(result) for result in grid)
     parent.set_tags({"trials": len(trials), "failed_trials": sum(t.error is not None for t in trials)})
-    return SweepOutcome(study.name, trials, parent.run_id, uri, str(path))
+    return SweepOutcome(study.name, trials, parent.run_id, uri, path)
 
 
 def _param_space(study: Study, search: SearchSetup | None) -> dict[str, Any]:
@@ -122,21 +136,19 @@ def _param_space(study: Study, search: SearchSetup | None) -> dict[str, Any]:
     return {"cell": tune.grid_search([cell.name for cell in study.cells])}
 
 
-def _tune_config(config: ExperimentConfig, search: SearchSetup | None):
+def _tune_config(config: ExperimentConfig, search: SearchSetup | None, max_concurrent: int | None):
     """Tune's settings: concurrency, and for a search study its algorithm, scheduler and budget."""
     from ray import tune
 
     if search is None:
-        return tune.TuneConfig(
-            max_concurrent_trials=config.sweep.max_concurrent, trial_name_creator=_trial_name
-        )
+        return tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_name_creator=_trial_name)
     return tune.TuneConfig(
         metric=search.metric,
         mode=search.mode,
         search_alg=search.search_alg,
         scheduler=search.scheduler,
         num_samples=search.num_samples,
-        max_concurrent_trials=config.sweep.max_concurrent,
+        max_concurrent_trials=max_concurrent,
     )
 
 

@@ -53,6 +53,9 @@ class Study:
     search: Callable[[ExperimentConfig], SearchSetup] | None = None
     prepare: Callable[[ExperimentConfig], ExperimentConfig] | None = None
     """Runs once in the driver before the sweep (e.g. pre-trains the encoder every trial shares)."""
+    train_workers: bool = False
+    """Each trial runs Ray Train (``pretrain.num_workers`` workers beside the trial's own resources); the
+    sweep checks that they fit the cluster (:mod:`clip2point.sweep.resources`)."""
 
     def cell(self, name: str) -> Cell:
         for cell in self.cells:

@@ -162,6 +162,18 @@ def test_storage_is_set_once_and_everything_else_reads_it():
     assert mlflow_lines == [f'    --artifacts-destination "${STORAGE_ENV}/mlflow"']
 
 
+def test_every_node_type_can_write_the_bucket():
+    """Workers write checkpoints and encoders to the bucket themselves: every worker type has the instance
+    profile that grants S3 access (the head gets it when `ray up` bootstraps the cluster)."""
+    config = as_ray_up(load(GPU))
+    profiles = {
+        name: node["node_config"].get("IamInstanceProfile", {}).get("Name")
+        for name, node in config["available_node_types"].items()
+        if name != HEAD
+    }
+    assert set(profiles.values()) == {"ray-autoscaler-v1"}, profiles
+
+
 def test_no_credentials_in_the_configs():
     for path in (GPU, LOCAL):
         assert find_secrets(path.read_text()) == [], path

@@ -1,6 +1,7 @@
 """cluster/local.yaml really starts: the autoscaler brings up every fake worker node with its configured
-resources, ``ray status`` lists them by node type, and work placed on each node sees the driver's storage and
-tracking through :func:`clip2point.cluster.init_ray` (the cluster itself was started without them)."""
+resources, ``ray status`` lists them by node type, and work placed on each node sees the driver's storage (a
+bucket), its S3 endpoint and tracking through :func:`clip2point.cluster.init_ray` (the cluster itself was
+started without them)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ while len([n for n in ray.nodes() if n["Alive"]]) < want_nodes and time.monotoni
 
 @ray.remote(num_cpus=1)
 def report():
-    keys = ("RAY_NODE_TYPE_NAME", "MLFLOW_TRACKING_URI", "CLIP2POINT_STORAGE")
+    keys = ("RAY_NODE_TYPE_NAME", "MLFLOW_TRACKING_URI", "CLIP2POINT_STORAGE", "AWS_ENDPOINT_URL")
     return {key: os.environ.get(key) for key in keys}
 
 nodes = [n for n in ray.nodes() if n["Alive"]]
@@ -54,7 +55,9 @@ print(json.dumps([
 def test_local_yaml_starts_and_scales_to_every_worker_node(tmp_path, monkeypatch):
     monkeypatch.delenv("CLIP2POINT_STORAGE", raising=False)  # the cluster starts without them ...
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    storage = f"{tmp_path}/shared"
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    storage = "s3://rehearsal/clip2point"
+    endpoint = "http://127.0.0.1:9000"  # only passed on: nothing here talks to it
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     with fake_cluster(LOCAL) as cluster:
         types = cluster.config["available_node_types"]
@@ -68,6 +71,7 @@ def test_local_yaml_starts_and_scales_to_every_worker_node(tmp_path, monkeypatch
             "PYTHONPATH": str(ROOT),
             "CLIP2POINT_STORAGE": storage,  # ... and only the driver has them
             "MLFLOW_TRACKING_URI": tracking,
+            "AWS_ENDPOINT_URL": endpoint,
         }
         client = subprocess.run(
             [sys.executable, "-c", CLIENT, str(want_nodes), str(want_cpus)],
@@ -94,8 +98,9 @@ def test_local_yaml_starts_and_scales_to_every_worker_node(tmp_path, monkeypatch
         spec = types[node["RAY_NODE_TYPE_NAME"] or cluster.config["head_node_type"]]
         assert node["cpus"] == spec["resources"]["CPU"]
         assert node["gpus"] == 0
-    # The driver's storage and tracking reached a task on every node.
-    assert {(n["CLIP2POINT_STORAGE"], n["MLFLOW_TRACKING_URI"]) for n in nodes} == {(storage, tracking)}
+    # The driver's storage, its endpoint and tracking reached a task on every node.
+    seen = {(n["CLIP2POINT_STORAGE"], n["AWS_ENDPOINT_URL"], n["MLFLOW_TRACKING_URI"]) for n in nodes}
+    assert seen == {(storage, endpoint, tracking)}
     # `ray status` names the node types with their counts.
     assert status.returncode == 0, status.stderr[-3000:]
     for name, spec in workers.items():

@@ -1,23 +1,29 @@
-"""Multi-node Ray on one machine, every process tracked by one MLflow server on loopback that the tests start.
+"""Multi-node Ray on one machine, every process tracked by one MLflow server on loopback that the tests start,
+with a bucket on a loopback S3 server (moto) as the cluster's shared storage.
 
 The cluster (``ray.cluster_utils.Cluster``) has a head without CPUs and worker nodes with one CPU each, so
 every 1-CPU Ray Train worker or Tune trial runs on a node of its own. It lives in its own temp dir
 (``RAY_TMPDIR``: no ``ray.init()`` elsewhere on this machine finds it) and ``Cluster.shutdown`` ends only
-its processes.
+its processes. Every node, and the MLflow server (which keeps its artefacts in the bucket, as on the head
+of ``cluster/gpu.yaml``), reaches the bucket through the standard AWS environment only.
 
 - DDP pre-training with 2 workers on 2 nodes (gloo) ends epoch 1 where 1 worker with the same global batch
   and seed does;
 - a sweep's trials spread over the nodes, one parent run and a FINISHED child per trial in the server;
-- removing the node of a pre-training worker after epoch 1: Ray Train restarts from epoch 1's checkpoint on
-  the nodes left, and MLflow holds every epoch exactly once.
+- pre-training on 2 nodes with the storage in the bucket: checkpoints, run record and best encoder land
+  there; removing the node of a worker after epoch 1 makes Ray Train restart from the bucket's epoch-1
+  checkpoint on the nodes left, and MLflow holds every epoch exactly once; then, with every local trace of
+  the run deleted, ``clip2point pretrain --name <run> --resume`` with one more epoch, started from another
+  directory, continues from the bucket alone.
 
-The driver-kill fault of a sweep is ``tests/sweep/test_runner.py::test_killed_sweep_resumes_and_runs_every_
-trial_once`` (one node; a sweep's state lives with its driver, whatever the number of nodes).
+The driver-kill fault of a sweep, resumed from another checkout through the bucket, is in
+``tests/sweep/test_runner.py``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,9 +38,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from clip2point.config import load_config
+from clip2point import storage
+from clip2point.config import load_config, save_config
 from clip2point.engine.pretrain import run_pretraining
 from clip2point.engine.pretrain_state import read_state
+from clip2point.sources import local_file
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.study import Cell, Column, Study
 from tests.cluster.fake_cluster import end_session, free_port
@@ -52,14 +60,24 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory) -> str:
-    """``mlflow server`` on 127.0.0.1 with a sqlite store and proxied artefacts; its URI once it answers."""
+def shared_bucket(open_s3_server) -> str:
+    """A bucket for the module, and the AWS environment that reaches it, set before any node starts (the
+    server checks no credentials: the MLflow server downloads its artefacts through presigned URLs)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in open_s3_server.env().items():
+            env.setenv(name, value)
+        yield open_s3_server.new_bucket("cluster")
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory, shared_bucket) -> str:
+    """``mlflow server`` on 127.0.0.1 with a sqlite store, artefacts proxied into the bucket; its URI."""
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"http://127.0.0.1:{free_port()}"
     command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
                "--port", uri.rsplit(":", 1)[1], "--workers", "1",
                "--backend-store-uri", f"sqlite:///{folder / 'db'}",
-               "--artifacts-destination", str(folder / "artifacts")]  # fmt: skip
+               "--artifacts-destination", f"s3://{shared_bucket}/mlflow"]  # fmt: skip
     with (folder / "server.log").open("w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -80,7 +98,7 @@ def tracking(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(shared_bucket):
     """A head without CPUs and ``WORKER_NODES`` 1-CPU nodes; the test process is the driver."""
     import ray
     from ray.cluster_utils import Cluster
@@ -194,15 +212,16 @@ def hold_after_first_epoch(folder: str, epoch: int, metrics: dict) -> None:
         time.sleep(120)  # the node is removed long before this ends
 
 
-def registered(run_dir: Path) -> str | None:
-    """The latest checkpoint Ray Train's controller has registered for ``run_dir``, if any."""
+def registered(run_dir: str) -> str | None:
+    """The latest checkpoint Ray Train's controller has registered for ``run_dir`` (storage), if any."""
     try:
-        return json.loads((run_dir / SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+        snapshot = json.loads(storage.read_text(storage.join(run_dir, SNAPSHOT)))
+        return snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def remove_held_node(cluster, folder: Path, run_dir: Path, removed: list[str]) -> None:
+def remove_held_node(cluster, folder: Path, run_dir: str, removed: list[str]) -> None:
     """Once rank 0 holds after epoch 1 and the controller has epoch 1's checkpoint, kill rank 0's node."""
     deadline = time.monotonic() + 240
     while not ((folder / "hold").exists() and registered(run_dir) == "epoch_0001"):
@@ -214,25 +233,33 @@ def remove_held_node(cluster, folder: Path, run_dir: Path, removed: list[str]) -
     removed.append(node_id)
 
 
-def test_removing_a_worker_node_restarts_from_the_latest_checkpoint(cluster, tracking, world, tmp_path):
+def local_traces(name: str, *roots: Path) -> list[Path]:
+    """Folders named ``name`` (a run's) or holding its checkpoints under ``roots``: what a node kept."""
+    found = set()
+    for root in roots:
+        if root.is_dir():
+            found |= {p for p in root.rglob(name) if p.is_dir()}
+            found |= {p.parent for p in root.rglob("epoch_000*") if p.is_dir()}
+    return sorted(found)
+
+
+def test_pretraining_in_the_bucket_survives_a_node_loss_and_resumes_from_it_alone(
+    cluster, tracking, shared_bucket, open_s3_server, world, tmp_path
+):
     import functools
 
     import ray
 
     cluster.add_node(num_cpus=1)  # the spare: two nodes remain for the restart
-    config = tiny_config_for(
-        world,
-        **{"pretrain.num_workers": 2, "pretrain.epochs": 2, "pretrain.max_failures": 1,
-           "storage": str(tmp_path / "runs"), "tracking.uri": tracking},
-    )  # fmt: skip
+    bucket_root = f"s3://{shared_bucket}/clip2point"
+    run_dir = f"{bucket_root}/pretrain/fault"
+    settings = {"pretrain.num_workers": 2, "pretrain.epochs": 2, "pretrain.max_failures": 1,
+                "storage": bucket_root, "tracking.uri": tracking}  # fmt: skip
+    config = tiny_config_for(world, **settings)
     folder = tmp_path / "epochs"
     folder.mkdir()
     removed: list[str] = []
-    killer = threading.Thread(
-        target=remove_held_node,
-        args=(cluster, folder, tmp_path / "runs" / "pretrain" / "fault", removed),
-        daemon=True,
-    )
+    killer = threading.Thread(target=remove_held_node, args=(cluster, folder, run_dir, removed), daemon=True)
     killer.start()
     result = run_pretraining(
         config, "fault", on_epoch_end=functools.partial(hold_after_first_epoch, str(folder)), log=quiet
@@ -254,4 +281,45 @@ def test_removing_a_worker_node_restarts_from_the_latest_checkpoint(cluster, tra
     restarted_on = run.data.tags["worker_nodes"].split(",")  # the restart's placement
     assert len(set(restarted_on)) == 2 and removed[0] not in restarted_on
     assert set(restarted_on) <= worker_node_ids(cluster)
-    assert read_state(tmp_path / "runs" / "pretrain" / "fault" / "epoch_0002")["epoch"] == 2
+    # Everything of the run is in the bucket: checkpoints, Ray Train's record, our record, the best encoder.
+    keys = open_s3_server.keys(shared_bucket, "clip2point/pretrain/fault/")
+    names = {key.removeprefix("clip2point/pretrain/fault/") for key in keys}
+    assert {"mlflow_run.json", "config.yaml", "best_depth_encoder.safetensors", SNAPSHOT,
+            "epoch_0001/state.pt", "epoch_0002/state.pt"} <= names  # fmt: skip
+    assert result.best_file == f"{run_dir}/best_depth_encoder.safetensors"
+    assert run.data.tags["best_checkpoint"] == result.best_file  # written there by rank 0, on its node
+    logged = local_file(f"runs:/{result.run_id}/checkpoints/best_depth_encoder.safetensors", tracking)
+    assert logged.read_bytes() == local_file(result.best_file).read_bytes()
+    assert any(
+        k.startswith("mlflow/") and k.endswith("/best_depth_encoder.safetensors")
+        for k in open_s3_server.keys(shared_bucket, "mlflow/")
+    )  # fmt: skip  (the server's artefacts)
+    state = storage.download(f"{run_dir}/epoch_0002/state.pt", tmp_path / "state" / "state.pt")
+    assert read_state(state.parent)["epoch"] == 2
+
+    # Every local trace of the run goes; a resume from another directory reads the bucket alone.
+    roots = (Path(os.environ["RAY_TMPDIR"]), world, tmp_path)  # the cluster's nodes keep theirs in RAY_TMPDIR
+    for trace in local_traces("fault", *roots):
+        shutil.rmtree(trace)
+    assert local_traces("fault", *roots) == []
+    save_config(tiny_config_for(world, **{**settings, "storage": None}), tmp_path / "config.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": cluster.address,
+        "CLIP2POINT_STORAGE": bucket_root,
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "clip2point.cli", "pretrain", "--config", str(tmp_path / "config.yaml"),
+               "--name", "fault", "--resume", "-o", "pretrain.epochs=3"]  # fmt: skip
+    resumed = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"best depth encoder: {run_dir}/best_depth_encoder.safetensors" in resumed.stdout
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in history(client, result.run_id, "loss_total")] == [1, 2, 3]  # continued at epoch 3
+    assert [s for s, _ in history(client, result.run_id, "val_acc")] == [0, 1, 2, 3]
+    state = storage.download(f"{run_dir}/epoch_0003/state.pt", tmp_path / "state3" / "state.pt")
+    assert read_state(state.parent)["epoch"] == 3
+    assert not (elsewhere / "runs").exists()

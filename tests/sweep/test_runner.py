@@ -1,20 +1,33 @@
 """The sweep machinery on a real local Ray: nested MLflow runs, failed trials, results files, resume."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from clip2point import storage
 from clip2point.config import load_config
 from clip2point.sweep.cli import run_and_report
 from tests.sweep.dummy_study import DUMMY
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def worker_env(tmp_path_factory):
+    """What the Ray workers of ``ray_session`` need, set before it starts (module fixtures come first, in
+    the order a test names them): a markers folder and this checkout on the import path."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DUMMY_STUDY_MARKERS", str(tmp_path_factory.mktemp("markers")))
+        env.setenv("PYTHONPATH", str(ROOT))
+        yield
 
 
 @pytest.fixture
@@ -40,15 +53,9 @@ def children(uri):
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env):
-    import ray
-
+def test_sweep_nests_runs_records_failure_and_writes_results(worker_env, ray_session, sweep_env):
     tmp, _, config = sweep_env
-    ray.init(num_cpus=2, include_dashboard=False)  # after sweep_env: its workers see the test's environment
-    try:
-        outcome = run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
-    finally:
-        ray.shutdown()
+    outcome = run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
     assert {t.name: t.metrics.get("score") for t in outcome.trials if t.error is None} == {
         "R=1": 10.0,
         "R=2": 20.0,
@@ -92,29 +99,30 @@ run_and_report(DUMMY, config, resume=sys.argv[1] == "resume", command="test", ve
 """
 
 
+def kill_mid_sweep(args: list[str], env: dict[str, str], state: str, tmp: Path) -> set[str]:
+    """Start a fresh sweep driver; once its state file (a storage location) exists and one trial FINISHED
+    in MLflow (``tmp/mlflow.db``), SIGKILL the driver and the Ray cluster it started (its session; other Ray
+    instances are untouched). Returns the cells that had finished."""
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    driver = subprocess.Popen([sys.executable, "-c", SCRIPT, "fresh", *args], env=env, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not storage.exists(state):  # written once the store is set up
+        time.sleep(0.5)
+    while time.time() < deadline and not any(
+        k.info.status == "FINISHED" for k in (children(uri)[2] if (tmp / "mlflow.db").exists() else [])
+    ):
+        time.sleep(0.5)
+    subprocess.run(["pkill", "-KILL", "-s", str(driver.pid)], check=False)
+    driver.wait()
+    return {k.data.tags["cell"] for k in children(uri)[2] if k.info.status == "FINISHED"}
+
+
 def test_killed_sweep_resumes_and_runs_every_trial_once(sweep_env):
     tmp, markers, config = sweep_env
     args = [f"tracking.uri={config.tracking.uri}", f"storage={tmp / 'storage'}",
             f"sweep.results_dir={tmp / 'results'}", "sweep.max_concurrent=1"]  # fmt: skip
-    env = {**os.environ, "DUMMY_STUDY_SLEEP": "3"}
-    driver = subprocess.Popen([sys.executable, "-c", SCRIPT, "fresh", *args], env=env, start_new_session=True)
-    deadline = time.time() + 120
-    state = (
-        tmp / "storage" / "sweeps" / "dummy_study" / "clip2point_sweep.json"
-    )  # written once the store is set up
-    while time.time() < deadline and not state.exists():
-        time.sleep(0.5)
-    while time.time() < deadline and not any(
-        k.info.status == "FINISHED"
-        for k in (children(config.tracking.uri)[2] if (tmp / "mlflow.db").exists() else [])
-    ):
-        time.sleep(0.5)
-    # The driver and the Ray cluster it started (its session), mid-sweep; other Ray instances are untouched.
-    subprocess.run(["pkill", "-KILL", "-s", str(driver.pid)], check=False)
-    driver.wait()
-    finished_before = {
-        k.data.tags["cell"] for k in children(config.tracking.uri)[2] if k.info.status == "FINISHED"
-    }
+    state = str(tmp / "storage" / "sweeps" / "dummy_study" / "clip2point_sweep.json")
+    finished_before = kill_mid_sweep(args, {**os.environ, "DUMMY_STUDY_SLEEP": "3"}, state, tmp)
     assert 1 <= len(finished_before) < 3
     resumed = subprocess.run(
         [sys.executable, "-c", SCRIPT, "resume", *args],
@@ -134,4 +142,46 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(sweep_env):
     for cell in finished_before:
         dilation = {"R=1": "1", "R=2": "2"}[cell]
         assert per_cell[f"{dilation}-0.02"] == 1, per_cell  # finished before the kill: not run again
+    assert "| R=1 | 10.00 +- 1.00 (n=3) |" in (tmp / "results" / "dummy_study.md").read_text()
+
+
+def checkout_copy(folder: Path) -> Path:
+    """A copy of this checkout as a fresh clone would have it: no runs/, MLflow store, caches or data."""
+    ignored = shutil.ignore_patterns(".git", ".venv", "runs", "mlflow.db", "mlruns", "cache", "data",
+                                     "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache")  # fmt: skip
+    return Path(shutil.copytree(ROOT, folder, ignore=ignored))
+
+
+def test_killed_sweep_resumes_on_another_checkout_from_the_bucket(sweep_env, bucket, s3_server):
+    """The sweep's state is in the bucket (storage from $CLIP2POINT_STORAGE); the driver is SIGKILLed
+    mid-sweep, and a driver in another checkout, whose only link is the bucket and the tracking URI, resumes
+    it: every trial FINISHED exactly once."""
+    tmp, markers, config = sweep_env
+    root = f"s3://{bucket}/clip2point"
+    args = [f"tracking.uri={config.tracking.uri}", f"sweep.results_dir={tmp / 'results'}",
+            "sweep.max_concurrent=1"]  # fmt: skip
+    env = {**os.environ, "CLIP2POINT_STORAGE": root, "DUMMY_STUDY_SLEEP": "3"}
+    finished_before = kill_mid_sweep(args, env, f"{root}/sweeps/dummy_study/clip2point_sweep.json", tmp)
+    assert 1 <= len(finished_before) < 3
+    assert not (tmp / "storage").exists()  # nothing of the sweep went to a local folder
+    keys = s3_server.keys(bucket, "clip2point/sweeps/dummy_study/")
+    assert "clip2point/sweeps/dummy_study/clip2point_sweep.json" in keys
+    assert any(key.rsplit("/", 1)[1].startswith("experiment_state") for key in keys)  # Tune's own state
+
+    clone = checkout_copy(tmp / "clone")
+    resumed = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "resume", *args],
+        cwd=clone,
+        env={**env, "PYTHONPATH": str(clone), "DUMMY_STUDY_SLEEP": "0"},
+        timeout=240,
+    )
+    assert resumed.returncode == 0
+    _, parents, kids = children(config.tracking.uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent, re-attached
+    assert sorted(k.data.tags["cell"] for k in kids if k.info.status == "FINISHED") == ["R=1", "R=2"]
+    assert all(k.info.status != "RUNNING" for k in kids)
+    runs = Counter(marker.name.rsplit("-", 1)[0] for marker in markers.iterdir())
+    for cell in finished_before:
+        assert runs[{"R=1": "1-0.02", "R=2": "2-0.02"}[cell]] == 1, runs  # not run again after the kill
+    assert not (clone / "runs").exists()  # the clone read and wrote the sweep's state in the bucket only
     assert "| R=1 | 10.00 +- 1.00 (n=3) |" in (tmp / "results" / "dummy_study.md").read_text()

@@ -8,6 +8,7 @@ config, :func:`prepare` pre-trains one first (the toy default) and every cell us
 
 from __future__ import annotations
 
+from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import Experiment
 from clip2point.engine.fewshot import run_few_shot
@@ -66,12 +67,12 @@ def prepare(config: ExperimentConfig) -> ExperimentConfig:
     of that name is resumed, which returns at once when it had finished)."""
     if config.model.depth_encoder is not None:
         return config
-    earlier = (runs_folder(config) / ENCODER_RUN).is_dir()
+    earlier = storage.exists(storage.join(runs_folder(config), ENCODER_RUN))
     print(
         f"no model.depth_encoder given: {'resuming' if earlier else 'starting'} pre-training run {ENCODER_RUN}"
     )
     result = run_pretraining(config, ENCODER_RUN, resume=earlier)
-    return with_overrides(config, {"model.depth_encoder": str(result.best_file)})
+    return with_overrides(config, {"model.depth_encoder": result.best_file})
 
 
 STUDY = Study(

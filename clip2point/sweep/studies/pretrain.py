@@ -22,7 +22,7 @@ def pretrain_trial(config: ExperimentConfig, tracker: Tracker, report: Report) -
     """Pre-train (a nested Ray Train run), then the zero-shot accuracy of the best checkpoint."""
     name = f"ablation_pretrain-{'intra' if config.pretrain.intra else 'cross'}-{tracker.run_id[:8]}"
     result = run_pretraining(config, name, on_epoch_end=None, log=print)
-    tracker.set_tags({"pretrain_run": result.run_id, "best_checkpoint": str(result.best_file)})
+    tracker.set_tags({"pretrain_run": result.run_id, "best_checkpoint": result.best_file})
     report({"zeroshot_acc": result.best_test_acc})
     return {
         "zeroshot_acc": result.best_test_acc,
@@ -43,4 +43,5 @@ STUDY = Study(
     cells=CELLS,
     paper_reference="Sec. 5.4 (ModelNet40 zero-shot: 49.38 with, 38.29 without the intra-modality loss)",
     primary="zeroshot_acc",
+    train_workers=True,
 )

@@ -1,0 +1,39 @@
+"""Pre-training refuses a storage it cannot write, within seconds and before anything exists: no MLflow run,
+no run record, no Ray. (Runs that do write to a bucket: tests/cluster/test_multinode.py.)"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from clip2point.engine.pretrain import run_pretraining
+from clip2point.errors import StorageError
+from tests.cluster.fake_cluster import free_port
+from tests.engine.pretrain_fixtures import tiny_config_for
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("no such bucket", "the bucket does not exist"),
+        ("refused credentials", "the credentials were refused"),
+        ("unreachable endpoint", "the endpoint cannot be reached"),
+    ],
+)
+def test_bad_storage_stops_pretraining_before_it_starts(
+    case, reason, bucket, s3_server, monkeypatch, tmp_path
+):
+    target = f"s3://{'no-such-bucket-c2p' if case == 'no such bucket' else bucket}/clip2point"
+    if case == "refused credentials":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    if case == "unreachable endpoint":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    config = tiny_config_for(tmp_path, storage=target)
+    start = time.monotonic()
+    with pytest.raises(StorageError, match=rf"storage {target} .*: cannot write a probe file: {reason}"):
+        run_pretraining(config, "never", log=lambda _: None)
+    assert time.monotonic() - start < 15
+    assert MlflowClient(config.tracking.uri).get_experiment_by_name("clip2point") is None
+    assert s3_server.keys(bucket) == []
