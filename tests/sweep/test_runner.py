@@ -70,7 +70,7 @@ def test_sweep_nests_runs_records_failure_and_writes_results(sweep_env):
     assert r2.data.params["render.dilation"] == "2" and r2.data.metrics["score"] == 20.0
     assert [m.step for m in client.get_metric_history(r2.info.run_id, "progress")] == [0, 1]
     table = (tmp / "results" / "dummy_study.md").read_text()
-    assert "| R=2 | 20.00 +- 1.00 (n=3) | 21.00 |" in table
+    assert "| R=2 | 20.00 +- 1.00 (n=3; 95% CI 17.52 to 22.48) | 21.00 |" in table  # t(0.975, 2) / sqrt(3)
     assert "| broken | failed: RuntimeError: this cell is broken on purpose | - |" in table
     assert (tmp / "results" / "dummy_study.png").read_bytes()[:4] == b"\x89PNG"
     assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {
@@ -134,4 +134,7 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(sweep_env):
     for cell in finished_before:
         dilation = {"R=1": "1", "R=2": "2"}[cell]
         assert per_cell[f"{dilation}-0.02"] == 1, per_cell  # finished before the kill: not run again
-    assert "| R=1 | 10.00 +- 1.00 (n=3) |" in (tmp / "results" / "dummy_study.md").read_text()
+    assert (
+        "| R=1 | 10.00 +- 1.00 (n=3; 95% CI 7.52 to 12.48) |"
+        in (tmp / "results" / "dummy_study.md").read_text()
+    )
