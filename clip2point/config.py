@@ -11,7 +11,7 @@ data registry. Relative paths are taken from the project root (:mod:`clip2point.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -128,7 +128,8 @@ class SweepConfig(Settings):
 
     Each trial reserves ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (fractions share a GPU);
     ``max_concurrent`` caps parallel trials (None: as many as the cluster's resources fit); ``num_samples``
-    is the number of trials of a search study (hpo_fewshot). The sweep's state is kept under
+    is the number of trials of a search study (hpo_fewshot); ``datasets``: the datasets of the studies that
+    evaluate on several (Tables 1 and 2: one row per dataset). The sweep's state is kept under
     ``<storage>/sweeps/<study>``; ``results_dir`` is where the study's table and plot go.
     """
 
@@ -138,6 +139,7 @@ class SweepConfig(Settings):
     gpus_per_trial: float = bounded(0.0, low=0.0)
     max_concurrent: int | None = bounded(None, low=1)
     num_samples: int = bounded(8, low=1)
+    datasets: tuple[DatasetName, ...] = ("modelnet10",)
     results_dir: str = "results"
 
 
@@ -177,19 +179,21 @@ def preset_names() -> list[str]:
 
 
 def load_config(
-    path: str | Path | None = None,
+    path: str | Path | Sequence[str | Path] | None = None,
     overrides: Mapping[str, Any] | None = None,
     preset: str | None = None,
 ) -> ExperimentConfig:
     """Load an :class:`ExperimentConfig`: defaults, then a shipped ``preset`` (e.g. ``"paper"``), then the
-    YAML file at ``path``, then dotted-key ``overrides``; each layer changes only the keys it names."""
+    YAML file at ``path`` (or several, in order), then dotted-key ``overrides``; each layer changes only
+    the keys it names."""
     config = ExperimentConfig()
     if preset is not None:
         if preset not in preset_names():
             raise ConfigError(f"unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
         config = _merge_yaml(config, PRESETS_DIR / f"{preset}.yaml")
-    if path is not None:
-        config = _merge_yaml(config, Path(path))
+    paths = [] if path is None else [path] if isinstance(path, str | Path) else list(path)
+    for layer in paths:
+        config = _merge_yaml(config, Path(layer))
     return with_overrides(config, overrides or {})
 
 

@@ -35,9 +35,11 @@ class Estimate:
         """Half the interval's width (NaN for ``n = 1``)."""
         return (self.high - self.low) / 2
 
-    def format(self, digits: int = 2) -> str:
-        """``"89.21 +- 0.58 (n=3; 95% CI 87.77 to 90.65)"`` (no interval for one value)."""
-        text = f"{self.mean:.{digits}f} +- {self.std:.{digits}f} (n={self.n}"
+    def format(self, digits: int = 2, signed: bool = False) -> str:
+        """``"89.21 +- 0.58 (n=3; 95% CI 87.77 to 90.65)"`` (no interval for one value); ``signed`` writes
+        the mean with its sign (differences: ``"+2.33 +- ..."``)."""
+        sign = "+" if signed else ""
+        text = f"{self.mean:{sign}.{digits}f} +- {self.std:.{digits}f} (n={self.n}"
         if math.isnan(self.low):
             return text + ")"
         return text + f"; {self.level:.0%} CI {self.low:.{digits}f} to {self.high:.{digits}f})"

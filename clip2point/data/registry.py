@@ -11,22 +11,24 @@ from typing import Any
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """``reader``: the class in :mod:`clip2point.data.datasets`; ``options``: its fixed keyword arguments;
-    ``aligned``: the dataset is in ModelNet's frame and takes the "rot" alignment (``data.align``)."""
+    """``title``: the name tables use; ``reader``: the class in :mod:`clip2point.data.datasets`; ``options``:
+    its fixed keyword arguments; ``aligned``: the dataset is in ModelNet's frame and takes the "rot"
+    alignment (``data.align``)."""
 
+    title: str
     reader: str
     options: Mapping[str, Any] = field(default_factory=dict)
     aligned: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "modelnet10": DatasetSpec("ModelNet", {"variant": "modelnet10"}, aligned=True),
-    "modelnet40": DatasetSpec("ModelNet", {"variant": "modelnet40"}, aligned=True),
-    "modelnet40_ply": DatasetSpec("ModelNet40Ply", aligned=True),
-    "scanobjectnn_obj_only": DatasetSpec("ScanObjectNN", {"variant": "obj_only"}),
-    "scanobjectnn_obj_bg": DatasetSpec("ScanObjectNN", {"variant": "obj_bg"}),
-    "scanobjectnn_pb_t50_rs": DatasetSpec("ScanObjectNN", {"variant": "pb_t50_rs"}),
-    "shapenet55": DatasetSpec("ShapeNet55"),
-    "shapenet55_pretrain": DatasetSpec("ShapeNet55Pretrain"),
+    "modelnet10": DatasetSpec("ModelNet10", "ModelNet", {"variant": "modelnet10"}, aligned=True),
+    "modelnet40": DatasetSpec("ModelNet40", "ModelNet", {"variant": "modelnet40"}, aligned=True),
+    "modelnet40_ply": DatasetSpec("ModelNet40 (.ply samples)", "ModelNet40Ply", aligned=True),
+    "scanobjectnn_obj_only": DatasetSpec("ScanObjectNN OBJ_ONLY", "ScanObjectNN", {"variant": "obj_only"}),
+    "scanobjectnn_obj_bg": DatasetSpec("ScanObjectNN OBJ_BG", "ScanObjectNN", {"variant": "obj_bg"}),
+    "scanobjectnn_pb_t50_rs": DatasetSpec("ScanObjectNN PB_T50_RS", "ScanObjectNN", {"variant": "pb_t50_rs"}),
+    "shapenet55": DatasetSpec("ShapeNet55", "ShapeNet55"),
+    "shapenet55_pretrain": DatasetSpec("ShapeNet55 pairs", "ShapeNet55Pretrain"),
 }
 DATASET_NAMES = tuple(DATASETS)

@@ -37,19 +37,26 @@ writes results/{study.name}.md and .png; `mlflow ui` in the project root shows t
 
 
 def run_and_report(
-    study: Study, config: ExperimentConfig, *, resume: bool, command: str, verbose: int = 1
+    study: Study,
+    config: ExperimentConfig,
+    *,
+    resume: bool,
+    command: str,
+    verbose: int = 1,
+    within: Tracker | None = None,
 ) -> SweepOutcome:
-    """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it."""
+    """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it.
+    ``within``: an MLflow run to nest the sweep's parent run under."""
     ensure_toy_world(config)
     if study.prepare is not None:
         config = study.prepare(resolve_paths(config))
-    outcome = run_study(study, config, resume=resume, verbose=verbose)
+    outcome = run_study(study, config, resume=resume, verbose=verbose, within=within)
     md, png = write_results(study, config, outcome, command)
     parent = Tracker.attach(outcome.tracking_uri, outcome.parent_run_id)
     parent.log_artifact(md)
     parent.log_artifact(png)
     parent.finish()
-    print_table(study, outcome)
+    print_table(study, outcome, config)
     print(f"\nwrote {md} and {png}; MLflow parent run {outcome.parent_run_id} ({outcome.tracking_uri})")
     return outcome
 

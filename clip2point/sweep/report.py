@@ -11,8 +11,9 @@ import yaml
 from clip2point.config import ExperimentConfig
 from clip2point.paths import project_root, resolve_path
 from clip2point.plots import pyplot, save_figure
+from clip2point.stats import estimate
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
-from clip2point.sweep.study import Study
+from clip2point.sweep.study import Study, seed_values
 from clip2point.tracking import git_revision
 
 
@@ -22,14 +23,25 @@ def is_toy(config: ExperimentConfig) -> bool:
 
 
 def measured(metrics: dict[str, float], metric: str) -> str:
-    """``mean +- std (n)`` when the trial gave a spread, else the value; ``-`` when absent."""
+    """``mean +- std (n=...; 95% CI ...)`` when the trial gave per-seed values, else the value; ``-`` when
+    absent."""
+    per_seed = seed_values(metrics, metric)
+    if per_seed:
+        return estimate(list(per_seed.values())).format()
     if metric not in metrics or metrics[metric] is None or math.isnan(metrics[metric]):
         return "-"
-    value = metrics[metric]
-    if f"{metric}_std" in metrics:
-        n = int(metrics.get(f"{metric}_n", 0))
-        return f"{value:.2f} +- {metrics[f'{metric}_std']:.2f} (n={n})"
-    return f"{value:.2f}"
+    return f"{metrics[metric]:.2f}"
+
+
+def spread(metrics: dict[str, float], metric: str) -> float:
+    """The sample std of a metric's per-seed values (0 without them): error bars."""
+    per_seed = seed_values(metrics, metric)
+    return estimate(list(per_seed.values())).std if per_seed else 0.0
+
+
+def paper_values(study: Study, config: ExperimentConfig) -> dict[str, dict]:
+    """The paper's values of each cell, by cell name (empty for a search study)."""
+    return {cell.name: dict(cell.paper) for cell in study.cells_for(config)}
 
 
 def results_dir(config: ExperimentConfig) -> Path:
@@ -37,12 +49,15 @@ def results_dir(config: ExperimentConfig) -> Path:
     return resolve_path(config.sweep.results_dir)
 
 
-def table_rows(study: Study, outcome: SweepOutcome) -> list[tuple[str, TrialOutcome | None]]:
+def table_rows(
+    study: Study, outcome: SweepOutcome, config: ExperimentConfig
+) -> list[tuple[str, TrialOutcome | None]]:
     """Rows in the study's order: each cell with its trial (None if it never ran); search studies: each
     trial named by its params, best first by the study's primary metric."""
     by_name = {t.name: t for t in outcome.trials}
-    if study.cells:
-        return [(cell.name, by_name.get(cell.name)) for cell in study.cells]
+    cells = study.cells_for(config)
+    if cells:
+        return [(cell.name, by_name.get(cell.name)) for cell in cells]
     ranked = sorted(
         outcome.trials,
         key=lambda t: -t.metrics.get(study.primary, -math.inf) if t.error is None else math.inf,
@@ -72,14 +87,15 @@ def write_results(
     folder = results_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     md, png = folder / f"{study.name}.md", folder / f"{study.name}.png"
-    rows = table_rows(study, outcome)
+    rows = table_rows(study, outcome, config)
+    papers = paper_values(study, config)
     header = ["setting"]
     for column in study.columns:
         header += [f"{column.label} (measured)", f"{column.label} (paper)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, trial in rows:
         cells = [name]
-        paper = study.cell(name).paper if study.cells else {}
+        paper = papers.get(name, {})
         for column in study.columns:
             if trial is None:
                 value = "not run"
@@ -120,7 +136,7 @@ def write_results(
                 f"`{describe_params(best.params)}`, saved as `{best_file.name}` (use it with `--config`).\n"
             )
     md.write_text(text)
-    plot_results(study, rows, png, toy)
+    (study.plot or plot_results)(study, rows, png, toy, papers)
     return md, png
 
 
@@ -144,8 +160,9 @@ def _display_root(root: str) -> str:
         return str(path)
 
 
-def plot_results(study: Study, rows, path: Path, toy: bool) -> Path:
-    """Grouped bars per row: each column's measured value (with its std) beside the paper's (hatched)."""
+def plot_results(study: Study, rows, path: Path, toy: bool, papers: dict[str, dict]) -> Path:
+    """Grouped bars per row: each column's measured value (with its std over seeds) beside the paper's
+    (hatched); ``papers`` holds the paper's values by row name."""
     plt = pyplot()
     names = [name for name, _ in rows]
     width = 0.8 / (2 * len(study.columns))
@@ -156,8 +173,8 @@ def plot_results(study: Study, rows, path: Path, toy: bool) -> Path:
         for name, trial in rows:
             metrics = dict(trial.metrics) if trial is not None and trial.error is None else {}
             values.append(metrics.get(column.metric, math.nan))
-            errors.append(metrics.get(f"{column.metric}_std", 0.0))
-            reference = study.cell(name).paper.get(column.metric) if study.cells else None
+            errors.append(spread(metrics, column.metric))
+            reference = papers.get(name, {}).get(column.metric)
             paper.append(math.nan if reference is None else reference)
         x = [i + (2 * c - len(study.columns)) * width + width / 2 for i in range(len(names))]
         ax.bar(x, values, width, yerr=errors, capsize=3, color=colours[c], label=f"{column.label} (measured)")
@@ -178,12 +195,12 @@ def plot_results(study: Study, rows, path: Path, toy: bool) -> Path:
     return save_figure(fig, path)
 
 
-def print_table(study: Study, outcome: SweepOutcome) -> None:
+def print_table(study: Study, outcome: SweepOutcome, config: ExperimentConfig) -> None:
     """The final table on stdout."""
-    rows = table_rows(study, outcome)
+    rows = table_rows(study, outcome, config)
     width = max(len(name) for name, _ in rows) if rows else 8
     print(f"\n{study.title}")
-    print(f"{'setting':<{width}}  " + "  ".join(f"{c.label:>28}" for c in study.columns))
+    print(f"{'setting':<{width}}  " + "  ".join(f"{c.label:>44}" for c in study.columns))
     for name, trial in rows:
         if trial is None or trial.error is not None:
             state = "not run" if trial is None else f"failed: {trial.error}"
@@ -191,5 +208,5 @@ def print_table(study: Study, outcome: SweepOutcome) -> None:
             continue
         print(
             f"{name:<{width}}  "
-            + "  ".join(f"{measured(dict(trial.metrics), c.metric):>28}" for c in study.columns)
+            + "  ".join(f"{measured(dict(trial.metrics), c.metric):>44}" for c in study.columns)
         )

@@ -62,9 +62,15 @@ def sweep_storage(config: ExperimentConfig) -> str:
 
 
 def run_study(
-    study: Study, config: ExperimentConfig, *, resume: bool = False, verbose: int = 1
+    study: Study,
+    config: ExperimentConfig,
+    *,
+    resume: bool = False,
+    verbose: int = 1,
+    within: Tracker | None = None,
 ) -> SweepOutcome:
-    """Run ``study`` on ``config`` as a Tune sweep and return every trial's outcome (see the module doc)."""
+    """Run ``study`` on ``config`` as a Tune sweep and return every trial's outcome (see the module doc).
+    ``within``: an MLflow run to nest the sweep's parent run under (a whole reproduction)."""
     import ray
     from ray import tune
 
@@ -87,7 +93,7 @@ def run_study(
         parent.client.update_run(parent.run_id, status="RUNNING")
         _close_stale_children(parent, "resumed sweep: the driver stopped while this trial ran")
     else:
-        parent = Tracker.start(config, study.name, tags={"study": study.name, "kind": "sweep"})
+        parent = Tracker.start(config, study.name, parent=within, tags={"study": study.name, "kind": "sweep"})
 
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, study=study, base=config, parent_id=parent.run_id, uri=uri),
@@ -106,7 +112,7 @@ def run_study(
             search = study.search(config) if study.search is not None else None
             tuner = tune.Tuner(
                 trainable,
-                param_space=_param_space(study, search),
+                param_space=_param_space(study, config, search),
                 tune_config=_tune_config(config, search, max_concurrent),
                 run_config=tune.RunConfig(
                     name=study.name,
@@ -127,13 +133,13 @@ def run_study(
     return SweepOutcome(study.name, trials, parent.run_id, uri, path)
 
 
-def _param_space(study: Study, search: SearchSetup | None) -> dict[str, Any]:
+def _param_space(study: Study, config: ExperimentConfig, search: SearchSetup | None) -> dict[str, Any]:
     """A search study's space, or a grid over the study's cells."""
     from ray import tune
 
     if search is not None:
         return dict(search.param_space)
-    return {"cell": tune.grid_search([cell.name for cell in study.cells])}
+    return {"cell": tune.grid_search([cell.name for cell in study.cells_for(config)])}
 
 
 def _tune_config(config: ExperimentConfig, search: SearchSetup | None, max_concurrent: int | None):
@@ -161,7 +167,7 @@ def _run_trial(params: dict, *, study: Study, base: ExperimentConfig, parent_id:
     """One trial, inside a Ray worker: config from the params, a nested MLflow run, the study's trial."""
     from ray import tune
 
-    overrides = dict(study.cell(params["cell"]).overrides) if "cell" in params else {}
+    overrides = dict(study.cell(params["cell"], base).overrides) if "cell" in params else {}
     overrides.update({k: v for k, v in params.items() if k != "cell"})
     config = with_overrides(base, overrides)
     trial_id = tune.get_context().get_trial_id()

@@ -13,8 +13,25 @@ Metrics = dict[str, float]
 Report = Callable[[Mapping[str, float]], None]
 """Sends intermediate metrics of a trial (e.g. per epoch) to Tune and MLflow."""
 Trial = Callable[[ExperimentConfig, Tracker, Report], Metrics]
-"""Runs one trial on its config; returns its final metrics. For metric ``m`` a trial may also return
-``m_std`` and ``m_n`` (spread and count over seeds); tables show ``mean +- std (n)``."""
+"""Runs one trial on its config; returns its final metrics. A metric ``m`` measured over seeds comes with
+each seed's value as ``m/seed<s>`` (``m`` itself is their mean); tables then show mean +- std, n and the
+95% confidence interval (:mod:`clip2point.stats`)."""
+
+
+SEED_KEY = "{name}/seed{seed}"
+
+
+def seed_metrics(name: str, values: Mapping[int, float]) -> Metrics:
+    """``{name: mean, "name/seed<s>": value, ...}``: a metric over seeds with each seed's value kept, so
+    tables can give intervals and paired differences (:mod:`clip2point.stats`)."""
+    mean = sum(values.values()) / len(values)
+    return {name: mean, **{SEED_KEY.format(name=name, seed=seed): value for seed, value in values.items()}}
+
+
+def seed_values(metrics: Mapping[str, float], name: str) -> dict[int, float]:
+    """The per-seed values of metric ``name`` that :func:`seed_metrics` stored (empty if none)."""
+    prefix = f"{name}/seed"
+    return {int(key[len(prefix) :]): value for key, value in metrics.items() if key.startswith(prefix)}
 
 
 @dataclass(frozen=True)
@@ -38,16 +55,18 @@ class Column:
 class Study:
     """A study of the paper, run as one Ray Tune sweep.
 
-    Grid studies list ``cells``; each trial runs one cell's overrides. Search studies (``search``) build
-    their own Tune search space, algorithm and scheduler from the config (see ``hpo_fewshot``); their
-    trials' params are dotted config keys. ``paper_reference`` names the table of the paper.
+    Grid studies list ``cells`` (or make them from the config, e.g. one per dataset of
+    ``sweep.datasets``); each trial runs one cell's overrides. Search studies (``search``) build their own
+    Tune search space, algorithm and scheduler from the config (see ``hpo_fewshot``); their trials' params
+    are dotted config keys. ``paper_reference`` names the table of the paper; ``plot`` draws the study's
+    picture when bars per cell are not the right one (``plot(study, rows, path, toy) -> path``).
     """
 
     name: str
     title: str
     trial: Trial
     columns: tuple[Column, ...]
-    cells: tuple[Cell, ...] = ()
+    cells: tuple[Cell, ...] | Callable[[ExperimentConfig], tuple[Cell, ...]] = ()
     paper_reference: str = ""
     primary: str = ""
     search: Callable[[ExperimentConfig], SearchSetup] | None = None
@@ -56,9 +75,14 @@ class Study:
     train_workers: bool = False
     """Each trial runs Ray Train (``pretrain.num_workers`` workers beside the trial's own resources); the
     sweep checks that they fit the cluster (:mod:`clip2point.sweep.resources`)."""
+    plot: Callable[..., Any] | None = None
 
-    def cell(self, name: str) -> Cell:
-        for cell in self.cells:
+    def cells_for(self, config: ExperimentConfig) -> tuple[Cell, ...]:
+        """The grid's cells for ``config`` (empty for a search study)."""
+        return tuple(self.cells(config)) if callable(self.cells) else self.cells
+
+    def cell(self, name: str, config: ExperimentConfig) -> Cell:
+        for cell in self.cells_for(config):
             if cell.name == name:
                 return cell
         raise KeyError(f"study {self.name} has no cell {name!r}")

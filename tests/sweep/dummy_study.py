@@ -4,11 +4,11 @@ import os
 import time
 from pathlib import Path
 
-from clip2point.sweep.study import Cell, Column, Study
+from clip2point.sweep.study import Cell, Column, Study, seed_metrics
 
 
 def score_trial(config, tracker, report):
-    """Scores ``10 * dilation``; ``radius`` 0.5 raises; a marker file per run counts executions."""
+    """Scores ``10 * dilation`` (seeds 0, 1, 2: one less, equal, one more); ``radius`` 0.5 raises; a marker file per run counts executions."""
     marker_dir = Path(os.environ["DUMMY_STUDY_MARKERS"])
     (marker_dir / f"{config.render.dilation}-{config.render.radius}-{time.time_ns()}").touch()
     for epoch in range(2):
@@ -16,7 +16,8 @@ def score_trial(config, tracker, report):
     time.sleep(float(os.environ.get("DUMMY_STUDY_SLEEP", "0")))
     if config.render.radius == 0.5:
         raise RuntimeError("this cell is broken on purpose")
-    return {"score": 10.0 * config.render.dilation, "score_std": 1.0, "score_n": 3}
+    score = 10.0 * config.render.dilation
+    return seed_metrics("score", {0: score - 1, 1: score, 2: score + 1})  # mean 10 R, std 1, n 3
 
 
 DUMMY = Study(

@@ -77,7 +77,7 @@ def test_sweep_nests_runs_records_failure_and_writes_results(worker_env, ray_ses
     assert r2.data.params["render.dilation"] == "2" and r2.data.metrics["score"] == 20.0
     assert [m.step for m in client.get_metric_history(r2.info.run_id, "progress")] == [0, 1]
     table = (tmp / "results" / "dummy_study.md").read_text()
-    assert "| R=2 | 20.00 +- 1.00 (n=3) | 21.00 |" in table
+    assert "| R=2 | 20.00 +- 1.00 (n=3; 95% CI 17.52 to 22.48) | 21.00 |" in table  # t(0.975, 2) / sqrt(3)
     assert "| broken | failed: RuntimeError: this cell is broken on purpose | - |" in table
     assert (tmp / "results" / "dummy_study.png").read_bytes()[:4] == b"\x89PNG"
     assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {
@@ -142,7 +142,10 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(sweep_env):
     for cell in finished_before:
         dilation = {"R=1": "1", "R=2": "2"}[cell]
         assert per_cell[f"{dilation}-0.02"] == 1, per_cell  # finished before the kill: not run again
-    assert "| R=1 | 10.00 +- 1.00 (n=3) |" in (tmp / "results" / "dummy_study.md").read_text()
+    assert (
+        "| R=1 | 10.00 +- 1.00 (n=3; 95% CI 7.52 to 12.48) |"
+        in (tmp / "results" / "dummy_study.md").read_text()
+    )
 
 
 def checkout_copy(folder: Path) -> Path:
@@ -184,4 +187,7 @@ def test_killed_sweep_resumes_on_another_checkout_from_the_bucket(sweep_env, buc
     for cell in finished_before:
         assert runs[{"R=1": "1-0.02", "R=2": "2-0.02"}[cell]] == 1, runs  # not run again after the kill
     assert not (clone / "runs").exists()  # the clone read and wrote the sweep's state in the bucket only
-    assert "| R=1 | 10.00 +- 1.00 (n=3) |" in (tmp / "results" / "dummy_study.md").read_text()
+    assert (
+        "| R=1 | 10.00 +- 1.00 (n=3; 95% CI 7.52 to 12.48) |"
+        in (tmp / "results" / "dummy_study.md").read_text()
+    )

@@ -7,8 +7,11 @@ import pytest
 from mlflow import MlflowClient
 
 from clip2point.config import load_config
+from clip2point.stats import estimate
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.studies import adapter, hpo, pretrain, rendering
+from clip2point.sweep.studies.common import ENCODER_RUN
+from clip2point.sweep.study import seed_values
 from clip2point.toy import build_toy_world
 from tests.sweep.browser import dump_dom, mlflow_ui, screenshot
 from tests.tiny_clip import write_tiny_clip
@@ -77,7 +80,7 @@ def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
     work, config = study_config(base, clip, "rendering")
     outcome = run_and_report(rendering.STUDY, config, resume=False, command="test", verbose=0)
     table = check_every_cell(rendering.STUDY, work, outcome, len(rendering.CELLS))
-    assert "| minimum square R=2 |" in table and "+- " in table and "(n=2)" in table
+    assert "| minimum square R=2 |" in table and "+- " in table and "(n=2; 95% CI" in table
     assert "Toy-world results" in table  # the data root is a toy world
     # Bare `mlflow ui` in the folder of mlflow.db, and a real browser on it.
     with mlflow_ui(work) as url:
@@ -102,7 +105,7 @@ def test_adapter_study(ray_session, toy_setup):
     work, config = study_config(base, clip, "adapter")
     outcome = run_and_report(adapter.STUDY, config, resume=False, command="test", verbose=0)
     table = check_every_cell(adapter.STUDY, work, outcome, len(adapter.CELLS))
-    encoder = work / "storage" / "pretrain" / adapter.ENCODER_RUN / "best_depth_encoder.safetensors"
+    encoder = work / "storage" / "pretrain" / ENCODER_RUN / "best_depth_encoder.safetensors"
     assert encoder.is_file()  # pre-trained first, since the config named no depth encoder
     client = MlflowClient(outcome.tracking_uri)
     for trial in outcome.trials:
@@ -113,10 +116,11 @@ def test_adapter_study(ray_session, toy_setup):
             assert run.data.params[f"fewshot.adapter.{key}"] == cell.overrides[f"fewshot.adapter.{key}"]
         both_clip = "model.depth_encoder" in cell.overrides
         assert run.data.params["model.depth_encoder"] == ("None" if both_clip else str(encoder))
-        assert run.data.metrics["fewshot_acc_n"] == 2
+        per_seed = seed_values(run.data.metrics, "fewshot_acc")
+        assert sorted(per_seed) == [0, 1]  # each seed's own accuracy, logged
+        assert trial.metrics["fewshot_acc"] == pytest.approx(sum(per_seed.values()) / 2)
         row = next(line for line in table.splitlines() if line.startswith(f"| {trial.name} |"))
-        mean, std = trial.metrics["fewshot_acc"], trial.metrics["fewshot_acc_std"]
-        assert f"| {mean:.2f} +- {std:.2f} (n=2) |" in row
+        assert f"| {estimate(list(per_seed.values())).format()} |" in row
 
 
 def test_pretrain_study(ray_session, toy_setup):

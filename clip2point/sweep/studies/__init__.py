@@ -1,5 +1,16 @@
 """The paper's studies, one module each; ``sweeps/<name>.py`` runs the study of that name."""
 
-from clip2point.sweep.studies import adapter, hpo, pretrain, rendering
+from clip2point.sweep.studies import adapter, hpo, kshot, pretrain, rendering, supervised, zeroshot
 
-STUDIES = {study.name: study for study in (rendering.STUDY, adapter.STUDY, pretrain.STUDY, hpo.STUDY)}
+STUDIES = {
+    study.name: study
+    for study in (
+        zeroshot.STUDY,
+        kshot.STUDY,
+        supervised.STUDY,
+        adapter.STUDY,
+        rendering.STUDY,
+        pretrain.STUDY,
+        hpo.STUDY,
+    )
+}

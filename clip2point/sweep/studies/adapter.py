@@ -3,21 +3,14 @@ aggregator, gate on or off -- plus the dual path with both encoders CLIP-initial
 
 Every cell trains adapters (K-shot, ``fewshot.seeds``) on frozen encoders: the pre-trained depth encoder
 of ``model.depth_encoder`` and, on the dual path, CLIP's visual encoder. Without a depth encoder in the
-config, :func:`prepare` pre-trains one first (the toy default) and every cell uses it.
+config, one is pre-trained first (:func:`~clip2point.sweep.studies.common.with_depth_encoder`, shared by
+the studies) and every cell uses it.
 """
 
 from __future__ import annotations
 
-from clip2point import storage
-from clip2point.config import ExperimentConfig
-from clip2point.engine.context import Experiment
-from clip2point.engine.fewshot import run_few_shot
-from clip2point.engine.pretrain import run_pretraining, runs_folder
-from clip2point.schema import with_overrides
-from clip2point.sweep.study import Cell, Column, Metrics, Report, Study
-from clip2point.tracking import Tracker
-
-ENCODER_RUN = "ablation_adapter-depth-encoder"
+from clip2point.sweep.studies.common import fewshot_trial, with_depth_encoder
+from clip2point.sweep.study import Cell, Column, Study
 
 
 def _cell(name: str, path: str, aggregator: str, fusion: str, paper: float | None, **extra) -> Cell:
@@ -48,40 +41,13 @@ CELLS = (
 )
 
 
-def adapter_trial(config: ExperimentConfig, tracker: Tracker, report: Report) -> Metrics:
-    """K-shot accuracy of one adapter configuration, mean +- std over the seeds."""
-
-    def each_epoch(seed, stats) -> None:
-        if seed == config.fewshot.seeds[0]:
-            report({"test_acc": stats.test_acc, "loss": stats.loss})
-
-    result = run_few_shot(Experiment.from_config(config), track=False, progress=False, on_epoch=each_epoch)
-    (mean, std), (last, last_std) = result.best_mean_std, result.last_mean_std
-    return {"fewshot_acc": mean, "fewshot_acc_std": std, "fewshot_acc_n": result.n,
-            "fewshot_last_acc": last, "fewshot_last_acc_std": last_std}  # fmt: skip
-
-
-def prepare(config: ExperimentConfig) -> ExperimentConfig:
-    """Give the study a pre-trained depth encoder: ``model.depth_encoder`` if set, else pre-train one
-    (run ``ablation_adapter-depth-encoder`` in ``<storage>/pretrain``; an earlier, possibly interrupted run
-    of that name is resumed, which returns at once when it had finished)."""
-    if config.model.depth_encoder is not None:
-        return config
-    earlier = storage.exists(storage.join(runs_folder(config), ENCODER_RUN))
-    print(
-        f"no model.depth_encoder given: {'resuming' if earlier else 'starting'} pre-training run {ENCODER_RUN}"
-    )
-    result = run_pretraining(config, ENCODER_RUN, resume=earlier)
-    return with_overrides(config, {"model.depth_encoder": result.best_file})
-
-
 STUDY = Study(
     name="ablation_adapter",
     title="Adapter ablation (Table 4): K-shot top-1 of each part of the Gated Dual-Path Adapter",
-    trial=adapter_trial,
+    trial=fewshot_trial,
     columns=(Column("fewshot_acc", "16-shot"),),
     cells=CELLS,
     paper_reference="Table 4 (ModelNet40 16-shot, ViT-B/32, pre-trained depth encoder)",
     primary="fewshot_acc",
-    prepare=prepare,
+    prepare=with_depth_encoder,
 )

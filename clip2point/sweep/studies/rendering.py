@@ -18,16 +18,9 @@ from clip2point.engine.zeroshot import zero_shot_accuracy
 from clip2point.render import TABLE5_SETTINGS, RenderSettings
 from clip2point.render.preview import depth_gray, save_view_grid, view_titles
 from clip2point.schema import to_dict
+from clip2point.sweep.studies.common import CLIP_SINGLE_PATH, fewshot_metrics
 from clip2point.sweep.study import Cell, Column, Metrics, Report, Study
 from clip2point.tracking import Tracker
-
-# The protocol of Table 5: a single-path adapter with the global-view aggregator on CLIP (no pre-training).
-PROTOCOL = {
-    "fewshot.adapter.path": "single",
-    "fewshot.adapter.aggregator": "global",
-    "fewshot.adapter.fusion": "none",
-    "model.depth_encoder": None,
-}
 
 # The paper's Table 5 (ModelNet40, ViT-B/32): zero-shot and 16-shot top-1 per setting; the authors' disk
 # footprint is not in the table.
@@ -43,7 +36,10 @@ PAPER = {
 
 def cell(settings: RenderSettings) -> Cell:
     """The study's cell of one rendering setting: named by its label, every render field set."""
-    overrides = {**PROTOCOL, **{f"render.{k}": v for k, v in to_dict(settings).items() if k != "views"}}
+    overrides = {
+        **CLIP_SINGLE_PATH,
+        **{f"render.{k}": v for k, v in to_dict(settings).items() if k != "views"},
+    }
     zeroshot, fewshot = PAPER.get(settings.label(), (None, None))
     return Cell(settings.label(), overrides, {"zeroshot_acc": zeroshot, "fewshot_acc": fewshot})
 
@@ -73,16 +69,7 @@ def rendering_trial(config: ExperimentConfig, tracker: Tracker, report: Report) 
         tracker.log_artifact(picture)
         fewshot = run_few_shot(experiment, out_dir=scratch, track=False, progress=False)
         tracker.log_artifact(Path(scratch) / f"confusion_seed{config.fewshot.seeds[0]}.png")
-    mean, std = fewshot.best_mean_std
-    last_mean, last_std = fewshot.last_mean_std
-    return {
-        "zeroshot_acc": zeroshot.overall,
-        "fewshot_acc": mean,
-        "fewshot_acc_std": std,
-        "fewshot_acc_n": fewshot.n,
-        "fewshot_last_acc": last_mean,
-        "fewshot_last_acc_std": last_std,
-    }
+    return {"zeroshot_acc": zeroshot.overall, **fewshot_metrics(fewshot)}
 
 
 STUDY = Study(

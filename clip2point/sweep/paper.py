@@ -1,0 +1,177 @@
+"""``results/paper.md``: every table of the paper as the reproduction measured it, beside the published
+numbers. Each cell: mean +- sample std over seeds, n and the 95% confidence interval (Student t); for each
+comparison the paper draws (an ablation, with vs without pre-training), the paired difference over the
+same seeds with its interval (:mod:`clip2point.stats`); and the protocol that produced the number."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from clip2point.config import ExperimentConfig
+from clip2point.stats import paired_difference
+from clip2point.sweep.report import is_toy, measured, results_dir
+from clip2point.sweep.studies import STUDIES
+from clip2point.sweep.study import seed_values
+from clip2point.tracking import git_revision
+
+SELECTION_LABELS = {
+    "test": "epoch with the best test accuracy, as the paper (optimistic)",
+    "val": "epoch selected on a validation split carved from the training samples; test read once",
+}
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """How one stage appears in the paper: heading, what it shows, and for each row the row it is compared
+    with (None: no comparison)."""
+
+    stage: str
+    heading: str
+    about: str
+    reference: Callable[[str], str | None] = lambda row: None
+
+
+def _replace(old: str, new: str) -> Callable[[str], str | None]:
+    """Compare each row that names ``old`` with the same row naming ``new`` instead."""
+    return lambda row: row.replace(old, new) if old in row else None
+
+
+def _against(name: str) -> Callable[[str], str | None]:
+    """Compare every other row with the row ``name``."""
+    return lambda row: name if row != name else None
+
+
+TABLES = (
+    PaperTable(
+        "table1",
+        "Table 1: zero-shot classification",
+        "Zero-shot top-1 with CLIP's visual encoder and with the pre-trained depth encoder; the last "
+        "row is the pre-training data check (CLIP on the pre-training validation pairs: depth maps "
+        "in the first column, RGB renders in the second). One number per cell: zero-shot has no "
+        "seed. Difference: pre-trained minus CLIP.",
+        _replace("pre-trained", "CLIP"),
+    ),
+    PaperTable(
+        "table2",
+        "Table 2 and the K-shot curve",
+        "K-shot top-1 without pre-training (single path on CLIP) and with it (the full GDPA). "
+        "Difference: with minus without, paired over the seeds (the same K-shot draws).",
+        _replace("with pre-training", "without pre-training"),
+    ),
+    PaperTable(
+        "table3",
+        "Table 3: fully supervised",
+        "Adapters trained on the whole train split. Difference: GDPA minus the single path on CLIP.",
+        _against("single path, CLIP"),
+    ),
+    PaperTable(
+        "table4",
+        "Table 4: the Gated Dual-Path Adapter's parts",
+        "16-shot top-1 of each part. Difference: the row minus the full GDPA (dual path, global-view "
+        "aggregators, gate), paired over the seeds.",
+        _against("dual, global-view, gate"),
+    ),
+    PaperTable(
+        "table5",
+        "Table 5: depth rendering",
+        "Zero-shot and 16-shot top-1 per rendering setting, without pre-training. Difference: the "
+        "16-shot row minus the paper's setting (minimum depth, R=2), paired over the seeds.",
+        _against("minimum square R=2"),
+    ),
+    PaperTable(
+        "pretrain",
+        "The intra-modality loss (Sec. 5.4)",
+        "Zero-shot top-1 of the best (by validation) encoder of each pre-training run. One "
+        "pre-training run per setting, so n = 1 and no interval. Difference: without minus with.",
+        _against("with intra-modality loss"),
+    ),
+    PaperTable(
+        "search", "Adapter hyper-parameter search", "Optuna (TPE) with ASHA early stopping, best first."
+    ),
+)
+
+
+def write_paper(state: dict, stages: Sequence, config: ExperimentConfig, command: str) -> Path:
+    """Write ``<sweep.results_dir>/paper.md`` from the reproduction's ``state``; return its path."""
+    path = results_dir(config) / "paper.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    studies = {stage.key: STUDIES[stage.study] for stage in stages}
+    records = state["stages"]
+    times = ", ".join(
+        f"{key} {records[key].get('seconds', math.nan) / 60:.1f}" for key in studies if key in records
+    )
+    lines = [
+        "# CLIP2Point reproduced: every table of the paper",
+        "",
+        _TOY_NOTICE if is_toy(config) else "",
+        f"- command: `{command}`",
+        f"- backbone `{config.model.name}` (`{config.model.pretrained}`), data under `{config.data.root}`",
+        f"- date {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`, MLflow parent run "
+        f"`{state.get('parent_run_id')}` (every stage's sweep is nested under it)",
+        f"- minutes per stage (last attempt): {times}",
+        "- each measured cell: mean +- sample std over the seeds (n) and the 95% confidence interval of the "
+        "mean (Student t, n - 1 degrees of freedom); differences are paired over the same seeds",
+        "",
+    ]
+    for table in TABLES:
+        record = records.get(table.stage)
+        if record is None or record.get("status") != "finished":
+            lines += [f"## {table.heading}", "", "not run yet", ""]
+            continue
+        lines += _section(table, studies[table.stage], record)
+    path.write_text("\n".join(line for line in lines if line is not None) + "\n")
+    return path
+
+
+_TOY_NOTICE = (
+    "**Toy-world results.** Measured on the embedded toy world (procedural furniture, the bundled toy CLIP): "
+    "they show the whole reproduction working and how the settings compare there; they are not comparable "
+    "with the paper's numbers, which stand beside them for orientation.\n"
+)
+
+
+def _section(table: PaperTable, study, record: dict) -> list[str]:
+    """One table: a row per cell, measured beside the paper per column, then the paired difference."""
+    trials = {t["name"]: t for t in record["trials"]}
+    order = record.get("cells") or sorted(
+        trials, key=lambda name: -trials[name]["metrics"].get(study.primary, -math.inf)
+    )
+    header = ["setting"]
+    for column in study.columns:
+        header += [f"{column.label}", "paper"]
+    header.append(f"difference ({study.columns[0].label})")
+    out = [f"## {table.heading}", "", table.about, ""]
+    if any(column.metric == "fewshot_acc" for column in study.columns):
+        out += [f"Protocol: {SELECTION_LABELS.get(record.get('selection'), record.get('selection'))}.", ""]
+    out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name in order:
+        trial = trials.get(name)
+        metrics = trial["metrics"] if trial else {}
+        row = [name]
+        for column in study.columns:
+            paper = (trial or {}).get("paper", {}).get(column.metric)
+            row += [
+                measured(metrics, column.metric) if trial else "not run",
+                "-" if paper is None else f"{paper:.2f}",
+            ]
+        reference = table.reference(name)
+        row.append(
+            _difference(metrics, trials.get(reference, {}).get("metrics"), study.columns[0].metric, reference)
+        )
+        out.append("| " + " | ".join(row) + " |")
+    return [*out, ""]
+
+
+def _difference(metrics: dict, reference: dict | None, metric: str, reference_name: str | None) -> str:
+    """``+2.33 +- 1.53 (n=3; 95% CI -1.46 to 6.13) vs <row>``, paired over the common seeds (zero-shot
+    rows: the plain difference, n = 1); ``-`` without a pair."""
+    if reference is None or metric not in metrics or metric not in reference:
+        return "-"
+    mine, theirs = seed_values(metrics, metric), seed_values(reference, metric)
+    if not mine or not theirs:  # one number each (zero-shot): their plain difference
+        mine, theirs = {0: metrics[metric]}, {0: reference[metric]}
+    return f"{paired_difference(mine, theirs).format(signed=True)} vs {reference_name}"

@@ -1,0 +1,65 @@
+"""What several studies share: the depth encoder they are given or pre-train once, and K-shot trials."""
+
+from __future__ import annotations
+
+from clip2point import storage
+from clip2point.config import ExperimentConfig
+from clip2point.engine.context import Experiment
+from clip2point.engine.fewshot import FewShotResult, run_few_shot
+from clip2point.engine.pretrain import run_pretraining, runs_folder
+from clip2point.schema import with_overrides
+from clip2point.sweep.study import Metrics, Report, seed_metrics
+from clip2point.tracking import Tracker
+
+ENCODER_RUN = "depth-encoder"
+"""The pre-training run that studies needing a depth encoder share when the config names none."""
+
+CLIP_SINGLE_PATH = {
+    "fewshot.adapter.path": "single",
+    "fewshot.adapter.aggregator": "global",
+    "fewshot.adapter.fusion": "none",
+    "model.depth_encoder": None,
+}
+"""Without pre-training (Tables 2, 3 and 5): a single-path adapter, global-view aggregator, on CLIP."""
+
+FULL_GDPA = {
+    "fewshot.adapter.path": "dual",
+    "fewshot.adapter.aggregator": "global",
+    "fewshot.adapter.fusion": "gate",
+}
+"""With pre-training (Tables 2 and 3): the full GDPA on the pre-trained depth encoder and CLIP."""
+
+
+def with_depth_encoder(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` with a pre-trained depth encoder: ``model.depth_encoder`` if set, else the best encoder of
+    the pre-training run :data:`ENCODER_RUN` in ``<storage>/pretrain``, made first if missing (an earlier,
+    possibly interrupted run of that name is resumed, which returns at once when it had finished). Studies
+    use it as their ``prepare`` step, in the driver, before any trial."""
+    if config.model.depth_encoder is not None:
+        return config
+    earlier = storage.exists(storage.join(runs_folder(config), ENCODER_RUN))
+    verb = "resuming" if earlier else "starting"
+    print(f"no model.depth_encoder given: {verb} the shared pre-training run {ENCODER_RUN!r}")
+    result = run_pretraining(config, ENCODER_RUN, resume=earlier)
+    return with_overrides(config, {"model.depth_encoder": result.best_file})
+
+
+def fewshot_metrics(result: FewShotResult) -> Metrics:
+    """A K-shot result as trial metrics: ``fewshot_acc`` (the reported accuracy, per seed and their mean)
+    and ``fewshot_last_acc`` (the last epoch's)."""
+    return {
+        **seed_metrics("fewshot_acc", {s.seed: s.best for s in result.seeds}),
+        **seed_metrics("fewshot_last_acc", {s.seed: s.last for s in result.seeds}),
+    }
+
+
+def fewshot_trial(config: ExperimentConfig, tracker: Tracker, report: Report) -> Metrics:
+    """Adapters trained as ``config.fewshot`` says, one per seed; the first seed's test top-1 and loss
+    are reported after every epoch (for Tune's progress and schedulers)."""
+
+    def each_epoch(seed, stats) -> None:
+        if seed == config.fewshot.seeds[0]:
+            report({"test_acc": stats.test_acc, "loss": stats.loss})
+
+    result = run_few_shot(Experiment.from_config(config), track=False, progress=False, on_epoch=each_epoch)
+    return fewshot_metrics(result)
