@@ -1,6 +1,7 @@
 """Pre-training throughput: samples/s of one full pre-training step, per stage, side by side.
 
     python benchmarks/pretrain_throughput.py                          # ViT-B-32, batch 256, bf16 on CUDA
+    python benchmarks/pretrain_throughput.py --precision fp32         # the authors' precision
     python benchmarks/pretrain_throughput.py --model ToyCLIP --pretrained toy --batch 32 --device cpu
 
 A step is what the Ray Train worker does per iteration (docs/method.md section 2): render each cloud's sampled view
@@ -18,9 +19,10 @@ import statistics
 import time
 
 import torch
-from timm.optim import Lamb
 
-from clip2point.engine.features import autocast
+from clip2point.config import PretrainConfig
+from clip2point.engine.features import autocast, compute_precision
+from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_step import DepthImageContrast, render_pair
 from clip2point.models import PretrainObjective, load_clip
 from clip2point.render import DepthRenderer, official_views
@@ -39,6 +41,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--precision", choices=("bf16", "fp32"), default="bf16", help="bf16 autocast on CUDA, or fp32"
+    )
+    parser.add_argument("--optimizer", choices=("lamb", "timm_lamb"), default="lamb")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -48,7 +54,9 @@ def main() -> None:
         bundle.depth_encoder().to(device), PretrainObjective().to(device), global_negatives=False
     )
     image_encoder = bundle.image_encoder()
-    optimiser = Lamb(model.parameters(), lr=6e-3, weight_decay=1e-4)
+    optimiser = build_optimizer(
+        PretrainConfig(optimizer=args.optimizer, lr=6e-3, weight_decay=1e-4), model.parameters()
+    )
     renderer = DepthRenderer(image_size=s)
     azim, elev, dist = (t.to(device) for t in official_views(10))
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -78,10 +86,10 @@ def main() -> None:
         t0 = sync()
         depth = render_pair(renderer, points, azim[view], elev[view], dist[view], factors)
         t1 = sync()
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, args.precision):
             image_features = image_encoder(rgb)
         t2 = sync()
-        with autocast(device):
+        with autocast(device, args.precision):
             loss = model(depth, image_features).total
         loss.backward()
         t3 = sync()
@@ -94,7 +102,7 @@ def main() -> None:
             totals.append(t4 - t0)
     total = statistics.median(totals)
     print(f"{args.model} ({args.pretrained or 'random'}) S={s} batch={args.batch} N={args.points} device={device} "
-          f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}; median of {args.steps} steps")  # fmt: skip
+          f"{compute_precision(device, args.precision)}, {args.optimizer}; median of {args.steps} steps")  # fmt: skip
     print(f"{'stage':<34} {'ms':>9} {'share':>7}")
     for name, times in stages.items():
         median = statistics.median(times)

@@ -22,7 +22,7 @@ from clip2point.data.registry import DATASET_NAMES
 from clip2point.errors import ConfigError
 from clip2point.models.adapters import AdapterSettings
 from clip2point.render.settings import RenderSettings
-from clip2point.schema import Settings, bounded, from_dict, to_dict, with_overrides
+from clip2point.schema import Settings, bounded, described, from_dict, to_dict, with_overrides
 
 DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]  (the registry's names)
 
@@ -72,7 +72,9 @@ class PretrainConfig(Settings):
     period T_0 in epochs (the schedule steps every iteration); ``negatives``: ``global`` gathers features
     from every worker (N workers == 1 worker with the same global batch), ``per_worker`` keeps each
     worker's own batch as negatives (what the official DataParallel code effectively had).
-    ``loader_workers``: data-loading processes per worker. ``keep_checkpoints``: how many epoch checkpoints
+    ``optimizer``: ``lamb`` (torch-optimizer's, as the authors built it) or ``timm_lamb`` (timm's defaults:
+    Adam bias correction, gradient-norm clipping at 1.0, no cap on the weight norm), see
+    :mod:`clip2point.engine.optim`. ``loader_workers``: data-loading processes per worker. ``keep_checkpoints``: how many epoch checkpoints
     Ray Train keeps. Runs are stored under ``<storage>/pretrain/<name>``.
     """
 
@@ -91,6 +93,9 @@ class PretrainConfig(Settings):
     use_gpu: bool = False
     cpus_per_worker: int = bounded(2, low=1)
     loader_workers: int = bounded(0, low=0)
+    optimizer: Literal["lamb", "timm_lamb"] = described(
+        "lamb", "LAMB as the authors built it (torch-optimizer) or timm's (bias correction, clipping)"
+    )
     max_failures: int = bounded(2, low=-1)
     eval_dataset: DatasetName = "modelnet10"
     eval_batch_size: int = bounded(64, low=1)
@@ -154,7 +159,9 @@ class TrackingConfig(Settings):
 @dataclass(frozen=True)
 class ExperimentConfig(Settings):
     """The whole configuration of one run. ``storage``: where runs and sweeps keep what must survive
-    (checkpoints, best encoders, sweep state); None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs``."""
+    (checkpoints, best encoders, sweep state); None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs``.
+    ``precision``: what every encoder pass computes in (pre-training steps, zero-shot and few-shot
+    features): ``bf16`` autocast on CUDA, or ``fp32`` as the authors' code; on the CPU always float32."""
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -166,6 +173,7 @@ class ExperimentConfig(Settings):
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    precision: Literal["fp32", "bf16"] = "bf16"
 
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"

@@ -141,10 +141,11 @@ class Experiment:
         self, encoder: nn.Module, dataset: PointCloudDataset, *, progress: bool = True
     ) -> ViewFeatures:
         """``encoder``'s per-view features ``(M, V, C)`` of every sample of ``dataset`` at the experiment's
-        views, from the feature cache (``fewshot.feature_cache``; computed and stored when missing)."""
+        views in its ``precision``, from the feature cache (``fewshot.feature_cache``; computed and stored when missing)."""
         return load_or_extract(
             encoder, self.renderer, dataset, self.views, cache_dir=self.config.fewshot.feature_cache,
             batch_size=self.config.fewshot.batch_size, device=self.device, progress=progress,
+            precision=self.config.precision,
         )  # fmt: skip
 
     def output_dir(self, kind: str, out_dir: str | Path | None = None) -> Path:

@@ -238,7 +238,8 @@ def run_few_shot(
     with parent.active() if parent else nullcontext():
         train, test = (
             SplitFeatures(ds, encoders, experiment.renderer, experiment.views, cache_dir=fs.feature_cache,
-                          batch_size=fs.batch_size, device=device, progress=progress)
+                          batch_size=fs.batch_size, device=device, progress=progress,
+                          precision=config.precision)
             for ds in (train_set, test_set)
         )  # fmt: skip
         text = experiment.text_features(class_names)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
 from clip2point.engine.features import autocast
+from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_state import read_state, restore_state, write_state
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, render_pair
 from clip2point.engine.zeroshot import evaluate_zero_shot
@@ -58,6 +59,7 @@ class ZeroShotProbe:
             key: evaluate_zero_shot(
                 encoder, text, names, items, e.renderer, e.views,
                 batch_size=e.config.pretrain.eval_batch_size, device=e.device, progress=False,
+                precision=e.config.precision,
             ).overall
             for key, (items, names, text) in self.sets.items()
         }  # fmt: skip
@@ -82,7 +84,6 @@ class Worker:
     def __init__(self, job: dict[str, Any]):
         import ray.train
         import ray.train.torch
-        from timm.optim import Lamb
 
         self.config: ExperimentConfig = job["config"]
         self.job = job
@@ -120,7 +121,7 @@ class Worker:
                 f"config key 'pretrain.batch_size': {pre.batch_size} exceeds the {len(self.train_set)} "
                 "pre-training samples; allowed: at most the number of samples"
             )
-        self.optimizer = Lamb(self.model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
+        self.optimizer = build_optimizer(pre, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             self.optimizer, T_0=pre.restart_epochs * len(self.loader), T_mult=1, eta_min=pre.eta_min
         )
@@ -159,7 +160,7 @@ class Worker:
             )
             with torch.no_grad():
                 depth = render_pair(self.experiment.renderer, points, azim, elev, dist_, factors)
-            with autocast(self.device):
+            with autocast(self.device, self.config.precision):
                 loss = self.trainable(depth, self.image_encoder(image))
             self.optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
