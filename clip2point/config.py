@@ -50,14 +50,15 @@ class DataConfig(Settings):
 
     ``cache_dir``: preprocess each dataset once into memory-mapped arrays there (None: parse files every
     epoch). ``on_error``: ``raise`` on a malformed file, or ``skip`` it with a warning and a count.
-    ``align``: the ModelNet "rot" alignment (datasets in ModelNet's frame only).
+    ``align``: the ModelNet "rot" alignment (datasets in ModelNet's frame only). ``num_points``: points per
+    cloud; null keeps every point of each file (``modelnet40_ply`` only, as the authors' evaluation).
     """
 
     SECTION = "data"
 
     root: str = "data/toy"
     dataset: DatasetName = "modelnet10"
-    num_points: int = bounded(1024, low=1)
+    num_points: int | None = bounded(1024, low=1)
     cache_dir: str | None = None
     on_error: Literal["raise", "skip"] = "raise"
     align: bool = True
@@ -74,7 +75,10 @@ class PretrainConfig(Settings):
     worker's own batch as negatives (what the official DataParallel code effectively had).
     ``optimizer``: ``lamb`` (torch-optimizer's, as the authors built it) or ``timm_lamb`` (timm's defaults:
     Adam bias correction, gradient-norm clipping at 1.0, no cap on the weight norm), see
-    :mod:`clip2point.engine.optim`. ``loader_workers``: data-loading processes per worker. ``keep_checkpoints``: how many epoch checkpoints
+    :mod:`clip2point.engine.optim`. ``sampling``: how the ShapeNet55 clouds (8,192 points) become
+    ``data.num_points``, for the training pairs and the validation split alike: ``fps`` (deterministic
+    farthest point sampling, the paper's wording) or ``random`` (a fresh random subset every epoch, seeded
+    per (seed, epoch, record), the authors' code). ``loader_workers``: data-loading processes per worker. ``keep_checkpoints``: how many epoch checkpoints
     Ray Train keeps. Runs are stored under ``<storage>/pretrain/<name>``.
     """
 
@@ -93,6 +97,9 @@ class PretrainConfig(Settings):
     use_gpu: bool = False
     cpus_per_worker: int = bounded(2, low=1)
     loader_workers: int = bounded(0, low=0)
+    sampling: Literal["fps", "random"] = described(
+        "fps", "ShapeNet points: farthest point sampling, or a fresh random subset per epoch (the authors')"
+    )
     optimizer: Literal["lamb", "timm_lamb"] = described(
         "lamb", "LAMB as the authors built it (torch-optimizer) or timm's (bias correction, clipping)"
     )

@@ -12,11 +12,13 @@ from typing import Any
 @dataclass(frozen=True)
 class DatasetSpec:
     """``reader``: the class in :mod:`clip2point.data.datasets`; ``options``: its fixed keyword arguments;
-    ``aligned``: the dataset is in ModelNet's frame and takes the "rot" alignment (``data.align``)."""
+    ``aligned``: the dataset is in ModelNet's frame and takes the "rot" alignment (``data.align``);
+    ``pretraining``: ShapeNet55 clouds, sampled as ``pretrain.sampling`` says (FPS or per-epoch subsets)."""
 
     reader: str
     options: Mapping[str, Any] = field(default_factory=dict)
     aligned: bool = False
+    pretraining: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -26,7 +28,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "scanobjectnn_obj_only": DatasetSpec("ScanObjectNN", {"variant": "obj_only"}),
     "scanobjectnn_obj_bg": DatasetSpec("ScanObjectNN", {"variant": "obj_bg"}),
     "scanobjectnn_pb_t50_rs": DatasetSpec("ScanObjectNN", {"variant": "pb_t50_rs"}),
-    "shapenet55": DatasetSpec("ShapeNet55"),
-    "shapenet55_pretrain": DatasetSpec("ShapeNet55Pretrain"),
+    "shapenet55": DatasetSpec("ShapeNet55", pretraining=True),
+    "shapenet55_pretrain": DatasetSpec("ShapeNet55Pretrain", pretraining=True),
 }
 DATASET_NAMES = tuple(DATASETS)

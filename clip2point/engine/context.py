@@ -100,7 +100,7 @@ class Experiment:
     def dataset(self, split: str = "test", name: str | None = None) -> PointCloudDataset:
         """Dataset ``name`` (default ``data.dataset``) of ``split`` under ``data.root``, with the config's
         point count, seed, sample cache, bad-file policy and, where the registry says so, the "rot"
-        alignment; the pre-training pairs read their RGB renders at the backbone's size and mean/std.
+        alignment or the ShapeNet point sampling (``pretrain.sampling``); the pre-training pairs read their RGB renders at the backbone's size and mean/std.
         Built once per (name, split)."""
         name = name or self.config.data.dataset
         key = (name, split)
@@ -109,6 +109,8 @@ class Experiment:
             options: dict = {"seed": self.config.seed, "on_error": data.on_error, "cache_dir": data.cache_dir}
             if DATASETS[name].aligned:
                 options["align"] = data.align
+            if DATASETS[name].pretraining:
+                options["sampling"] = self.config.pretrain.sampling
             if name == PRETRAIN_PAIRS:
                 options |= {"image_size": self.bundle.image_size, "norm": self.bundle.norm}
             self._datasets[key] = build_dataset(name, data.root, split, data.num_points, **options)
