@@ -8,9 +8,10 @@
   ``global_f.3.*`` (Linear V*C -> C), ``global_f.4.*`` (BatchNorm1d), ``global_f.7.*`` (Linear C -> C).
 
 Visual keys are OpenAI's VisionTransformer names, which open_clip's VisionTransformer shares. Keys of
-the official view selector (``selector.*``: fixed camera buffers) carry no weights we need and are
-skipped. A file that does not fit raises :class:`InputError` listing missing / unexpected / mis-shaped
-keys in the official names.
+the official view selector (``selector.view_selector.views_{azim,elev,dist}``: the fixed cameras, ``(V,)``
+buffers) carry no weights we need and are skipped on import; the DPA export writes them, because the
+authors load a DPA file strictly. A file that does not fit raises :class:`InputError` listing missing /
+unexpected / mis-shaped keys in the official names.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from clip2point.models.adapters import GDPA, AdapterSettings
 from clip2point.models.backbone import ClipBundle, load_clip
 from clip2point.models.classifier import FewShotClassifier
 from clip2point.models.state import StateDict, check_state_dict, load_module, read_state_dict, save_module
+from clip2point.render.cameras import Views, official_views
 
 DEPTH_PREFIX = "point_model."
 IMAGE_PREFIX = "image_model."
 BALANCE_KEY = "weights"
 DATAPARALLEL = "module."
 SKIPPED_PREFIXES = ("selector.",)
+SELECTOR_VIEWS = "selector.view_selector.views_"  # + azim / elev / dist: the authors' fixed-camera buffers
 
 # The adapter of the authors' DPA checkpoints: dual path, global aggregator in their form, plain average.
 OFFICIAL_DPA = AdapterSettings(path="dual", aggregator="global", fusion="average", variant="official")
@@ -152,9 +155,14 @@ def load_official_dpa(path: str | os.PathLike, classifier: FewShotClassifier) ->
 
 
 def export_official_dpa(classifier: FewShotClassifier) -> StateDict:
-    """Our official-form classifier in the ``best_test.pth`` layout (on CPU)."""
+    """Our official-form classifier in the ``best_test.pth`` layout (on CPU), the complete state dict of the
+    authors' DPA module: with their view selector's buffers ``selector.view_selector.views_{azim,elev,dist}``,
+    each ``(V,)`` float32 holding the official view set of the adapter's ``V`` (6 or 10) views, so that their
+    strict ``load_state_dict`` accepts it."""
     table = _dpa_to_official(classifier)
-    return {table[k]: v.detach().to("cpu").clone() for k, v in classifier.state_dict().items()}
+    state = {table[k]: v.detach().to("cpu").clone() for k, v in classifier.state_dict().items()}
+    views = official_views(classifier.adapter.depth_adapter.views)
+    return state | {f"{SELECTOR_VIEWS}{name}": v.clone() for name, v in zip(Views._fields, views, strict=True)}
 
 
 def convert_official(

@@ -178,7 +178,7 @@ def dpa_classifier(bundle, views: int) -> FewShotClassifier:
 
 
 def test_official_dpa_file_gives_the_official_logits(tiny_bundle, tmp_path):
-    views = 3
+    views = 6
     state = random_official_visual("pre_model.", 1) | random_official_visual("ori_model.", 2)
     state |= official_adapter("adapter1.", views, 3) | official_adapter("adapter2.", views, 4)
     path = save_torch(state, tmp_path / "best_test.pth")
@@ -200,7 +200,80 @@ def test_official_dpa_file_gives_the_official_logits(tiny_bundle, tmp_path):
         ) / 2
         expected = F.normalize(fused, dim=-1) @ F.normalize(text, dim=-1).T
         torch.testing.assert_close(classifier(images, text), expected, rtol=1e-4, atol=1e-5)
-    assert set(export_official_dpa(classifier)) == set(state)
+    selector = {f"selector.view_selector.views_{name}" for name in ("azim", "elev", "dist")}
+    assert set(export_official_dpa(classifier)) == set(state) | selector
+
+
+def module_with_layout(parameters: dict[str, tuple], buffers: dict[str, tuple]) -> torch.nn.Module:
+    """A module holding exactly the given parameter and buffer names and shapes (zeros), nested by dots."""
+    root = torch.nn.Module()
+    for table, register in ((parameters, "param"), (buffers, "buffer")):
+        for name, shape in table.items():
+            *path, leaf = name.split(".")
+            node = root
+            for part in path:
+                if not hasattr(node, part):
+                    node.add_module(part, torch.nn.Module())
+                node = getattr(node, part)
+            if register == "param":
+                node.register_parameter(leaf, torch.nn.Parameter(torch.zeros(shape)))
+            else:
+                node.register_buffer(
+                    leaf, torch.zeros(shape, dtype=torch.long if leaf == "num_batches_tracked" else None)
+                )
+    return root
+
+
+def authors_dpa_layout(views: int) -> torch.nn.Module:
+    """The authors' DPA module as their code lays it out (docs/method.md section 6), from key names and
+    shapes: ``selector.view_selector`` (three ``(V,)`` camera buffers), ``renderer`` (no state),
+    ``pre_model``/``ori_model`` (OpenAI visual encoders) and ``adapter1``/``adapter2`` (SimplifiedAdapter:
+    ``fusion_ratio``, BatchNorm ``global_f.0.bn``, Linear ``global_f.3``, BatchNorm ``global_f.4``, Linear
+    ``global_f.7``)."""
+    parameters, buffers = {}, {}
+    for prefix in ("pre_model.", "ori_model."):
+        parameters |= {prefix + k: shape for k, shape in official_visual_shapes().items()}
+    for prefix in ("adapter1.", "adapter2."):
+        parameters[prefix + "fusion_ratio"] = (views,)
+        for bn in ("global_f.0.bn", "global_f.4"):
+            parameters |= {f"{prefix}{bn}.weight": (EMBED,), f"{prefix}{bn}.bias": (EMBED,)}
+            buffers |= {f"{prefix}{bn}.running_mean": (EMBED,), f"{prefix}{bn}.running_var": (EMBED,)}
+            buffers[f"{prefix}{bn}.num_batches_tracked"] = ()
+        parameters |= {
+            f"{prefix}global_f.3.weight": (EMBED, views * EMBED),
+            f"{prefix}global_f.3.bias": (EMBED,),
+        }
+        parameters |= {f"{prefix}global_f.7.weight": (EMBED, EMBED), f"{prefix}global_f.7.bias": (EMBED,)}
+    buffers |= {f"selector.view_selector.views_{name}": (views,) for name in ("azim", "elev", "dist")}
+    return module_with_layout(parameters, buffers)
+
+
+@pytest.mark.parametrize("views", [10, 6])
+def test_dpa_export_is_accepted_by_a_strict_load_into_the_authors_layout(tiny_bundle, views, tmp_path):
+    classifier = dpa_classifier(tiny_bundle, views)
+    with torch.no_grad():
+        classifier.adapter.depth_adapter.view_weights.copy_(torch.linspace(0.1, 0.9, views))
+    exported = export_official_dpa(classifier)
+    authors = authors_dpa_layout(views)
+    result = authors.load_state_dict(exported, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    state = authors.state_dict()
+    # The cameras as the authors' ViewSelector registers them (docs/method.md section 1.1).
+    elev = {10: (0, 90, 180, 270, 225, 225, 315, 315, 0, 0), 6: (0, 0, 0, 0, 90, -90)}[views]
+    azim = {10: (0, 0, 0, 0, -45, 45, -45, 45, -90, 90), 6: (0, 90, 180, 270, 0, 180)}[views]
+    assert state["selector.view_selector.views_elev"].tolist() == list(elev)
+    assert state["selector.view_selector.views_azim"].tolist() == list(azim)
+    assert state["selector.view_selector.views_dist"].tolist() == [1.0] * views
+    assert all(exported[k].dtype == torch.float32 for k in exported if k.startswith("selector."))
+    torch.testing.assert_close(state["adapter1.fusion_ratio"], torch.linspace(0.1, 0.9, views))
+    torch.testing.assert_close(state["pre_model.proj"], classifier.depth.encoder.proj.detach())
+    back = dpa_classifier(tiny_bundle, views)  # and our import reads it back (the cameras are skipped)
+    report = load_official_dpa(save_torch(exported, tmp_path / "best_test.pth"), back)
+    assert len(report.skipped) == 3
+    for key, value in classifier.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    with pytest.raises(InputError, match=r"num_views=3 is not an official view set; allowed: 6, 10"):
+        export_official_dpa(dpa_classifier(tiny_bundle, 3))
 
 
 def test_mismatched_dpa_file_and_wrong_adapter(tiny_bundle, tmp_path):
