@@ -52,6 +52,9 @@ class DataConfig(Settings):
     epoch). ``on_error``: ``raise`` on a malformed file, or ``skip`` it with a warning and a count.
     ``align``: the ModelNet "rot" alignment (datasets in ModelNet's frame only). ``num_points``: points per
     cloud; null keeps every point of each file (``modelnet40_ply`` only, as the authors' evaluation).
+    ``prompts``: class names in the prompts with underscores read as spaces, or spelled as the authors'
+    scripts do (``official``: ModelNet10's ``night_stand`` keeps its underscore), see
+    :mod:`clip2point.models.prompts`.
     """
 
     SECTION = "data"
@@ -62,6 +65,7 @@ class DataConfig(Settings):
     cache_dir: str | None = None
     on_error: Literal["raise", "skip"] = "raise"
     align: bool = True
+    prompts: Literal["spaces", "official"] = "spaces"
 
 
 @dataclass(frozen=True)

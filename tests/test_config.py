@@ -129,7 +129,7 @@ def test_layers_preset_then_file_then_overrides(tmp_path):
     assert cfg.model.name == "ViT-B-32" and cfg.model.pretrained == "openai"  # from the preset
     assert cfg.render.dilation == 4 and cfg.render.footprint == "disk"  # file on top, untouched keys kept
     assert cfg.pretrain.epochs == 5 and cfg.pretrain.batch_size == 256  # override on top
-    with pytest.raises(ConfigError, match="unknown preset 'papr'; allowed: paper"):
+    with pytest.raises(ConfigError, match="unknown preset 'papr'; allowed: official-eval, paper"):
         load_config(preset="papr")
     listing = tmp_path / "list.yaml"
     listing.write_text("- 1\n- 2\n")

@@ -132,11 +132,12 @@ class Experiment:
         return "CLIP visual encoder" if path is None else f"depth encoder {Path(path).name}"
 
     def text_features(self, class_names: tuple[str, ...] | list[str]) -> torch.Tensor:
-        """Normalised prompt features ``(K, C)`` on the device; encoded once per class list (the text
-        encoder is frozen)."""
+        """Normalised prompt features ``(K, C)`` on the device, prompts in the ``data.prompts`` style;
+        encoded once per class list (the text encoder is frozen)."""
         names = tuple(class_names)
         if names not in self._prompts:
-            self._prompts[names] = encode_prompts(self.bundle.text, names).to(self.device)
+            prompts = encode_prompts(self.bundle.text, names, self.config.data.prompts)
+            self._prompts[names] = prompts.to(self.device)
         return self._prompts[names]
 
     def features(
