@@ -123,6 +123,13 @@ class FewShotConfig(Settings):
     paper form has none). ``batch_size`` is at least 2 (BatchNorm in the official aggregator needs two
     samples). Results are reported as mean and std over ``seeds``. ``feature_cache``: folder of the
     frozen-encoder feature cache; None computes features every epoch.
+
+    ``selection``: which epoch's adapter is reported. ``test``: the epoch with the best test top-1, test
+    evaluated after every epoch (the paper's and the authors' protocol, which selects on the test set).
+    ``val``: a validation split is held out of the train split (K-shot: ``val_shots`` more samples per class,
+    disjoint from the K shots; full: ``val_fraction`` of each class, taken out of training), seeded per seed;
+    the epoch with the best validation top-1 is selected and test is evaluated once, with that epoch's
+    adapter. The HPO study searches on the same selection metric.
     """
 
     SECTION = "fewshot"
@@ -135,7 +142,28 @@ class FewShotConfig(Settings):
     dropout: float = bounded(0.075, low=0.0, high=1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     feature_cache: str | None = "cache/features"
+    selection: Literal["val", "test"] = described(
+        "val", "epoch reported: best on a held-out validation split, or best test epoch (the paper's)"
+    )
+    val_shots: int = bounded(4, low=1, help="K-shot: validation samples per class, beside the K shots")
+    val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True, help="full: share held out")
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
+
+    def protocol(self, detail: bool = False) -> str:
+        """How the reported epoch is chosen, as tables say it: ``"best test epoch, as the paper"`` or
+        ``"selected on validation"``; with ``detail`` also what the validation split is."""
+        if self.selection == "test":
+            return "best test epoch, as the paper" + (
+                " (test top-1 after every epoch, the maximum reported)" if detail else ""
+            )
+        if not detail:
+            return "selected on validation"
+        held = (
+            f"up to {self.val_shots} samples per class from the train split, beside the {self.shots} shots"
+            if self.shots is not None
+            else f"{self.val_fraction:.0%} of each class of the train split, held out"
+        )
+        return f"selected on validation ({held}); test evaluated once, at the selected epoch"
 
 
 @dataclass(frozen=True)

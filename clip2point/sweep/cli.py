@@ -42,7 +42,7 @@ def run_and_report(
     parent.log_artifact(md)
     parent.log_artifact(png)
     parent.finish()
-    print_table(study, outcome)
+    print_table(study, outcome, config.fewshot.protocol(detail=True))
     print(f"\nwrote {md} and {png}; MLflow parent run {outcome.parent_run_id} ({outcome.tracking_uri})")
     return outcome
 

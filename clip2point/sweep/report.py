@@ -73,9 +73,13 @@ def write_results(
     folder.mkdir(parents=True, exist_ok=True)
     md, png = folder / f"{study.name}.md", folder / f"{study.name}.png"
     rows = table_rows(study, outcome)
+    protocol = config.fewshot.protocol()
     header = ["setting"]
     for column in study.columns:
-        header += [f"{column.label} (measured)", f"{column.label} (paper)"]
+        if column.fewshot:  # the epoch behind each number: ours as configured; the paper's best on test
+            header += [f"{column.label} (measured; {protocol})", f"{column.label} (paper; best test epoch)"]
+        else:
+            header += [f"{column.label} (measured)", f"{column.label} (paper)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, trial in rows:
         cells = [name]
@@ -103,6 +107,12 @@ def write_results(
         f"- dataset: `{config.data.dataset}` under `{_display_root(config.data.root)}`\n"
         f"- backbone: `{config.model.name}` (`{config.model.pretrained}`)\n"
         f"- rendering: {config.render.views} views, images at the backbone's input size\n"
+        + (
+            f"- few-shot epoch: {config.fewshot.protocol(detail=True)}\n"
+            if any(c.fewshot for c in study.columns)
+            else ""
+        )
+        + f"- precision: {config.precision} (float32 on the CPU)\n"
         f"- date: {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`\n"
         f"- paper: {study.paper_reference or 'see docs/method.md section 7'}\n"
         f"- command: `{command}`\n"
@@ -178,11 +188,13 @@ def plot_results(study: Study, rows, path: Path, toy: bool) -> Path:
     return save_figure(fig, path)
 
 
-def print_table(study: Study, outcome: SweepOutcome) -> None:
-    """The final table on stdout."""
+def print_table(study: Study, outcome: SweepOutcome, study_protocol: str = "") -> None:
+    """The final table on stdout; ``study_protocol`` names how few-shot epochs were chosen."""
     rows = table_rows(study, outcome)
     width = max(len(name) for name, _ in rows) if rows else 8
     print(f"\n{study.title}")
+    if any(c.fewshot for c in study.columns):
+        print(f"few-shot epoch: {study_protocol}")
     print(f"{'setting':<{width}}  " + "  ".join(f"{c.label:>28}" for c in study.columns))
     for name, trial in rows:
         if trial is None or trial.error is not None:

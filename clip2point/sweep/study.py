@@ -28,10 +28,12 @@ class Cell:
 
 @dataclass(frozen=True)
 class Column:
-    """A metric shown in the results table and plot."""
+    """A metric shown in the results table and plot; ``fewshot``: its numbers come from few-shot training,
+    so the table labels them with the protocol that chose the epoch (``fewshot.selection``)."""
 
     metric: str
     label: str
+    fewshot: bool = False
 
 
 @dataclass(frozen=True)

@@ -48,16 +48,14 @@ CELLS = (
 
 
 def adapter_trial(config: ExperimentConfig, tracker: Tracker, report: Report) -> Metrics:
-    """K-shot accuracy of one adapter configuration, mean +- std over the seeds."""
+    """K-shot test accuracy of one adapter configuration at the selected epochs, mean +- std over the seeds."""
 
     def each_epoch(seed, stats) -> None:
         if seed == config.fewshot.seeds[0]:
-            report({"test_acc": stats.test_acc, "loss": stats.loss})
+            report({"selection_acc": stats.selection_acc, "loss": stats.loss})
 
     result = run_few_shot(Experiment.from_config(config), track=False, progress=False, on_epoch=each_epoch)
-    (mean, std), (last, last_std) = result.best_mean_std, result.last_mean_std
-    return {"fewshot_acc": mean, "fewshot_acc_std": std, "fewshot_acc_n": result.n,
-            "fewshot_last_acc": last, "fewshot_last_acc_std": last_std}  # fmt: skip
+    return result.metrics("fewshot_acc")
 
 
 def prepare(config: ExperimentConfig) -> ExperimentConfig:
@@ -78,7 +76,7 @@ STUDY = Study(
     name="ablation_adapter",
     title="Adapter ablation (Table 4): K-shot top-1 of each part of the Gated Dual-Path Adapter",
     trial=adapter_trial,
-    columns=(Column("fewshot_acc", "16-shot"),),
+    columns=(Column("fewshot_acc", "16-shot", fewshot=True),),
     cells=CELLS,
     paper_reference="Table 4 (ModelNet40 16-shot, ViT-B/32, pre-trained depth encoder)",
     primary="fewshot_acc",

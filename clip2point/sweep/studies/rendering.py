@@ -73,23 +73,14 @@ def rendering_trial(config: ExperimentConfig, tracker: Tracker, report: Report) 
         tracker.log_artifact(picture)
         fewshot = run_few_shot(experiment, out_dir=scratch, track=False, progress=False)
         tracker.log_artifact(Path(scratch) / f"confusion_seed{config.fewshot.seeds[0]}.png")
-    mean, std = fewshot.best_mean_std
-    last_mean, last_std = fewshot.last_mean_std
-    return {
-        "zeroshot_acc": zeroshot.overall,
-        "fewshot_acc": mean,
-        "fewshot_acc_std": std,
-        "fewshot_acc_n": fewshot.n,
-        "fewshot_last_acc": last_mean,
-        "fewshot_last_acc_std": last_std,
-    }
+    return {"zeroshot_acc": zeroshot.overall} | fewshot.metrics("fewshot_acc")
 
 
 STUDY = Study(
     name="ablation_rendering",
     title="Depth rendering ablation (Table 5): zero-shot and 16-shot top-1, CLIP without pre-training",
     trial=rendering_trial,
-    columns=(Column("zeroshot_acc", "zero-shot"), Column("fewshot_acc", "16-shot")),
+    columns=(Column("zeroshot_acc", "zero-shot"), Column("fewshot_acc", "16-shot", fewshot=True)),
     cells=CELLS,
     paper_reference="Table 5 (ModelNet40, ViT-B/32, single-path adapter with the global-view aggregator)",
     primary="fewshot_acc",
