@@ -229,14 +229,29 @@ def load_config(
     preset: str | None = None,
 ) -> ExperimentConfig:
     """Load an :class:`ExperimentConfig`: defaults, then a shipped ``preset`` (e.g. ``"paper"``), then the
-    YAML file at ``path``, then dotted-key ``overrides``; each layer changes only the keys it names."""
+    YAML file at ``path``, then dotted-key ``overrides``; each layer changes only the keys it names.
+
+    The file may name its preset itself with a top-level ``preset: <name>`` (the sweeps' paper YAMLs
+    build on ``preset: paper``); a different ``preset`` argument is an error.
+    """
+    data: Mapping[str, Any] = {}
+    named_by = ""  # the file that named the preset, for errors
+    if path is not None:
+        data = _read_yaml(Path(path))
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping of config sections, got {data!r}")
+        named = data.get("preset")
+        if named is not None:
+            if preset is not None and preset != named:
+                raise ConfigError(f"{path} builds on preset {named!r}, but --preset {preset!r} was given")
+            preset, data, named_by = named, {k: v for k, v in data.items() if k != "preset"}, f"{path}: "
     config = ExperimentConfig()
     if preset is not None:
         if preset not in preset_names():
-            raise ConfigError(f"unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
-        config = _merge_yaml(config, PRESETS_DIR / f"{preset}.yaml")
+            raise ConfigError(f"{named_by}unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
+        config = _merge(config, _read_yaml(PRESETS_DIR / f"{preset}.yaml"), PRESETS_DIR / f"{preset}.yaml")
     if path is not None:
-        config = _merge_yaml(config, Path(path))
+        config = _merge(config, data, Path(path))
     return with_overrides(config, overrides or {})
 
 
@@ -251,9 +266,8 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
 
 
-def _merge_yaml(config: ExperimentConfig, path: Path) -> ExperimentConfig:
-    """``config`` with the keys of the YAML file at ``path`` applied on top."""
-    data = _read_yaml(path)
+def _merge(config: ExperimentConfig, data: Any, path: Path) -> ExperimentConfig:
+    """``config`` with the keys of ``data`` (read from the YAML file ``path``) applied on top."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping of config sections, got {data!r}")
 
