@@ -112,6 +112,11 @@ def compute_samples(
             if out is None:
                 shape = (len(labels), *sample.shape)
                 out = allocate(shape) if allocate else np.empty(shape, np.float32)
+            elif sample.shape != out.shape[1:]:
+                raise InputError(
+                    f"{desc}: input {r} gives {sample.shape[0]} points, the first gave {out.shape[1]}; "
+                    "the samples of a dataset must have one size (set a number of points)"
+                )
             out[len(kept)] = sample
         kept.append(r)
     if not kept:

@@ -126,6 +126,8 @@ def test_modelnet40_ply(tmp_path):
     torch.testing.assert_close(
         every[1]["points"], normalize_unit_sphere(torch.from_numpy(a.astype(np.float32)))
     )
+    with pytest.raises(InputError, match=r"input 1 gives 50 points, the first gave 40; .* one size"):
+        build_dataset("modelnet40_ply", tmp_path, "test", None, on_error="skip")  # read up front: 40 and 50
     with pytest.raises(
         InputError, match=r"modelnet10-test: num_points=None \(every point of each file\) applies"
     ):
