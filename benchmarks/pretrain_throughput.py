@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 from _timing import clock, unit_ball_clouds
-from timm.optim import Lamb
 
+from clip2point.config import PretrainConfig
+from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, render_pair
 from clip2point.models import PretrainObjective, load_clip
 from clip2point.render import DepthRenderer, official_views
@@ -75,9 +76,12 @@ class StepTiming:
         return self.stages[stage] / self.total
 
 
-def build_step(model: str, pretrained: str | None, batch: int, points: int, device: torch.device) -> Step:
-    """The worker's parts (depth encoder + objective, frozen image encoder, LAMB, renderer at the
-    backbone's size and mean/std) for ``model`` with ``pretrained`` weights, and synthetic inputs."""
+def build_step(
+    model: str, pretrained: str | None, batch: int, points: int, device: torch.device, optimizer: str = "lamb"
+) -> Step:
+    """The worker's parts (depth encoder + objective, frozen image encoder, the ``optimizer`` at the
+    paper's lr and weight decay, renderer at the backbone's size and mean/std) for ``model`` with
+    ``pretrained`` weights, and synthetic inputs."""
     bundle = load_clip(model, pretrained, device)
     s = bundle.image_size
     gen = torch.Generator().manual_seed(0)
@@ -87,7 +91,9 @@ def build_step(model: str, pretrained: str | None, batch: int, points: int, devi
     return Step(
         model=net,
         image_encoder=bundle.image_encoder(),
-        optimiser=Lamb(net.parameters(), lr=6e-3, weight_decay=1e-4),
+        optimiser=build_optimizer(
+            PretrainConfig(optimizer=optimizer, lr=6e-3, weight_decay=1e-4), net.parameters()
+        ),
         renderer=DepthRenderer(s, norm=bundle.norm),
         points=unit_ball_clouds(batch, points).to(device),
         view=tuple(v[index].to(device) for v in views),
@@ -97,7 +103,9 @@ def build_step(model: str, pretrained: str | None, batch: int, points: int, devi
 
 
 def precision_context(device: torch.device, precision: str):
-    """bf16 autocast on ``device`` for ``"bf16"``, nothing for ``"fp32"``."""
+    """bf16 autocast on ``device`` for ``"bf16"``, nothing for ``"fp32"``. Unlike the library's
+    :func:`clip2point.engine.features.autocast` (fp32 on the CPU), also on the CPU, so that the CPU
+    fallback of ``gpu_check.py`` exercises the bf16 path it will measure on the GPU."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -156,12 +164,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--precision", choices=("bf16", "fp32"), help="default: bf16 on CUDA (the worker's), fp32 on the CPU"
+        "--precision", choices=("bf16", "fp32"), help="default: bf16 on CUDA, fp32 on the CPU"
     )
+    parser.add_argument("--optimizer", choices=("lamb", "timm_lamb"), default="lamb", help="default: lamb")
     args = parser.parse_args()
     device = torch.device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    step = build_step(args.model, args.pretrained, args.batch, args.points, device)
+    step = build_step(args.model, args.pretrained, args.batch, args.points, device, args.optimizer)
     timing = measure_step(step, precision, args.steps, args.warmup)
     print(f"{args.model} ({args.pretrained or 'random'}) S={step.renderer.image_size} batch={args.batch} "
           f"N={args.points} device={device} {precision}; median of {args.steps} steps")  # fmt: skip

@@ -18,6 +18,7 @@ VERBS = {
     "toy": "toy",
     "pretrain": "pretrain",
     "fewshot": "fewshot",
+    "evaluate-dpa": "evaluate_dpa",
 }
 
 

@@ -22,7 +22,7 @@ from clip2point.data.registry import DATASET_NAMES
 from clip2point.errors import ConfigError
 from clip2point.models.adapters import AdapterSettings
 from clip2point.render.settings import RenderSettings
-from clip2point.schema import Settings, bounded, from_dict, to_dict, with_overrides
+from clip2point.schema import Settings, bounded, described, from_dict, to_dict, with_overrides
 
 DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]  (the registry's names)
 
@@ -50,17 +50,22 @@ class DataConfig(Settings):
 
     ``cache_dir``: preprocess each dataset once into memory-mapped arrays there (None: parse files every
     epoch). ``on_error``: ``raise`` on a malformed file, or ``skip`` it with a warning and a count.
-    ``align``: the ModelNet "rot" alignment (datasets in ModelNet's frame only).
+    ``align``: the ModelNet "rot" alignment (datasets in ModelNet's frame only). ``num_points``: points per
+    cloud; null keeps every point of each file (``modelnet40_ply`` only, as the authors' evaluation).
+    ``prompts``: class names in the prompts with underscores read as spaces, or spelled as the authors'
+    scripts do (``official``: ModelNet10's ``night_stand`` keeps its underscore), see
+    :mod:`clip2point.models.prompts`.
     """
 
     SECTION = "data"
 
     root: str = "data/toy"
     dataset: DatasetName = "modelnet10"
-    num_points: int = bounded(1024, low=1)
+    num_points: int | None = bounded(1024, low=1)
     cache_dir: str | None = None
     on_error: Literal["raise", "skip"] = "raise"
     align: bool = True
+    prompts: Literal["spaces", "official"] = "spaces"
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,12 @@ class PretrainConfig(Settings):
     period T_0 in epochs (the schedule steps every iteration); ``negatives``: ``global`` gathers features
     from every worker (N workers == 1 worker with the same global batch), ``per_worker`` keeps each
     worker's own batch as negatives (what the official DataParallel code effectively had).
-    ``loader_workers``: data-loading processes per worker. ``keep_checkpoints``: how many epoch checkpoints
+    ``optimizer``: ``lamb`` (torch-optimizer's, as the authors built it) or ``timm_lamb`` (timm's defaults:
+    Adam bias correction, gradient-norm clipping at 1.0, no cap on the weight norm), see
+    :mod:`clip2point.engine.optim`. ``sampling``: how the ShapeNet55 clouds (8,192 points) become
+    ``data.num_points``, for the training pairs and the validation split alike: ``fps`` (deterministic
+    farthest point sampling, the paper's wording) or ``random`` (a fresh random subset every epoch, seeded
+    per (seed, epoch, record), the authors' code). ``loader_workers``: data-loading processes per worker. ``keep_checkpoints``: how many epoch checkpoints
     Ray Train keeps. Runs are stored under ``<storage>/pretrain/<name>``.
     """
 
@@ -91,6 +101,12 @@ class PretrainConfig(Settings):
     use_gpu: bool = False
     cpus_per_worker: int = bounded(2, low=1)
     loader_workers: int = bounded(0, low=0)
+    sampling: Literal["fps", "random"] = described(
+        "fps", "ShapeNet points: farthest point sampling, or a fresh random subset per epoch (the authors')"
+    )
+    optimizer: Literal["lamb", "timm_lamb"] = described(
+        "lamb", "LAMB as the authors built it (torch-optimizer) or timm's (bias correction, clipping)"
+    )
     max_failures: int = bounded(2, low=-1)
     eval_dataset: DatasetName = "modelnet10"
     eval_batch_size: int = bounded(64, low=1)
@@ -107,6 +123,13 @@ class FewShotConfig(Settings):
     paper form has none). ``batch_size`` is at least 2 (BatchNorm in the official aggregator needs two
     samples). Results are reported as mean and std over ``seeds``. ``feature_cache``: folder of the
     frozen-encoder feature cache; None computes features every epoch.
+
+    ``selection``: which epoch's adapter is reported. ``test``: the epoch with the best test top-1, test
+    evaluated after every epoch (the paper's and the authors' protocol, which selects on the test set).
+    ``val``: a validation split is held out of the train split (K-shot: ``val_shots`` more samples per class,
+    disjoint from the K shots; full: ``val_fraction`` of each class, taken out of training), seeded per seed;
+    the epoch with the best validation top-1 is selected and test is evaluated once, with that epoch's
+    adapter. The HPO study searches on the same selection metric.
     """
 
     SECTION = "fewshot"
@@ -119,7 +142,28 @@ class FewShotConfig(Settings):
     dropout: float = bounded(0.075, low=0.0, high=1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     feature_cache: str | None = "cache/features"
+    selection: Literal["val", "test"] = described(
+        "val", "epoch reported: best on a held-out validation split, or best test epoch (the paper's)"
+    )
+    val_shots: int = bounded(4, low=1, help="K-shot: validation samples per class, beside the K shots")
+    val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True, help="full: share held out")
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
+
+    def protocol(self, detail: bool = False) -> str:
+        """How the reported epoch is chosen, as tables say it: ``"best test epoch, as the paper"`` or
+        ``"selected on validation"``; with ``detail`` also what the validation split is."""
+        if self.selection == "test":
+            return "best test epoch, as the paper" + (
+                " (test top-1 after every epoch, the maximum reported)" if detail else ""
+            )
+        if not detail:
+            return "selected on validation"
+        held = (
+            f"up to {self.val_shots} samples per class from the train split, beside the {self.shots} shots"
+            if self.shots is not None
+            else f"{self.val_fraction:.0%} of each class of the train split, held out"
+        )
+        return f"selected on validation ({held}); test evaluated once, at the selected epoch"
 
 
 @dataclass(frozen=True)
@@ -156,7 +200,9 @@ class TrackingConfig(Settings):
 @dataclass(frozen=True)
 class ExperimentConfig(Settings):
     """The whole configuration of one run. ``storage``: where runs and sweeps keep what must survive
-    (checkpoints, best encoders, sweep state); None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs``."""
+    (checkpoints, best encoders, sweep state); None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs``.
+    ``precision``: what every encoder pass computes in (pre-training steps, zero-shot and few-shot
+    features): ``bf16`` autocast on CUDA, or ``fp32`` as the authors' code; on the CPU always float32."""
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -168,6 +214,7 @@ class ExperimentConfig(Settings):
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    precision: Literal["fp32", "bf16"] = "bf16"
 
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -184,16 +231,31 @@ def load_config(
     preset: str | None = None,
 ) -> ExperimentConfig:
     """Load an :class:`ExperimentConfig`: defaults, then a shipped ``preset`` (e.g. ``"paper"``), then the
-    YAML file at ``path`` (or several, in order), then dotted-key ``overrides``; each layer changes only
-    the keys it names."""
+    YAML file at ``path`` (or several, in order), then dotted-key ``overrides``; each layer changes only the
+    keys it names.
+
+    A file may name its preset itself with a top-level ``preset: <name>`` (the sweeps' paper YAMLs build on
+    ``preset: paper``); a different ``preset`` argument, or another file naming another one, is an error.
+    """
+    layers: list[tuple[Path, Mapping[str, Any]]] = []
+    named_by = ""  # the file that named the preset, for errors
+    for layer in [] if path is None else [path] if isinstance(path, str | Path) else list(path):
+        data = _read_yaml(Path(layer))
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{layer}: the top level must be a mapping of config sections, got {data!r}")
+        named = data.get("preset")
+        if named is not None:
+            if preset is not None and preset != named:
+                raise ConfigError(f"{layer} builds on preset {named!r}, but --preset {preset!r} was given")
+            preset, data, named_by = named, {k: v for k, v in data.items() if k != "preset"}, f"{layer}: "
+        layers.append((Path(layer), data))
     config = ExperimentConfig()
     if preset is not None:
         if preset not in preset_names():
-            raise ConfigError(f"unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
-        config = _merge_yaml(config, PRESETS_DIR / f"{preset}.yaml")
-    paths = [] if path is None else [path] if isinstance(path, str | Path) else list(path)
-    for layer in paths:
-        config = _merge_yaml(config, Path(layer))
+            raise ConfigError(f"{named_by}unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
+        config = _merge(config, _read_yaml(PRESETS_DIR / f"{preset}.yaml"), PRESETS_DIR / f"{preset}.yaml")
+    for layer, data in layers:
+        config = _merge(config, data, layer)
     return with_overrides(config, overrides or {})
 
 
@@ -208,9 +270,8 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
 
 
-def _merge_yaml(config: ExperimentConfig, path: Path) -> ExperimentConfig:
-    """``config`` with the keys of the YAML file at ``path`` applied on top."""
-    data = _read_yaml(path)
+def _merge(config: ExperimentConfig, data: Any, path: Path) -> ExperimentConfig:
+    """``config`` with the keys of ``data`` (read from the YAML file ``path``) applied on top."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping of config sections, got {data!r}")
 

@@ -1,5 +1,6 @@
 """Numbers over seeds: mean, sample standard deviation, count and a Student-t confidence interval, for one
-setting's results and for the paired difference of two settings run on the same seeds.
+setting's results and for the paired difference of two settings run on the same seeds; and how results
+keep each seed's value (``metric/seed<s>`` beside ``metric``, their mean) for both.
 
 Accuracies are in percent; an interval is two-sided at ``level`` (0.95 by default) with ``n - 1`` degrees
 of freedom, so it is wide for few seeds, as it should be. One value has no spread: its std is 0 and its
@@ -75,3 +76,19 @@ def paired_difference(
             "a paired difference needs both run on the same seeds"
         )
     return estimate([first[s] - second[s] for s in common], level)
+
+
+SEED_KEY = "{name}/seed{seed}"
+
+
+def seed_metrics(name: str, values: Mapping[int, float]) -> dict[str, float]:
+    """``{name: mean, "name/seed<s>": value, ...}``: a metric over seeds with each seed's value kept, so
+    tables can give intervals and paired differences (:mod:`clip2point.stats`)."""
+    mean = sum(values.values()) / len(values)
+    return {name: mean, **{SEED_KEY.format(name=name, seed=seed): value for seed, value in values.items()}}
+
+
+def seed_values(metrics: Mapping[str, float], name: str) -> dict[int, float]:
+    """The per-seed values of metric ``name`` that :func:`seed_metrics` stored (empty if none)."""
+    prefix = f"{name}/seed"
+    return {int(key[len(prefix) :]): value for key, value in metrics.items() if key.startswith(prefix)}

@@ -1,5 +1,7 @@
 """Typed YAML configs: round trips, overrides, and clear errors naming key, value and what is allowed."""
 
+from pathlib import Path
+
 import pytest
 
 from clip2point.config import ExperimentConfig, load_config, save_config
@@ -129,9 +131,58 @@ def test_layers_preset_then_file_then_overrides(tmp_path):
     assert cfg.model.name == "ViT-B-32" and cfg.model.pretrained == "openai"  # from the preset
     assert cfg.render.dilation == 4 and cfg.render.footprint == "disk"  # file on top, untouched keys kept
     assert cfg.pretrain.epochs == 5 and cfg.pretrain.batch_size == 256  # override on top
-    with pytest.raises(ConfigError, match="unknown preset 'papr'; allowed: paper"):
+    with pytest.raises(ConfigError, match="unknown preset 'papr'; allowed: official-eval, paper"):
         load_config(preset="papr")
     listing = tmp_path / "list.yaml"
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="list.yaml: the top level must be a mapping"):
         load_config(listing)
+
+
+def test_a_file_may_build_on_a_preset(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("preset: paper\nfewshot:\n  seeds: [0, 1]\n")
+    cfg = load_config(path, {"fewshot.lr": 0.01})
+    assert cfg == load_config(None, {"fewshot.seeds": [0, 1], "fewshot.lr": 0.01}, preset="paper")
+    assert load_config(path, preset="paper") == load_config(path)
+    with pytest.raises(
+        ConfigError, match=r"study.yaml builds on preset 'paper', but --preset 'official-eval'"
+    ):
+        load_config(path, preset="official-eval")
+    path.write_text("preset: papr\n")
+    with pytest.raises(
+        ConfigError, match=r"study.yaml: unknown preset 'papr'; allowed: official-eval, paper"
+    ):
+        load_config(path)
+
+
+# The paper's and the authors' pre-training and adapter recipe (docs/method.md sections 2 and 4), written
+# out here so that neither the preset nor a sweep's paper YAML can drift from it unnoticed.
+PAPER_RECIPE = {
+    "model.name": "ViT-B-32", "model.pretrained": "openai", "precision": "fp32",
+    "render.views": 10, "render.footprint": "disk", "render.radius": 0.02, "render.depth": "minimum",
+    "render.projection": "orthographic", "data.prompts": "official",
+    "pretrain.epochs": 100, "pretrain.batch_size": 256, "pretrain.lr": 0.006, "pretrain.weight_decay": 1e-4,
+    "pretrain.restart_epochs": 2, "pretrain.eta_min": 1e-5, "pretrain.temperature": 0.07,
+    "pretrain.optimizer": "lamb", "pretrain.sampling": "random", "pretrain.intra": True,
+    "fewshot.shots": 16, "fewshot.epochs": 100, "fewshot.batch_size": 32, "fewshot.lr": 1e-3,
+    "fewshot.weight_decay": 1e-4, "fewshot.dropout": 0.075,
+}  # fmt: skip
+PAPER_YAMLS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.paper.yaml"))
+
+
+@pytest.mark.parametrize("path", [None, *PAPER_YAMLS], ids=lambda p: "preset" if p is None else p.name)
+def test_paper_preset_and_every_paper_yaml_hold_the_paper_recipe(path):
+    cfg = flatten(load_config(path, preset="paper" if path is None else None))
+    assert {key: cfg[key] for key in PAPER_RECIPE} == PAPER_RECIPE
+    # The paper's protocol (best test epoch) except in the search, which must not tune on test.
+    expected = "val" if path is not None and path.name.startswith("hpo_") else "test"
+    assert cfg["fewshot.selection"] == expected
+
+
+def test_there_are_paper_yamls():
+    assert [p.name for p in PAPER_YAMLS] == [
+        "ablation_adapter.paper.yaml", "ablation_pretrain.paper.yaml", "ablation_rendering.paper.yaml",
+        "hpo_fewshot.paper.yaml", "table1_zeroshot.paper.yaml", "table2_kshot.paper.yaml",
+        "table3_supervised.paper.yaml",
+    ]  # fmt: skip

@@ -54,3 +54,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def settings_from_args(args: argparse.Namespace, cls: type) -> Any:
     """The ``cls`` settings the flags of :func:`add_settings_arguments` chose (validated)."""
     return from_dict(cls, {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def format_accuracy(result: Any) -> str:
+    """An :class:`~clip2point.engine.metrics.Accuracy` as text: one line per class, then overall and mean
+    class accuracy (%)."""
+    width = max(len(name) for name in result.per_class)
+    lines = [f"  {name:<{width}}  {value:6.2f}%" for name, value in result.per_class.items()]
+    lines.append(f"overall top-1: {result.overall:.2f}%   mean class accuracy: {result.mean_per_class:.2f}%")
+    return "\n".join(lines)

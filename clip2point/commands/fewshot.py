@@ -5,7 +5,12 @@ Examples:
   clip2point fewshot -o model.depth_encoder=runs/pretrain/<run>/best_depth_encoder.safetensors
   clip2point fewshot -o fewshot.adapter.path=single -o fewshot.adapter.fusion=none
   clip2point fewshot -o fewshot.shots=null                   # full training split
-  clip2point fewshot --preset paper -o fewshot.seeds=[0,1,2,3,4]
+  clip2point fewshot --preset paper -o fewshot.seeds=[0,1,2,3,4]   # best test epoch, as the paper
+  clip2point fewshot -o fewshot.selection=test                # the paper's protocol on the defaults
+
+The reported epoch: by default the one with the best top-1 on a validation split held out of the train
+split, with test evaluated once there (fewshot.selection=val); the paper's protocol, the best test epoch,
+is fewshot.selection=test.
 
 Per-view features of the frozen encoders are cached under fewshot.feature_cache (default
 <project>/cache/features; -o fewshot.feature_cache=null recomputes them every epoch, same results).
@@ -37,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"few-shot on {experiment.config.data.dataset}: {shots}, {fs.epochs} epochs, adapter {fs.adapter.label()}"
     )
-    print(f"depth path: {experiment.depth_encoder_label}; test top-1 after each epoch, best and last")
+    print(f"depth path: {experiment.depth_encoder_label}; epoch {fs.protocol(detail=True)}")
     print(format_table(result))
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clip2point.commands.common import add_config_arguments, config_from_args
+from clip2point.commands.common import add_config_arguments, config_from_args, format_accuracy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +43,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_zero_shot(
         Experiment.from_config(config), split=args.split, out_dir=args.out, track=not args.no_track
     )
-    width = max(len(name) for name in result.per_class)
     print(
         f"zero-shot on {config.data.dataset} ({args.split}, {result.num_samples} samples, {config.render.views} views)"
     )
-    for name, value in result.per_class.items():
-        print(f"  {name:<{width}}  {value:6.2f}%")
-    print(f"overall top-1: {result.overall:.2f}%   mean class accuracy: {result.mean_per_class:.2f}%")
+    print(format_accuracy(result))
     return 0

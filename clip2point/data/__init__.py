@@ -29,7 +29,7 @@ from clip2point.data.files import (
     read_ply,
     read_ply_mesh,
 )
-from clip2point.data.kshot import select_k_shot
+from clip2point.data.kshot import select_k_shot, select_validation
 from clip2point.data.registry import DATASET_NAMES, DATASETS, DatasetSpec
 from clip2point.data.sampling import farthest_point_sample, normalize_unit_sphere, resample, sample_surface
 
@@ -67,4 +67,5 @@ __all__ = [
     "resample",
     "sample_surface",
     "select_k_shot",
+    "select_validation",
 ]

@@ -43,9 +43,10 @@ class Samples:
     """Preprocessed samples: ``points (M, N, 3)`` float32, ``labels (M,)`` and ``records (M,)`` int64.
 
     ``skipped`` lists ``(record index, error message)`` for every record left out under ``on_error="skip"``.
+    ``points`` is None when the samples were only checked, not kept (they change every epoch).
     """
 
-    points: np.ndarray
+    points: np.ndarray | None
     labels: np.ndarray
     records: np.ndarray
     skipped: list[tuple[int, str]] = field(default_factory=list)
@@ -85,12 +86,14 @@ def compute_samples(
     on_error: str = "raise",
     desc: str = "sampling",
     allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    keep_points: bool = True,
 ) -> Samples:
     """Run ``compute(r) -> (N, 3) float32`` for every record ``r < len(labels)`` with a tqdm progress bar.
 
     ``on_error="raise"`` lets an :class:`InputError` propagate; ``"skip"`` logs a warning per bad record,
     leaves it out and lists it in ``Samples.skipped``. ``allocate(shape)`` gives the array to fill
     (default: in memory); kept samples are packed at its front and ``points`` is that front slice.
+    ``keep_points=False`` only checks the records (``points`` None).
     """
     check_on_error(on_error)
     out: np.ndarray | None = None
@@ -105,18 +108,25 @@ def compute_samples(
             log.warning("skipping bad input: %s", exc)
             skipped.append((r, str(exc)))
             continue
-        if out is None:
-            shape = (len(labels), *sample.shape)
-            out = allocate(shape) if allocate else np.empty(shape, np.float32)
-        out[len(kept)] = sample
+        if keep_points:
+            if out is None:
+                shape = (len(labels), *sample.shape)
+                out = allocate(shape) if allocate else np.empty(shape, np.float32)
+            elif sample.shape != out.shape[1:]:
+                raise InputError(
+                    f"{desc}: input {r} gives {sample.shape[0]} points, the first gave {out.shape[1]}; "
+                    "the samples of a dataset must have one size (set a number of points)"
+                )
+            out[len(kept)] = sample
         kept.append(r)
-    if out is None:
+    if not kept:
         first = skipped[0][1] if skipped else "none given"
         raise InputError(f"{desc}: no usable samples; all {len(labels)} inputs failed (first: {first})")
     if skipped:
         log.warning("%s: skipped %d of %d inputs (on_error='skip')", desc, len(skipped), len(labels))
     records = np.asarray(kept, dtype=np.int64)
-    return Samples(out[: len(kept)], np.asarray(labels, np.int64)[records], records, skipped)
+    points = out[: len(kept)] if out is not None else None
+    return Samples(points, np.asarray(labels, np.int64)[records], records, skipped)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -1,9 +1,12 @@
 """Class names in label order (docs/method.md section 5) and the ShapeNetCore synset ids of ShapeNet55.
 
-Names keep underscores; prompts replace them with spaces (docs/method.md section 3).
+Names keep underscores; prompts replace them with spaces (docs/method.md section 3), or follow the
+authors' spelling (:func:`official_prompt_names`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from clip2point.errors import InputError
 
@@ -50,6 +53,15 @@ _BY_FAMILY = {
     "scanobjectnn": SCANOBJECTNN,
     "shapenet55": SHAPENET55,
 }
+
+
+def official_prompt_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as the authors' zero-shot and pre-training scripts write them in prompts: their ModelNet10
+    list keeps the underscore of ``night_stand``; their ModelNet40, ScanObjectNN and ShapeNet55 lists spell
+    every name with spaces (``flower pot``, ``night stand``), so other lists get spaces."""
+    if tuple(names) == MODELNET10:
+        return MODELNET10
+    return tuple(name.replace("_", " ") for name in names)
 
 
 def class_names(family: str) -> tuple[str, ...]:

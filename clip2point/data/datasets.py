@@ -15,11 +15,19 @@ Common options:
 - ``on_error``: ``"raise"`` (default) raises :class:`InputError` naming the bad file when it is read;
   ``"skip"`` reads every file up front (or while building the cache), leaves bad ones out, logs a warning
   and records them in ``dataset.skipped`` (``num_skipped`` counts them). No sample is ever silently wrong.
+  Files a sample needs besides its cloud (the pre-training renders) are checked when the dataset is built:
+  missing ones raise then (``"raise"``) or leave their sample out (``"skip"``), never in the middle of an
+  epoch.
+- ``sampling`` (ShapeNet55): ``"fps"`` reduces each stored cloud by farthest point sampling; ``"random"``
+  draws a fresh random subset every epoch (:meth:`ShapeNet55.set_epoch`), seeded per
+  ``(seed, epoch, record)``, as the authors' pre-training does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,12 +40,21 @@ from clip2point.data import classnames
 from clip2point.data.cache import Samples, check_on_error, compute_samples, fingerprint, load_or_build
 from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
 from clip2point.data.registry import DATASET_NAMES, DATASETS
-from clip2point.data.sampling import normalize_unit_sphere, resample, sample_surface
+from clip2point.data.sampling import (
+    check_points,
+    normalize_unit_sphere,
+    random_subset,
+    resample,
+    sample_surface,
+)
 from clip2point.errors import InputError
 from clip2point.render.cameras import align_modelnet, official_views
 from clip2point.render.depth import OPENAI_CLIP_NORM
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "test")
+SAMPLINGS = ("fps", "random")
 
 
 def _require_dir(path: Path, layout: str) -> Path:
@@ -56,27 +73,40 @@ class PointCloudDataset(Dataset):
 
     Subclasses set ``sources``, ``labels (R,)``, ``class_names`` and implement :meth:`compute`; then call
     :meth:`_prepare`. ``len(dataset)`` counts the kept samples; ``dataset.labels (M,)`` their labels.
+    ``per_epoch``: the samples change with the epoch (:meth:`set_epoch`), so none are stored or cached.
     """
 
     class_names: tuple[str, ...]
+    per_epoch = False
+    ALL_POINTS = False  # whether num_points=None (every point of each file) is allowed
 
-    def __init__(self, name: str, num_points: int, seed: int, cache_dir, on_error: str) -> None:
+    def __init__(self, name: str, num_points: int | None, seed: int, cache_dir, on_error: str) -> None:
         check_on_error(on_error)
-        if num_points < 1:
+        if num_points is None and not self.ALL_POINTS:
+            raise InputError(
+                f"{name}: num_points=None (every point of each file) applies to modelnet40_ply only; give a "
+                "number of points (the authors use 1024)"
+            )
+        if num_points is not None and num_points < 1:
             raise InputError(f"num_points must be >= 1, got {num_points}")
-        self.name, self.num_points, self.seed = name, num_points, seed
+        self.name, self.num_points, self.seed, self.epoch = name, num_points, seed, 0
         self.cache_dir, self.on_error = cache_dir, on_error
         self.sources: list[Path] = []
         self._samples: Samples | None = None
         self.skipped: list[tuple[str, str]] = []
 
     def compute(self, record: int) -> np.ndarray:
-        """The processed cloud ``(num_points, 3)`` float32 of one record."""
+        """The processed cloud ``(num_points, 3)`` float32 of one record (``(N, 3)``, every point of the
+        file, when ``num_points`` is None)."""
         raise NotImplementedError
 
     def source_of(self, record: int) -> str:
         """The file a record comes from (named in errors and ``skipped``)."""
         return str(self.sources[record])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws the samples use (pre-training views, per-epoch subsets)."""
+        self.epoch = epoch
 
     def settings(self) -> dict[str, Any]:
         """Every option that changes the samples (part of the cache fingerprint)."""
@@ -92,7 +122,12 @@ class PointCloudDataset(Dataset):
         self._all_labels = np.asarray(labels, dtype=np.int64)
         if len(self._all_labels) == 0:
             raise InputError(f"{self.name}: no samples found in {self.root}")
-        if self.cache_dir is not None:
+        if self.per_epoch:
+            if self.on_error == "skip":  # find the bad files now; their samples differ every epoch
+                self._samples = compute_samples(
+                    self._all_labels, self.compute, "skip", f"checking {self.name}", keep_points=False
+                )
+        elif self.cache_dir is not None:
             self._samples = load_or_build(
                 self.cache_dir, self.name, fingerprint_sources, self.settings(), self._all_labels,
                 self.compute, self.on_error,
@@ -121,8 +156,8 @@ class PointCloudDataset(Dataset):
 
     def points(self, index: int) -> torch.Tensor:
         """The cloud ``(num_points, 3)`` float32 of served sample ``index``."""
-        if self._samples is None:
-            return torch.from_numpy(self.compute(index))
+        if self._samples is None or self._samples.points is None:
+            return torch.from_numpy(self.compute(int(self.records[index])))
         return torch.from_numpy(np.array(self._samples.points[index], dtype=np.float32))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -185,8 +220,11 @@ class ModelNet40Ply(PointCloudDataset):
 
     ``<label>`` is the ModelNet40 class index. The ``x, y, z`` vertices are reduced to ``num_points`` by
     farthest point sampling (a file with fewer points is an error), normalised, and aligned if ``align``.
-    Only the ``test`` split exists.
+    ``num_points=None`` keeps every vertex of the file, as the authors' code does (files of different
+    sizes then cannot share a batch). Only the ``test`` split exists.
     """
+
+    ALL_POINTS = True
 
     def __init__(
         self, root, split="test", num_points=1024, align=True, seed=0, cache_dir=None, on_error="raise"
@@ -210,11 +248,16 @@ class ModelNet40Ply(PointCloudDataset):
 
     def compute(self, record: int) -> np.ndarray:
         cloud = torch.from_numpy(read_ply(self.sources[record]).astype(np.float32))
-        return _finish(resample(cloud, self.num_points, source=self.source_of(record)), self.align)
+        if self.num_points is not None:
+            cloud = resample(cloud, self.num_points, source=self.source_of(record))
+        return _finish(cloud, self.align)
 
 
 class ScanObjectNN(PointCloudDataset):
-    """ScanObjectNN h5 files (keys ``data (M, 2048, 3)``, ``label (M,)``), reduced by FPS; no "rot".
+    """ScanObjectNN h5 files (keys ``data (M, 2048, 3)``, ``label (M,)``); no "rot".
+
+    As the authors' code: each scan is normalised into the unit sphere on all its points, then reduced to
+    ``num_points`` by farthest point sampling, and not normalised again.
 
     ``variant``: "obj_only" (``main_split_nobg/``), "obj_bg" (``main_split/``) or "pb_t50_rs"
     (``main_split/*_augmentedrot_scale75.h5``). The split folder is looked for under ``<root>``,
@@ -260,8 +303,12 @@ class ScanObjectNN(PointCloudDataset):
         return f"{self.path} sample {record}"
 
     def compute(self, record: int) -> np.ndarray:
-        cloud = torch.from_numpy(np.ascontiguousarray(self._data[record]))
-        return _finish(resample(cloud, self.num_points, source=self.source_of(record)), align=False)
+        cloud, source = (
+            torch.from_numpy(np.ascontiguousarray(self._data[record])).float(),
+            self.source_of(record),
+        )
+        check_points(cloud, source)
+        return resample(normalize_unit_sphere(cloud), self.num_points, source=source).numpy()
 
 
 def _shapenet_taxonomy(path: Path) -> dict[str, str]:
@@ -286,18 +333,27 @@ class ShapeNet55(PointCloudDataset):
 
     ``<root>/ShapeNet55/ShapeNet-55/<split>.txt`` lists ``<synset>-<model>.npy`` files of
     ``<root>/ShapeNet55/shapenet_pc/`` (8,192 x 3 each); the label is the synset's index in the sorted
-    ShapeNet55 synset ids. Clouds are reduced to ``num_points`` by farthest point sampling and normalised.
-    The ``test`` list serves as the validation split of pre-training. A custom taxonomy (another set of
-    classes in the same layout, like the toy world's) is given by ``ShapeNet55/classes.json``, a mapping
-    ``{synset id: class name}``; labels then follow its sorted synset ids.
+    ShapeNet55 synset ids. ``sampling``: ``"fps"`` reduces each cloud to ``num_points`` by farthest point
+    sampling; ``"random"`` takes a random ``num_points`` of its points, drawn anew for every epoch
+    (:meth:`set_epoch`) by ``numpy.random.default_rng((seed, epoch, record, 2, 1 + split index))`` (the
+    authors' pre-training sampling; such samples are not cached). Either way the cloud is normalised after
+    sampling. The ``test`` list serves as the validation split of pre-training. A custom taxonomy (another
+    set of classes in the same layout, like the toy world's) is given by ``ShapeNet55/classes.json``, a
+    mapping ``{synset id: class name}``; labels then follow its sorted synset ids.
     """
 
     LAYOUT = "ShapeNet55/ShapeNet-55/{train,test}.txt (lines <synset>-<model>.npy), ShapeNet55/shapenet_pc/"
+    SUBSET_STREAM = 2  # seed-sequence word that sets the subsets' stream apart from the views'
 
-    def __init__(self, root, split="test", num_points=1024, seed=0, cache_dir=None, on_error="raise") -> None:
+    def __init__(
+        self, root, split="test", num_points=1024, seed=0, cache_dir=None, on_error="raise", sampling="fps"
+    ) -> None:
         _check_split(split)
+        if sampling not in SAMPLINGS:
+            raise InputError(f"sampling={sampling!r} is not allowed; use one of {', '.join(SAMPLINGS)}")
         super().__init__(f"shapenet55-{split}", num_points, seed, cache_dir, on_error)
-        self.root = Path(root)
+        self.root, self.split, self.sampling = Path(root), split, sampling
+        self.per_epoch = sampling == "random"
         synsets = _shapenet_taxonomy(self.root / "ShapeNet55" / "classes.json")
         self.class_names = tuple(synsets.values())
         lists = _require_dir(self.root / "ShapeNet55" / "ShapeNet-55", self.LAYOUT)
@@ -320,40 +376,98 @@ class ShapeNet55(PointCloudDataset):
             self.sources.append(clouds / name)
             self.model_ids.append((synset, model))
             labels.append(synset_label[synset])
+        dropped = self._drop_incomplete()
+        labels = [labels[i] for i in range(len(labels)) if i not in dropped]
         self._prepare(np.asarray(labels), [list_file, *self.sources])
+        self.skipped = [*dropped.values(), *self.skipped]
+
+    def _drop_incomplete(self) -> dict[int, tuple[str, str]]:
+        """Remove the list entries that lack a file besides their cloud from ``sources``/``model_ids``;
+        return them as ``{list index: (source, reason)}``. ShapeNet55 clouds need nothing else."""
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        if not self.per_epoch:
+            return super().settings()
+        return {**super().settings(), "sampling": self.sampling, "epoch": self.epoch}
 
     def compute(self, record: int) -> np.ndarray:
-        cloud = torch.from_numpy(read_npy(self.sources[record]))
-        return _finish(resample(cloud, self.num_points, source=self.source_of(record)), align=False)
+        cloud, source = torch.from_numpy(read_npy(self.sources[record])), self.source_of(record)
+        if self.sampling == "fps":
+            return _finish(resample(cloud, self.num_points, source=source), align=False)
+        stream = (self.seed, self.epoch, record, self.SUBSET_STREAM, 1 + SPLITS.index(self.split))
+        subset = random_subset(cloud, self.num_points, np.random.default_rng(stream), source=source)
+        return _finish(subset, align=False)
+
+
+def missing_renders(
+    render_root: Path, model_ids: Sequence[tuple[str, str]], views: int
+) -> dict[int, list[Path]]:
+    """The renders ``<render_root>/<synset>_<model>/<i>.png`` (``i < views``) that do not exist, by model
+    index (models with all of them are left out). One directory listing per model."""
+    expected = [f"{i}.png" for i in range(views)]
+    missing = {}
+    for index, (synset, model) in enumerate(model_ids):
+        folder = render_root / f"{synset}_{model}"
+        try:
+            present = set(os.listdir(folder))
+        except OSError:
+            present = set()
+        lost = [folder / name for name in expected if name not in present]
+        if lost:
+            missing[index] = lost
+    return missing
 
 
 class ShapeNet55Pretrain(ShapeNet55):
     """ShapeNet55 pre-training pairs: a cloud and one of its 10 RGB renders (docs/method.md section 2).
 
     Item: ``points (N, 3)``, ``image (3, S, S)`` float32 (``<render_root>/<synset>_<model>/<view>.png``
-    resized to ``image_size`` and standardised with the encoder's ``norm``), ``view`` (int), ``azim``, ``elev``, ``dist`` (float
-    tensors of that official view) and ``label``. The view index is drawn per item by
-    ``numpy.random.default_rng((seed, epoch, record))``; call :meth:`set_epoch` to draw new views.
-    ``render_root`` defaults to ``<root>/rendering``. Renders are read per item (not cached).
+    resized to ``image_size`` and standardised with the encoder's ``norm``), ``view`` (int), ``azim``,
+    ``elev``, ``dist`` (float tensors of that official view) and ``label``. The view index is drawn per
+    item by ``numpy.random.default_rng((seed, epoch, record))``; call :meth:`set_epoch` to draw new views
+    (and, with ``sampling="random"``, new point subsets). ``render_root`` defaults to
+    ``<root>/rendering``. Renders are read per item (not cached); that all 10 exist for every model is
+    checked when the dataset is built: models without them raise :class:`InputError` then (naming the first
+    missing files and the count) or, with ``on_error="skip"``, are left out with a warning and listed in
+    ``skipped`` (the authors' lists name a few models that have no renders).
     """
 
     NUM_VIEWS = 10
 
     def __init__(
         self, root, split="train", num_points=1024, image_size=224, norm=OPENAI_CLIP_NORM, render_root=None,
-        seed=0, cache_dir=None, on_error="raise",
+        seed=0, cache_dir=None, on_error="raise", sampling="fps",
     ) -> None:  # fmt: skip
-        super().__init__(root, split, num_points, seed, cache_dir, on_error)
         self.render_root = _require_dir(
             Path(render_root) if render_root is not None else Path(root) / "rendering",
             "rendering/<synset>_<model>/<i>.png, i = 0..9",
         )
-        self.image_size, self.norm, self.epoch = image_size, norm, 0
+        super().__init__(root, split, num_points, seed, cache_dir, on_error, sampling)
+        self.image_size, self.norm = image_size, norm
         self._azim, self._elev, self._dist = official_views(self.NUM_VIEWS)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random view indices the items use."""
-        self.epoch = epoch
+    def _drop_incomplete(self) -> dict[int, tuple[str, str]]:
+        """Models without all 10 renders: an error now (``on_error="raise"``), or left out with a warning."""
+        missing = missing_renders(self.render_root, self.model_ids, self.NUM_VIEWS)
+        if not missing:
+            return {}
+        total, files = len(self.model_ids), [str(f) for lost in missing.values() for f in lost]
+        summary = (
+            f"{self.name}: {len(missing)} of {total} models have no complete set of renders "
+            f"<synset>_<model>/0..{self.NUM_VIEWS - 1}.png in {self.render_root} ({len(files)} files "
+            f"missing; first: {', '.join(files[:3])})"
+        )
+        if self.on_error == "raise":
+            raise InputError(f"{summary}; data.on_error: skip leaves those models out")
+        log.warning("%s; leaving them out (on_error='skip')", summary)
+        dropped = {
+            i: (str(self.sources[i]), f"missing renders: {', '.join(str(f) for f in lost)}")
+            for i, lost in missing.items()
+        }
+        self.sources = [s for i, s in enumerate(self.sources) if i not in missing]
+        self.model_ids = [m for i, m in enumerate(self.model_ids) if i not in missing]
+        return dropped
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = super().__getitem__(index)

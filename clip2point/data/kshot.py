@@ -1,4 +1,5 @@
-"""K-shot selection: K samples per class, drawn reproducibly with a seed (few-shot adapter training)."""
+"""K-shot selection: K samples per class, drawn reproducibly with a seed (few-shot adapter training), and
+the validation split held out beside them for leak-free epoch selection."""
 
 from __future__ import annotations
 
@@ -35,3 +36,54 @@ def select_k_shot(
             raise InputError(f"k-shot: class {name} has {len(members)} samples, fewer than k={k}")
         chosen.append(np.sort(rng.choice(members, size=k, replace=False)))
     return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+
+VAL_STREAM = 1  # seed-sequence word that sets the validation draw apart from the K-shot draw
+
+
+def select_validation(
+    labels: Sequence[int] | np.ndarray,
+    train: Sequence[int] | np.ndarray,
+    seed: int,
+    *,
+    per_class: int | None = None,
+    fraction: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a validation split from a training pool: ``(train indices, validation indices)``, each
+    int64 into ``labels (M,)``, ascending per class, class by class.
+
+    Exactly one of ``per_class`` and ``fraction``: with ``per_class`` (K-shot training) the ``train``
+    indices stay as they are and up to ``per_class`` samples of each class are drawn from the samples of
+    ``labels`` not in ``train`` (all of them when fewer remain); with ``fraction`` (full supervision, ``train``
+    the whole split) ``round(fraction * n_c)`` of each class's ``n_c`` training samples, at least 1 and at
+    most ``n_c - 1``, move from ``train`` to validation (classes with one sample give none). Draws come from
+    ``numpy.random.default_rng((seed, VAL_STREAM))``, apart from the K-shot draw of the same seed. No
+    validation sample at all raises :class:`InputError`.
+    """
+    if (per_class is None) == (fraction is None):
+        raise ValueError("select_validation takes exactly one of per_class and fraction")
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    train = np.asarray(train, dtype=np.int64).reshape(-1)
+    rng = np.random.default_rng((seed, VAL_STREAM))
+    in_train = np.zeros(len(labels), dtype=bool)
+    in_train[train] = True
+    kept, held = [], []
+    for c in np.unique(labels):
+        if per_class is not None:
+            pool = np.flatnonzero((labels == c) & ~in_train)
+            held.append(np.sort(rng.choice(pool, size=min(per_class, len(pool)), replace=False)))
+            continue
+        members = np.flatnonzero((labels == c) & in_train)
+        count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        chosen = np.sort(rng.choice(members, size=count, replace=False))
+        held.append(chosen)
+        kept.append(np.setdiff1d(members, chosen))
+    val = np.concatenate(held) if held else np.zeros(0, np.int64)
+    if len(val) == 0:
+        how = (
+            "no sample of the train split is left beside the K shots"
+            if per_class
+            else "every class has one sample"
+        )
+        raise InputError(f"validation split: {how}; nothing to select epochs on")
+    return (train if per_class is not None else np.concatenate(kept)), val

@@ -13,12 +13,14 @@ from typing import Any
 class DatasetSpec:
     """``title``: the name tables use; ``reader``: the class in :mod:`clip2point.data.datasets`; ``options``:
     its fixed keyword arguments; ``aligned``: the dataset is in ModelNet's frame and takes the "rot"
-    alignment (``data.align``)."""
+    alignment (``data.align``); ``pretraining``: ShapeNet55 clouds, sampled as ``pretrain.sampling`` says
+    (FPS or per-epoch subsets)."""
 
     title: str
     reader: str
     options: Mapping[str, Any] = field(default_factory=dict)
     aligned: bool = False
+    pretraining: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -28,7 +30,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "scanobjectnn_obj_only": DatasetSpec("ScanObjectNN OBJ_ONLY", "ScanObjectNN", {"variant": "obj_only"}),
     "scanobjectnn_obj_bg": DatasetSpec("ScanObjectNN OBJ_BG", "ScanObjectNN", {"variant": "obj_bg"}),
     "scanobjectnn_pb_t50_rs": DatasetSpec("ScanObjectNN PB_T50_RS", "ScanObjectNN", {"variant": "pb_t50_rs"}),
-    "shapenet55": DatasetSpec("ShapeNet55", "ShapeNet55"),
-    "shapenet55_pretrain": DatasetSpec("ShapeNet55 pairs", "ShapeNet55Pretrain"),
+    "shapenet55": DatasetSpec("ShapeNet55", "ShapeNet55", pretraining=True),
+    "shapenet55_pretrain": DatasetSpec("ShapeNet55 pairs", "ShapeNet55Pretrain", pretraining=True),
 }
 DATASET_NAMES = tuple(DATASETS)

@@ -1,4 +1,5 @@
-"""Point sampling: area-weighted mesh surface sampling, farthest point sampling, unit-sphere normalisation.
+"""Point sampling: area-weighted mesh surface sampling, farthest point sampling, random subsets, unit-sphere
+normalisation.
 
 Units are those of the input coordinates. Clouds are ``(N, 3)`` or batched ``(B, N, 3)``.
 """
@@ -117,3 +118,17 @@ def resample(
     if not allow_repeat:
         raise InputError(f"{source}: the cloud has {n} points, fewer than the {num_points} asked for")
     return points[torch.arange(num_points, device=points.device) % n]
+
+
+def random_subset(
+    points: torch.Tensor, num_points: int, rng: np.random.Generator, source: str = "points"
+) -> torch.Tensor:
+    """``num_points`` distinct points ``(num_points, 3)`` of a cloud ``(N, 3)``, chosen at random: the first
+    ``num_points`` indices of ``rng.permutation(N)``, in that order (the authors' pre-training sampling,
+    with a seeded generator instead of numpy's global one). Fewer than ``num_points`` points:
+    :class:`InputError` naming ``source``."""
+    check_points(points, source)
+    n = points.shape[0]
+    if n < num_points:
+        raise InputError(f"{source}: the cloud has {n} points, fewer than the {num_points} asked for")
+    return points[torch.from_numpy(rng.permutation(n)[:num_points])]

@@ -104,7 +104,7 @@ class Experiment:
     def dataset(self, split: str = "test", name: str | None = None) -> PointCloudDataset:
         """Dataset ``name`` (default ``data.dataset``) of ``split`` under ``data.root``, with the config's
         point count, seed, sample cache, bad-file policy and, where the registry says so, the "rot"
-        alignment; the pre-training pairs read their RGB renders at the backbone's size and mean/std.
+        alignment or the ShapeNet point sampling (``pretrain.sampling``); the pre-training pairs read their RGB renders at the backbone's size and mean/std.
         Built once per (name, split)."""
         name = name or self.config.data.dataset
         key = (name, split)
@@ -113,6 +113,8 @@ class Experiment:
             options: dict = {"seed": self.config.seed, "on_error": data.on_error, "cache_dir": data.cache_dir}
             if DATASETS[name].aligned:
                 options["align"] = data.align
+            if DATASETS[name].pretraining:
+                options["sampling"] = self.config.pretrain.sampling
             if name == PRETRAIN_PAIRS:
                 options |= {"image_size": self.bundle.image_size, "norm": self.bundle.norm}
             self._datasets[key] = build_dataset(name, data.root, split, data.num_points, **options)
@@ -136,21 +138,23 @@ class Experiment:
         return "CLIP visual encoder" if path is None else f"depth encoder {PurePosixPath(path).name}"
 
     def text_features(self, class_names: tuple[str, ...] | list[str]) -> torch.Tensor:
-        """Normalised prompt features ``(K, C)`` on the device; encoded once per class list (the text
-        encoder is frozen)."""
+        """Normalised prompt features ``(K, C)`` on the device, prompts in the ``data.prompts`` style;
+        encoded once per class list (the text encoder is frozen)."""
         names = tuple(class_names)
         if names not in self._prompts:
-            self._prompts[names] = encode_prompts(self.bundle.text, names).to(self.device)
+            prompts = encode_prompts(self.bundle.text, names, self.config.data.prompts)
+            self._prompts[names] = prompts.to(self.device)
         return self._prompts[names]
 
     def features(
         self, encoder: nn.Module, dataset: PointCloudDataset, *, progress: bool = True
     ) -> ViewFeatures:
         """``encoder``'s per-view features ``(M, V, C)`` of every sample of ``dataset`` at the experiment's
-        views, from the feature cache (``fewshot.feature_cache``; computed and stored when missing)."""
+        views in its ``precision``, from the feature cache (``fewshot.feature_cache``; computed and stored when missing)."""
         return load_or_extract(
             encoder, self.renderer, dataset, self.views, cache_dir=self.config.fewshot.feature_cache,
             batch_size=self.config.fewshot.batch_size, device=self.device, progress=progress,
+            precision=self.config.precision,
         )  # fmt: skip
 
     def output_dir(self, kind: str, out_dir: str | Path | None = None) -> Path:

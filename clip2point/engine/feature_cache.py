@@ -31,7 +31,7 @@ from torch.utils.data import Subset
 
 from clip2point.data.cache import fingerprint
 from clip2point.data.datasets import PointCloudDataset
-from clip2point.engine.features import extract_view_features
+from clip2point.engine.features import compute_precision, extract_view_features
 from clip2point.models.state import read_metadata, save_safetensors
 from clip2point.paths import locked
 from clip2point.render import DepthRenderer, Views
@@ -65,18 +65,20 @@ def feature_key(
     views: Views,
     dataset: PointCloudDataset,
     device: torch.device | str,
+    precision: str = "fp32",
 ) -> str:
     """The cache key of ``encoder``'s features of ``dataset`` rendered by ``renderer`` at ``views``
     (each ``(V,)``): a hash of the encoder digest, the renderer's size, settings and normalisation, the
-    view angles, the dataset fingerprint (files, split, point count, seed, alignment) and the precision
-    (bf16 autocast on CUDA, float32 on CPU)."""
+    view angles, the dataset fingerprint (files, split, point count, seed, alignment) and the precision the
+    encoder computes in on ``device`` (:func:`~clip2point.engine.features.compute_precision`: bf16 only
+    for ``precision="bf16"`` on CUDA, else float32)."""
     settings = {
         "kind": "view-features",
         "encoder": encoder_digest(encoder),
         "render": render_description(renderer),
         "views": [v.tolist() for v in views],
         "dataset": dataset.fingerprint(),
-        "precision": "bf16" if torch.device(device).type == "cuda" else "float32",
+        "precision": compute_precision(device, precision),
     }
     return fingerprint([], settings)
 
@@ -104,6 +106,7 @@ def extract_features(
     batch_size: int,
     device: torch.device | str,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch-invariant :func:`~clip2point.engine.features.extract_view_features`: features ``(M, V, C)``
     float32 and labels ``(M,)`` on the CPU. The global RNG state is left as it was (the data loader draws
@@ -111,8 +114,9 @@ def extract_features(
     wrapped = SampleWiseEncoder(encoder, views.num_views)
     with torch.random.fork_rng(devices=[]):
         return extract_view_features(
-            wrapped, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
-        )
+            wrapped, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress,
+            precision=precision,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -161,17 +165,18 @@ def load_or_extract(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> ViewFeatures:
     """``encoder``'s per-view features of every sample of ``dataset``, rendered by ``renderer`` at
-    ``views``: read from ``<cache_dir>/<feature_key>.safetensors`` if present and valid, else computed
-    with :func:`extract_features` and stored there. ``cache_dir`` None computes without storing."""
+    ``views`` and encoded in ``precision``: read from ``<cache_dir>/<feature_key>.safetensors`` if present
+    and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None computes
+    without storing."""
+    options = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     v = views.num_views
     if cache_dir is None:
-        features, labels = extract_features(
-            encoder, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
-        )
+        features, labels = extract_features(encoder, renderer, dataset, views, **options)
         return ViewFeatures(features, labels, hit=False, path=None)
-    key = feature_key(encoder, renderer, views, dataset, device)
+    key = feature_key(encoder, renderer, views, dataset, device, precision)
     path = Path(cache_dir) / f"{key}.safetensors"
     found = _read_entry(path, key, dataset, v)
     if found is not None:
@@ -180,9 +185,7 @@ def load_or_extract(
         found = _read_entry(path, key, dataset, v)  # another trial may have built it meanwhile
         if found is not None:
             return found
-        features, labels = extract_features(
-            encoder, renderer, dataset, views, batch_size=batch_size, device=device, progress=progress
-        )
+        features, labels = extract_features(encoder, renderer, dataset, views, **options)
         metadata = {
             "key": key,
             "dataset": dataset.name,
@@ -213,8 +216,9 @@ class SplitFeatures:
         batch_size: int = 32,
         device: torch.device | str = "cpu",
         progress: bool = True,
+        precision: str = "fp32",
     ):
-        self.dataset, self.views, self.batch_size = dataset, views, batch_size
+        self.dataset, self.views, self.batch_size, self.precision = dataset, views, batch_size, precision
         self.device = torch.device(device)
         self.renderer = renderer
         self.labels = torch.as_tensor(dataset.labels, dtype=torch.int64)
@@ -227,7 +231,10 @@ class SplitFeatures:
                 self._unique.append(encoder)
         self.entries: list[ViewFeatures] | None = None
         if cache_dir is not None:
-            options = dict(cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress)
+            options = dict(
+                cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
+                precision=precision,
+            )  # fmt: skip
             self.entries = [load_or_extract(e, renderer, dataset, views, **options) for e in self._unique]
             self._stored = [entry.features.to(self.device) for entry in self.entries]
 
@@ -242,7 +249,13 @@ class SplitFeatures:
             subset = Subset(self.dataset, indices.tolist())
             computed = [
                 extract_features(
-                    encoder, self.renderer, subset, self.views, batch_size=self.batch_size, device=self.device
+                    encoder,
+                    self.renderer,
+                    subset,
+                    self.views,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    precision=self.precision,
                 )[0].to(self.device)
                 for encoder in self._unique
             ]

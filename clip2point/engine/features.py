@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from clip2point.errors import ConfigError
 from clip2point.models.heads import encode_views
 from clip2point.render.depth import DepthRenderer
 
@@ -20,9 +21,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (where it pays), a no-op context on CPU."""
-    if device.type == "cuda":
+PRECISIONS = ("fp32", "bf16")
+
+
+def compute_precision(device: torch.device | str, precision: str) -> str:
+    """What the encoders really compute in for the config's ``precision`` on ``device``: ``"bf16"`` (autocast)
+    for ``bf16`` on CUDA, ``"float32"`` otherwise (``fp32``, and every run on the CPU, where bf16 autocast
+    would be slower)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"config key 'precision': {precision!r} is not allowed; expected one of 'fp32', 'bf16'"
+        )
+    return "bf16" if precision == "bf16" and torch.device(device).type == "cuda" else "float32"
+
+
+def autocast(device: torch.device | str, precision: str):
+    """bf16 autocast on CUDA when ``precision`` is ``bf16``; a no-op context for ``fp32`` and on the CPU."""
+    if compute_precision(device, precision) == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
@@ -39,14 +54,15 @@ def extract_view_features(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "features",
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Render every sample of ``dataset`` at ``views`` and encode each view.
 
     ``dataset`` items are dicts with ``points (N, 3)`` and ``label``; ``views`` is ``(azim, elev, dist)``,
     each ``(V,)``. Returns features ``(M, V, C)`` float32 on the CPU and labels ``(M,)`` int64, in dataset
-    order. The encoder runs in eval mode, under bf16 autocast on CUDA. On a GPU the batches come from
-    pinned memory without waiting and the features stay there until the end (one copy back), so the host
-    never waits for the device between batches.
+    order. The encoder runs in eval mode, in ``precision`` (:func:`autocast`). On a GPU the batches come
+    from pinned memory without waiting and the features stay there until the end (one copy back), so the
+    host never waits for the device between batches.
     """
     device = torch.device(device)
     was_training = encoder.training
@@ -65,7 +81,7 @@ def extract_view_features(
             if buffer is None or buffer.shape != shape:
                 buffer = torch.empty(shape, device=device)
             images = renderer(points, azim, elev, dist, out=buffer)
-            with autocast(device):
+            with autocast(device, precision):
                 features.append(encode_views(encoder, images).float())
             labels.append(torch.as_tensor(batch["label"]).long())
     finally:

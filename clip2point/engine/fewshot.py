@@ -1,13 +1,18 @@
 """Adapter training on frozen encoders (docs/method.md section 4): K-shot or full, several seeds -> mean and std.
 
 Per seed: K samples per class from the train split (:func:`~clip2point.data.select_k_shot`, or all of
-them with ``shots: null``), a fresh GDPA adapter, AdamW, cross-entropy on the adapter's cosine logits,
-top-1 on the test split after every epoch (best and last). Features come from :class:`SplitFeatures`:
+them with ``shots: null``), a fresh GDPA adapter, AdamW, cross-entropy on the adapter's cosine logits.
+The reported epoch follows ``fewshot.selection`` (:meth:`~clip2point.config.FewShotConfig.protocol`):
+``test`` evaluates the test split after every epoch and reports the best (the paper's protocol); ``val``
+holds out a validation split of the train split (:func:`~clip2point.data.select_validation`), selects the
+epoch on it and evaluates test once, with that epoch's adapter. Features come from :class:`SplitFeatures`:
 from the feature cache, or rendered and encoded anew every epoch, with identical results.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,73 +24,113 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip2point.config import FewShotConfig
-from clip2point.data import select_k_shot
+from clip2point.data import select_k_shot, select_validation
 from clip2point.engine.context import Experiment
 from clip2point.engine.feature_cache import SplitFeatures
 from clip2point.engine.metrics import Accuracy, accuracy, save_confusion_png
 from clip2point.errors import ConfigError, InputError
 from clip2point.models import GDPA
+from clip2point.stats import Estimate, estimate, seed_metrics
 from clip2point.tracking import Tracker
 
 
 @dataclass(frozen=True)
 class EpochStats:
-    """One epoch: mean training cross-entropy, training top-1 (%, in train mode) and test top-1 (%)."""
+    """One epoch: mean training cross-entropy, training top-1 (%, in train mode) and the top-1 (%) the
+    protocol looks at: ``val_acc`` under ``selection: val`` (``test_acc`` None: test is not looked at),
+    ``test_acc`` under ``selection: test`` (``val_acc`` None)."""
 
     epoch: int
     loss: float
     train_acc: float
-    test_acc: float
+    val_acc: float | None
+    test_acc: float | None
+
+    @property
+    def selection_acc(self) -> float:
+        """The top-1 the epoch is selected on: validation, or test under ``selection: test``."""
+        return self.val_acc if self.val_acc is not None else self.test_acc
 
 
 @dataclass(frozen=True)
 class SeedResult:
-    """One seed's run: ``best`` (max test top-1 over epochs, %) at ``best_epoch``, ``last`` (the final
-    epoch's), the per-epoch history and the final epoch's full :class:`Accuracy` (per class, confusion)."""
+    """One seed's run under ``selection`` (``"val"`` or ``"test"``): the selected ``epoch`` (the first with the
+    best validation top-1, or with the best test top-1), the test top-1 of that epoch's adapter
+    (``test_acc``, %), its validation top-1 (``val_acc``; None under ``test``), the last epoch's test top-1
+    (``last_acc``; None under ``val``, where test is evaluated once), the per-epoch history and the selected
+    epoch's full test :class:`Accuracy` (per class, confusion)."""
 
     seed: int
-    best: float
-    best_epoch: int
-    last: float
+    selection: str
+    epoch: int
+    test_acc: float
+    val_acc: float | None
+    last_acc: float | None
     history: tuple[EpochStats, ...]
-    final: Accuracy
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1) of ``values``; the std of a single value is 0."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0:
-        raise ValueError("mean_std of no values")
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
+    accuracy: Accuracy
 
 
 @dataclass(frozen=True)
 class FewShotResult:
-    """Every seed's result; ``best_mean_std`` and ``last_mean_std`` (mean, sample std) summarise them."""
+    """Every seed's result under one protocol (``protocol``, as tables label it); ``test`` and, where
+    measured, ``val`` and ``last`` summarise the seeds (:class:`~clip2point.stats.Estimate`: mean, sample
+    std, n, 95% interval)."""
 
     seeds: tuple[SeedResult, ...]
+    protocol: str
 
     @property
     def n(self) -> int:
         return len(self.seeds)
 
     @property
-    def best_mean_std(self) -> tuple[float, float]:
-        return mean_std([s.best for s in self.seeds])
+    def test(self) -> Estimate:
+        """Test top-1 at the selected epochs."""
+        return estimate([s.test_acc for s in self.seeds])
 
     @property
-    def last_mean_std(self) -> tuple[float, float]:
-        return mean_std([s.last for s in self.seeds])
+    def val(self) -> Estimate | None:
+        """Validation top-1 at the selected epochs (None under ``selection: test``)."""
+        values = [s.val_acc for s in self.seeds]
+        return None if None in values else estimate(values)
+
+    @property
+    def last(self) -> Estimate | None:
+        """The last epoch's test top-1 (None under ``selection: val``: test is read once)."""
+        values = [s.last_acc for s in self.seeds]
+        return None if None in values else estimate(values)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """``<prefix>`` (test top-1 at the selected epochs) and, where measured, ``<prefix>_val`` (validation
+        top-1 there) and ``<prefix>_last`` (the last epoch's test top-1), each the mean over the seeds with
+        every seed's value beside it (``<prefix>/seed<s>``, :func:`clip2point.stats.seed_metrics`): what
+        MLflow holds and tables show as mean +- std, n and the 95% interval."""
+        out = {}
+        for name, attribute in (("", "test_acc"), ("_val", "val_acc"), ("_last", "last_acc")):
+            values = {s.seed: getattr(s, attribute) for s in self.seeds}
+            if None not in values.values():
+                out |= seed_metrics(f"{prefix}{name}", values)
+        return out
+
+
+def _cell(value: float | None) -> str:
+    return "      -" if value is None else f"{value:7.2f}"
 
 
 def format_table(result: FewShotResult) -> str:
-    """Per-seed best (epoch) and last top-1, then mean +- sample std over the seeds, as text."""
-    lines = [f"{'seed':>6}  {'best (epoch)':>14}  {'last':>7}"]
+    """Per seed: the selected epoch, its validation and test top-1 and the last epoch's test top-1; then
+    mean +- sample std over the seeds, and the protocol that chose the epochs."""
+    lines = [f"{'seed':>6}  {'epoch':>5}  {'val':>7}  {'test':>7}  {'last':>7}"]
     for s in result.seeds:
-        lines.append(f"{s.seed:>6}  {s.best:7.2f} ({s.best_epoch:>4})  {s.last:7.2f}")
-    (best_mean, best_std), (last_mean, last_std) = result.best_mean_std, result.last_mean_std
-    lines.append(f"{'mean':>6}  {best_mean:6.2f} +- {best_std:<5.2f}  {last_mean:6.2f} +- {last_std:.2f}")
-    lines.append(f"(top-1 %, n = {result.n} seeds, std = sample standard deviation)")
+        lines.append(
+            f"{s.seed:>6}  {s.epoch:>5}  {_cell(s.val_acc)}  {_cell(s.test_acc)}  {_cell(s.last_acc)}"
+        )
+    summary = [result.val, result.test, result.last]
+    shown = ["-" if e is None else f"{e.mean:.2f} +- {e.std:.2f}" for e in summary]
+    lines.append(f"{'mean':>6}  {'':>5}  " + "  ".join(shown))
+    lines.append(
+        f"(top-1 %, n = {result.n} seeds, std = sample standard deviation; epoch: {result.protocol})"
+    )
     return "\n".join(lines)
 
 
@@ -111,6 +156,25 @@ def select_train(
         raise InputError(f"fewshot.shots={shots}: {exc}; lower fewshot.shots or use null (full)") from None
 
 
+def select_samples(
+    labels: np.ndarray, config: FewShotConfig, seed: int, class_names: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One seed's training indices and, under ``selection: val``, the validation indices held out of the
+    same train split (``val_shots`` per class beside the K shots, or ``val_fraction`` of each class taken
+    out of the full split); None under ``selection: test``."""
+    train = select_train(labels, config.shots, seed, class_names)
+    if config.selection == "test":
+        return train, None
+    size = {"per_class": config.val_shots} if config.shots is not None else {"fraction": config.val_fraction}
+    try:
+        kept, val = select_validation(labels, train.numpy(), seed, **size)
+    except InputError as exc:
+        raise InputError(
+            f"fewshot.selection='val': {exc}; lower fewshot.shots or use selection 'test'"
+        ) from None
+    return torch.from_numpy(kept), torch.from_numpy(val)
+
+
 def _batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled split of ``range(count)`` into batches; a trailing batch of one sample is dropped
     (BatchNorm cannot train on it)."""
@@ -121,14 +185,20 @@ def _batches(count: int, batch_size: int, generator: torch.Generator) -> list[to
 
 
 @torch.no_grad()
-def predict(adapter: GDPA, features: SplitFeatures, text: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits ``(M, K)`` of every sample of ``features`` (adapter in eval mode; its mode is restored)."""
+def predict(
+    adapter: GDPA,
+    features: SplitFeatures,
+    text: torch.Tensor,
+    batch_size: int,
+    indices: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits ``(M, K)`` of the samples ``indices (M,)`` of ``features`` (default: every sample), adapter in
+    eval mode (its mode is restored)."""
     was_training = adapter.training
     adapter.eval()
+    indices = torch.arange(len(features)) if indices is None else indices
     try:
-        chunks = [
-            _call(adapter, features(idx), text) for idx in torch.arange(len(features)).split(batch_size)
-        ]
+        chunks = [_call(adapter, features(idx), text) for idx in indices.split(batch_size)]
     finally:
         adapter.train(was_training)
     return torch.cat(chunks)
@@ -153,12 +223,19 @@ def train_adapter(
     lr: float,
     weight_decay: float,
     seed: int,
+    val_indices: torch.Tensor | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> SeedResult:
     """Train ``adapter`` (only it: the encoders behind ``train``/``test`` are frozen) on the samples
     ``train_indices`` of ``train`` for ``epochs`` with AdamW and cross-entropy on its cosine logits against
-    prompt features ``text (K, C)``; evaluate on ``test`` after every epoch. ``seed`` fixes the batch order
-    and the dropout masks (the caller seeds the adapter's initialisation); the global RNG is restored."""
+    prompt features ``text (K, C)``, and select an epoch.
+
+    With ``val_indices`` (samples of ``train`` held out of training) the validation top-1 is measured after
+    every epoch, the first epoch with the best one is selected and ``test`` is evaluated once, with that
+    epoch's adapter (``selection: val``). Without, ``test`` is evaluated after every epoch and the first
+    epoch with the best test top-1 is selected (``selection: test``, the paper's). Either way ``adapter``
+    ends with the selected epoch's weights. ``seed`` fixes the batch order and the dropout masks (the caller
+    seeds the adapter's initialisation); the global RNG is restored."""
     if epochs < 1:
         raise ConfigError(f"fewshot.epochs={epochs} must be >= 1")
     device = text.device
@@ -166,6 +243,7 @@ def train_adapter(
     generator = torch.Generator().manual_seed(seed)
     history: list[EpochStats] = []
     labels = train.labels.to(device)
+    best, best_state, best_test = -math.inf, None, None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
@@ -184,13 +262,29 @@ def train_adapter(
                 total_loss += loss.detach().double() * len(idx)
                 correct += (logits.argmax(1) == target).sum()
                 seen += len(idx)
-            final = accuracy(predict(adapter, test, text, batch_size), test.labels, class_names)
-            stats = EpochStats(epoch, total_loss.item() / seen, 100.0 * correct.item() / seen, final.overall)
+            loss_mean, train_acc = total_loss.item() / seen, 100.0 * correct.item() / seen
+            if val_indices is None:
+                tested = accuracy(predict(adapter, test, text, batch_size), test.labels, class_names)
+                stats = EpochStats(epoch, loss_mean, train_acc, None, tested.overall)
+            else:
+                val_logits = predict(adapter, train, text, batch_size, val_indices)
+                validated = accuracy(val_logits, train.labels[val_indices], class_names)
+                stats = EpochStats(epoch, loss_mean, train_acc, validated.overall, None)
             history.append(stats)
+            if stats.selection_acc > best:  # the first epoch reaching the maximum
+                best, best_state = stats.selection_acc, copy.deepcopy(adapter.state_dict())
+                best_test = tested if val_indices is None else None
             if on_epoch is not None:
                 on_epoch(stats)
-    best = max(history, key=lambda s: s.test_acc)  # the first epoch reaching the maximum
-    return SeedResult(seed, best.test_acc, best.epoch, history[-1].test_acc, tuple(history), final)
+    adapter.load_state_dict(best_state)
+    selected = next(s for s in history if s.selection_acc == best)
+    if val_indices is not None:  # the one look at the test split
+        best_test = accuracy(predict(adapter, test, text, batch_size), test.labels, class_names)
+    last = history[-1].test_acc
+    return SeedResult(
+        seed, "test" if val_indices is None else "val", selected.epoch, best_test.overall, selected.val_acc,
+        last, tuple(history), best_test,
+    )  # fmt: skip
 
 
 def frozen_encoders(experiment: Experiment) -> list[nn.Module]:
@@ -217,14 +311,17 @@ def run_few_shot(
     on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> FewShotResult:
     """The ``clip2point fewshot`` experiment: adapters of ``fewshot.adapter`` trained on the config's
-    dataset (train split, ``fewshot.shots`` per class) and tested on its test split, once per seed of
-    ``fewshot.seeds``, on the features of :func:`frozen_encoders`.
+    dataset (train split, ``fewshot.shots`` per class) and tested on its test split at the epoch
+    ``fewshot.selection`` picks, once per seed of ``fewshot.seeds``, on the features of
+    :func:`frozen_encoders`.
 
-    Writes ``confusion_seed<s>.png`` (final epoch) to ``out_dir`` (default
-    ``<project>/runs/fewshot/<dataset>``). With ``track``, one MLflow run holds the config, the summary
-    metrics (``best_acc_mean/std``, ``last_acc_mean/std``) and the table (``results.txt``); one nested run
-    per seed holds the per-epoch ``loss``, ``train_acc`` and ``test_acc`` (step = epoch) and its confusion
-    matrix. ``on_epoch(seed, stats)`` is called after every epoch (sweeps report through it)."""
+    Writes ``confusion_seed<s>.png`` (the selected epoch, on test) to ``out_dir`` (default
+    ``<project>/runs/fewshot/<dataset>``). With ``track``, one MLflow run (tagged ``protocol``) holds the
+    config, the summary metrics (:meth:`FewShotResult.metrics` with prefix ``fewshot_acc``) and the table
+    (``results.txt``); one nested run per seed holds the per-epoch
+    ``loss``, ``train_acc`` and ``val_acc`` or (``selection: test``) ``test_acc`` (step = epoch), the
+    selected epoch's results and its confusion matrix. ``on_epoch(seed, stats)`` is called after every
+    epoch (sweeps report through it)."""
     config = experiment.config
     fs, device = config.fewshot, experiment.device
     if not fs.seeds:
@@ -233,14 +330,18 @@ def run_few_shot(
     encoders = frozen_encoders(experiment)
     train_set, test_set = experiment.dataset("train"), experiment.dataset("test")
     class_names = train_set.class_names
-    selections = {seed: select_train(train_set.labels, fs.shots, seed, class_names) for seed in fs.seeds}
+    samples = {seed: select_samples(train_set.labels, fs, seed, class_names) for seed in fs.seeds}
     out = experiment.output_dir("fewshot", out_dir)
-    tags = {"depth_encoder": experiment.depth_encoder_label, "dataset_fingerprint": train_set.fingerprint()}
+    tags = {
+        "depth_encoder": experiment.depth_encoder_label, "dataset_fingerprint": train_set.fingerprint(),
+        "protocol": fs.protocol(detail=True),
+    }  # fmt: skip
     parent = Tracker.start(config, f"fewshot-{config.data.dataset}", tags=tags) if track else None
     with parent.active() if parent else nullcontext():
         train, test = (
             SplitFeatures(ds, encoders, experiment.renderer, experiment.views, cache_dir=fs.feature_cache,
-                          batch_size=fs.batch_size, device=device, progress=progress)
+                          batch_size=fs.batch_size, device=device, progress=progress,
+                          precision=config.precision)
             for ds in (train_set, test_set)
         )  # fmt: skip
         text = experiment.text_features(class_names)
@@ -253,31 +354,33 @@ def run_few_shot(
 
                 def report(stats: EpochStats, seed: int = seed, child: Tracker | None = child) -> None:
                     if child:
+                        measured = {"val_acc": stats.val_acc, "test_acc": stats.test_acc}
                         child.log_metrics(
-                            {"loss": stats.loss, "train_acc": stats.train_acc, "test_acc": stats.test_acc},
+                            {"loss": stats.loss, "train_acc": stats.train_acc}
+                            | {k: v for k, v in measured.items() if v is not None},
                             stats.epoch,
                         )
                     if on_epoch:
                         on_epoch(seed, stats)
 
                 adapter = seeded_adapter(fs, num_views, dim, seed, device)
+                train_indices, val_indices = samples[seed]
                 result = train_adapter(
-                    adapter, train, test, text, class_names, selections[seed], epochs=fs.epochs,
-                    batch_size=fs.batch_size, lr=fs.lr, weight_decay=fs.weight_decay, seed=seed, on_epoch=report,
+                    adapter, train, test, text, class_names, train_indices, epochs=fs.epochs,
+                    batch_size=fs.batch_size, lr=fs.lr, weight_decay=fs.weight_decay, seed=seed,
+                    val_indices=val_indices, on_epoch=report,
                 )  # fmt: skip
-                title = f"{config.data.dataset} seed {seed}"
-                picture = save_confusion_png(result.final, out / f"confusion_seed{seed}.png", title=title)
+                title = f"{config.data.dataset} seed {seed}, epoch {result.epoch} ({fs.protocol()})"
+                picture = save_confusion_png(result.accuracy, out / f"confusion_seed{seed}.png", title=title)
                 if child:
-                    child.log_metrics({"best_acc": result.best, "last_acc": result.last}, fs.epochs)
+                    chosen = {"selected_test_acc": result.test_acc, "selected_epoch": result.epoch}
+                    if result.val_acc is not None:
+                        chosen["selected_val_acc"] = result.val_acc
+                    child.log_metrics(chosen, fs.epochs)
                     child.log_artifact(picture)
             results.append(result)
-        summary = FewShotResult(tuple(results))
+        summary = FewShotResult(tuple(results), fs.protocol())
         if parent:
-            (best_mean, best_std), (last_mean, last_std) = summary.best_mean_std, summary.last_mean_std
-            parent.log_metrics(
-                {"best_acc_mean": best_mean, "best_acc_std": best_std, "last_acc_mean": last_mean,
-                 "last_acc_std": last_std, "num_seeds": summary.n},
-                fs.epochs,
-            )  # fmt: skip
+            parent.log_metrics(summary.metrics("fewshot_acc"), fs.epochs)
             parent.log_text(format_table(summary), "results.txt")
     return summary

@@ -30,6 +30,7 @@ from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
 from clip2point.engine.features import autocast
+from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_state import read_state, restore_state, write_state
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
 from clip2point.engine.zeroshot import evaluate_zero_shot
@@ -44,25 +45,34 @@ OFFICIAL_FILE = "best_eval.pth"
 class ZeroShotProbe:
     """Zero-shot accuracy (%) of a depth encoder on the pre-training val split (``shapenet55`` test list, its
     own class names) and on ``pretrain.eval_dataset``'s test split, at the experiment's views. The clouds
-    are read once and kept in memory."""
+    are read once and kept in memory, except those of a split sampled anew every epoch
+    (``pretrain.sampling: random``), which are read for the epoch asked (0: before pre-training)."""
 
     def __init__(self, experiment: Experiment):
         self.experiment = experiment
         self.sets = {}
         for key, name in (("val_acc", "shapenet55"), ("test_acc", experiment.config.pretrain.eval_dataset)):
             dataset = experiment.dataset("test", name)
-            items = [dataset[i] for i in range(len(dataset))]
-            self.sets[key] = (items, dataset.class_names, experiment.text_features(dataset.class_names))
+            kept = None if dataset.per_epoch else [dataset[i] for i in range(len(dataset))]
+            self.sets[key] = (
+                dataset,
+                kept,
+                dataset.class_names,
+                experiment.text_features(dataset.class_names),
+            )
 
-    def __call__(self, encoder: nn.Module) -> dict[str, float]:
+    def __call__(self, encoder: nn.Module, epoch: int = 0) -> dict[str, float]:
         e = self.experiment
-        return {
-            key: evaluate_zero_shot(
-                encoder, text, names, items, e.renderer, e.views,
+        accuracy = {}
+        for key, (dataset, kept, names, text) in self.sets.items():
+            if kept is None:
+                dataset.set_epoch(epoch)
+            accuracy[key] = evaluate_zero_shot(
+                encoder, text, names, dataset if kept is None else kept, e.renderer, e.views,
                 batch_size=e.config.pretrain.eval_batch_size, device=e.device, progress=False,
-            ).overall
-            for key, (items, names, text) in self.sets.items()
-        }  # fmt: skip
+                precision=e.config.precision,
+            ).overall  # fmt: skip
+        return accuracy
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -84,7 +94,6 @@ class Worker:
     def __init__(self, job: dict[str, Any]):
         import ray.train
         import ray.train.torch
-        from timm.optim import Lamb
 
         self.config: ExperimentConfig = job["config"]
         self.job = job
@@ -122,7 +131,7 @@ class Worker:
                 f"config key 'pretrain.batch_size': {pre.batch_size} exceeds the {len(self.train_set)} "
                 "pre-training samples; allowed: at most the number of samples"
             )
-        self.optimizer = Lamb(self.model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
+        self.optimizer = build_optimizer(pre, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             self.optimizer, T_0=pre.restart_epochs * len(self.loader), T_mult=1, eta_min=pre.eta_min
         )
@@ -163,7 +172,7 @@ class Worker:
             )
             with torch.no_grad():
                 depth = render_pair(self.experiment.renderer, points, azim, elev, dist_, factors)
-            with autocast(self.device):
+            with autocast(self.device, self.config.precision):
                 loss = self.trainable(depth, self.image_encoder(image))
             self.optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
@@ -184,7 +193,7 @@ class Worker:
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """Rank 0: zero-shot accuracies; a new best val accuracy saves the depth encoder (and official layout)."""
-        accuracy = self.probe(self.model.depth_encoder)
+        accuracy = self.probe(self.model.depth_encoder, epoch)
         if accuracy["val_acc"] > self.best["best_val_acc"]:
             self.best = {"best_val_acc": accuracy["val_acc"], "best_test_acc": accuracy["test_acc"],
                          "best_epoch": float(epoch)}  # fmt: skip

@@ -41,9 +41,11 @@ def evaluate_zero_shot(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Accuracy:
     """Zero-shot accuracy of ``encoder`` (CLIP's visual encoder or a pre-trained depth encoder) on
-    ``dataset`` rendered at ``views`` (each ``(V,)``), with prompt features ``text_features (K, C)``."""
+    ``dataset`` rendered at ``views`` (each ``(V,)``), with prompt features ``text_features (K, C)``; the
+    encoder computes in ``precision`` (:func:`~clip2point.engine.features.autocast`)."""
     features, labels = extract_view_features(
         encoder,
         renderer,
@@ -54,6 +56,7 @@ def evaluate_zero_shot(
         num_workers=num_workers,
         progress=progress,
         desc="zero-shot",
+        precision=precision,
     )
     return zero_shot_accuracy(features, labels, text_features, class_names)
 
@@ -88,6 +91,7 @@ def run_zero_shot(
         result = evaluate_zero_shot(
             experiment.depth_encoder, experiment.text_features(dataset.class_names), dataset.class_names,
             dataset, experiment.renderer, experiment.views, device=experiment.device, progress=progress,
+            precision=config.precision,
         )  # fmt: skip
         save_confusion_png(
             result, out / "confusion.png", title=f"{config.data.dataset} {split}, {encoder_label}"

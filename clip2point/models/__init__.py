@@ -16,6 +16,7 @@ from clip2point.models.checkpoints import (
     export_official_depth,
     export_official_dpa,
     load_depth_encoder,
+    load_dpa,
     load_official_depth,
     load_official_dpa,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "export_official_dpa",
     "load_clip",
     "load_depth_encoder",
+    "load_dpa",
     "load_module",
     "load_official_depth",
     "load_official_dpa",

@@ -8,9 +8,10 @@
   ``global_f.3.*`` (Linear V*C -> C), ``global_f.4.*`` (BatchNorm1d), ``global_f.7.*`` (Linear C -> C).
 
 Visual keys are OpenAI's VisionTransformer names, which open_clip's VisionTransformer shares. Keys of
-the official view selector (``selector.*``: fixed camera buffers) carry no weights we need and are
-skipped. A file that does not fit raises :class:`InputError` listing missing / unexpected / mis-shaped
-keys in the official names.
+the official view selector (``selector.view_selector.views_{azim,elev,dist}``: the fixed cameras, ``(V,)``
+buffers) carry no weights we need and are skipped on import; the DPA export writes them, because the
+authors load a DPA file strictly. A file that does not fit raises :class:`InputError` listing missing /
+unexpected / mis-shaped keys in the official names.
 """
 
 from __future__ import annotations
@@ -27,13 +28,23 @@ from clip2point.errors import ConfigError, InputError
 from clip2point.models.adapters import GDPA, AdapterSettings
 from clip2point.models.backbone import ClipBundle, load_clip
 from clip2point.models.classifier import FewShotClassifier
-from clip2point.models.state import StateDict, check_state_dict, load_module, read_state_dict, save_module
+from clip2point.models.state import (
+    StateDict,
+    check_state_dict,
+    load_checked,
+    load_module,
+    read_metadata,
+    read_state_dict,
+    save_module,
+)
+from clip2point.render.cameras import Views, official_views
 
 DEPTH_PREFIX = "point_model."
 IMAGE_PREFIX = "image_model."
 BALANCE_KEY = "weights"
 DATAPARALLEL = "module."
 SKIPPED_PREFIXES = ("selector.",)
+SELECTOR_VIEWS = "selector.view_selector.views_"  # + azim / elev / dist: the authors' fixed-camera buffers
 
 # The adapter of the authors' DPA checkpoints: dual path, global aggregator in their form, plain average.
 OFFICIAL_DPA = AdapterSettings(path="dual", aggregator="global", fusion="average", variant="official")
@@ -74,7 +85,11 @@ def _rename(key: str, table: Mapping[str, str]) -> str | None:
 
 def _read_official(path: str | os.PathLike) -> tuple[StateDict, tuple[str, ...]]:
     """The file's state dict with the DataParallel prefix removed, minus the skipped selector keys."""
-    state = read_state_dict(path)
+    return _official_state(read_state_dict(path))
+
+
+def _official_state(state: StateDict) -> tuple[StateDict, tuple[str, ...]]:
+    """``state`` with the DataParallel prefix removed, minus the skipped selector keys (listed)."""
     if all(k.startswith(DATAPARALLEL) for k in state):
         state = {k[len(DATAPARALLEL) :]: v for k, v in state.items()}
     skipped = tuple(sorted(k for k in state if k.startswith(SKIPPED_PREFIXES)))
@@ -141,20 +156,32 @@ def _dpa_to_official(classifier: FewShotClassifier) -> dict[str, str]:
 def load_official_dpa(path: str | os.PathLike, classifier: FewShotClassifier) -> ImportReport:
     """Load ``best_test.pth`` into ``classifier``: a dual-path, global, ``official``-variant, ``average``-
     fusion GDPA over a depth and a CLIP encoder (the official DPA)."""
+    return _load_official_dpa_state(read_state_dict(path), classifier, str(path))
+
+
+def _load_official_dpa_state(state: StateDict, classifier: FewShotClassifier, path: str) -> ImportReport:
+    """Load the official DPA ``state`` (read from file ``path``) into ``classifier``."""
     if classifier.adapter.settings != OFFICIAL_DPA:
         raise InputError(
             f"the official DPA checkpoint needs a GDPA with {OFFICIAL_DPA}; got {classifier.adapter.settings}"
         )
-    state, skipped = _read_official(path)
+    state, skipped = _official_state(state)
     table = _dpa_to_official(classifier)
     _load_renamed(classifier, table, state, f"official DPA checkpoint {path}", "the official DPA layout")
-    return ImportReport(str(path), len(table), skipped)
+    return ImportReport(path, len(table), skipped)
 
 
 def export_official_dpa(classifier: FewShotClassifier) -> StateDict:
-    """Our official-form classifier in the ``best_test.pth`` layout (on CPU)."""
+    """Our official-form classifier in the ``best_test.pth`` layout (on CPU), the complete state dict of the
+    authors' DPA module: with their view selector's buffers ``selector.view_selector.views_{azim,elev,dist}``,
+    each ``(V,)`` float32 holding the official view set of the adapter's ``V`` (6 or 10) views, so that their
+    strict ``load_state_dict`` accepts it."""
     table = _dpa_to_official(classifier)
-    return {table[k]: v.detach().to("cpu").clone() for k, v in classifier.state_dict().items()}
+    state = {table[k]: v.detach().to("cpu").clone() for k, v in classifier.state_dict().items()}
+    views = official_views(classifier.adapter.depth_adapter.views)
+    return state | {
+        f"{SELECTOR_VIEWS}{name}": v.clone() for name, v in zip(Views._fields, views, strict=True)
+    }
 
 
 def convert_official(
@@ -198,3 +225,38 @@ def load_depth_encoder(bundle: ClipBundle, path: str | os.PathLike) -> nn.Module
     else:
         load_module(encoder, path)
     return encoder.eval()
+
+
+# The first aggregator's view weights, (V,): in the authors' DPA file and in ours (FewShotClassifier keys)
+_DPA_VIEW_KEYS = ("adapter1.fusion_ratio", "adapter.depth_adapter.view_weights")
+
+
+def load_dpa(bundle: ClipBundle, path: str | os.PathLike) -> FewShotClassifier:
+    """A Dual-Path Adapter classifier with the weights of ``path`` (in eval mode): the authors' few-shot
+    ``best_test.pth`` (or a file :func:`export_official_dpa` wrote), or our conversion of it
+    (``import-official --kind dpa``), told apart by their keys. Its encoders are copies of ``bundle``'s
+    visual encoder, which must match the file's activation (the authors' and converted files use
+    QuickGELU, i.e. OpenAI's ViT-B/32); its view count ``V`` is the file's (the adapter's
+    ``classifier.adapter.depth_adapter.views``). Errors list missing / unexpected / mis-shaped keys."""
+    state = read_state_dict(path)
+    key = next((k for k in _DPA_VIEW_KEYS if k in state), None)
+    if key is None:
+        raise InputError(
+            f"{path} is not a DPA checkpoint: it has neither adapter1.fusion_ratio (the authors' best_test.pth) "
+            "nor adapter.depth_adapter.view_weights (import-official --kind dpa)"
+        )
+    quick_gelu = read_metadata(path).get("quick_gelu", "true").strip().lower() == "true"
+    if quick_gelu != bundle.quick_gelu:
+        raise ConfigError(
+            f"the encoders of {path} use {'QuickGELU' if quick_gelu else 'GELU'}, but model.name="
+            f"{bundle.name!r} with model.pretrained={bundle.pretrained!r} builds "
+            f"{'QuickGELU' if bundle.quick_gelu else 'GELU'}; allowed: the backbone the file was trained "
+            "from (ViT-B-32 with openai weights for the authors' files)"
+        )
+    adapter = GDPA(int(state[key].shape[0]), bundle.embed_dim, OFFICIAL_DPA)
+    classifier = FewShotClassifier(bundle.depth_encoder(), adapter, bundle.depth_encoder())
+    if key == _DPA_VIEW_KEYS[0]:
+        _load_official_dpa_state(state, classifier, str(path))
+    else:
+        load_checked(classifier, state, f"DPA checkpoint {path}")
+    return classifier.eval()

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip2point.config import ExperimentConfig
-from clip2point.stats import paired_difference
+from clip2point.stats import paired_difference, seed_values
 from clip2point.sweep.report import is_toy, measured, results_dir
 from clip2point.sweep.studies import STUDIES
-from clip2point.sweep.study import seed_values
 from clip2point.tracking import git_revision
 
 SELECTION_LABELS = {

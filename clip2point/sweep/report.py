@@ -11,9 +11,9 @@ import yaml
 from clip2point.config import ExperimentConfig
 from clip2point.paths import project_root, resolve_path
 from clip2point.plots import pyplot, save_figure
-from clip2point.stats import estimate
+from clip2point.stats import estimate, seed_values
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
-from clip2point.sweep.study import Study, seed_values
+from clip2point.sweep.study import Study
 from clip2point.tracking import git_revision
 
 
@@ -89,9 +89,13 @@ def write_results(
     md, png = folder / f"{study.name}.md", folder / f"{study.name}.png"
     rows = table_rows(study, outcome, config)
     papers = paper_values(study, config)
+    protocol = config.fewshot.protocol()
     header = ["setting"]
     for column in study.columns:
-        header += [f"{column.label} (measured)", f"{column.label} (paper)"]
+        if column.fewshot:  # the epoch behind each number: ours as configured; the paper's best on test
+            header += [f"{column.label} (measured; {protocol})", f"{column.label} (paper; best test epoch)"]
+        else:
+            header += [f"{column.label} (measured)", f"{column.label} (paper)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, trial in rows:
         cells = [name]
@@ -119,6 +123,12 @@ def write_results(
         f"- dataset: `{config.data.dataset}` under `{_display_root(config.data.root)}`\n"
         f"- backbone: `{config.model.name}` (`{config.model.pretrained}`)\n"
         f"- rendering: {config.render.views} views, images at the backbone's input size\n"
+        + (
+            f"- few-shot epoch: {config.fewshot.protocol(detail=True)}\n"
+            if any(c.fewshot for c in study.columns)
+            else ""
+        )
+        + f"- precision: {config.precision} (float32 on the CPU)\n"
         f"- date: {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`\n"
         f"- paper: {study.paper_reference or 'see docs/method.md section 7'}\n"
         f"- command: `{command}`\n"
@@ -196,10 +206,12 @@ def plot_results(study: Study, rows, path: Path, toy: bool, papers: dict[str, di
 
 
 def print_table(study: Study, outcome: SweepOutcome, config: ExperimentConfig) -> None:
-    """The final table on stdout."""
+    """The final table on stdout, with how the few-shot epochs were chosen."""
     rows = table_rows(study, outcome, config)
     width = max(len(name) for name, _ in rows) if rows else 8
     print(f"\n{study.title}")
+    if any(c.fewshot for c in study.columns):
+        print(f"few-shot epoch: {config.fewshot.protocol(detail=True)}")
     print(f"{'setting':<{width}}  " + "  ".join(f"{c.label:>44}" for c in study.columns))
     for name, trial in rows:
         if trial is None or trial.error is not None:

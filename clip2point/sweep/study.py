@@ -18,22 +18,6 @@ each seed's value as ``m/seed<s>`` (``m`` itself is their mean); tables then sho
 95% confidence interval (:mod:`clip2point.stats`)."""
 
 
-SEED_KEY = "{name}/seed{seed}"
-
-
-def seed_metrics(name: str, values: Mapping[int, float]) -> Metrics:
-    """``{name: mean, "name/seed<s>": value, ...}``: a metric over seeds with each seed's value kept, so
-    tables can give intervals and paired differences (:mod:`clip2point.stats`)."""
-    mean = sum(values.values()) / len(values)
-    return {name: mean, **{SEED_KEY.format(name=name, seed=seed): value for seed, value in values.items()}}
-
-
-def seed_values(metrics: Mapping[str, float], name: str) -> dict[int, float]:
-    """The per-seed values of metric ``name`` that :func:`seed_metrics` stored (empty if none)."""
-    prefix = f"{name}/seed"
-    return {int(key[len(prefix) :]): value for key, value in metrics.items() if key.startswith(prefix)}
-
-
 @dataclass(frozen=True)
 class Cell:
     """One row of a study's table: a name, the config overrides that define it, the paper's values."""
@@ -45,10 +29,12 @@ class Cell:
 
 @dataclass(frozen=True)
 class Column:
-    """A metric shown in the results table and plot."""
+    """A metric shown in the results table and plot; ``fewshot``: its numbers come from few-shot training,
+    so the table labels them with the protocol that chose the epoch (``fewshot.selection``)."""
 
     metric: str
     label: str
+    fewshot: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -120,6 +121,17 @@ def test_modelnet40_ply(tmp_path):
     cloud = torch.from_numpy(b.astype(np.float32))
     expected = normalize_unit_sphere(cloud[farthest_point_sample(cloud[None], N)[0]])
     torch.testing.assert_close(ds[0]["points"], expected)
+    every = build_dataset("modelnet40_ply", tmp_path, "test", None, align=False)  # the authors': all points
+    torch.testing.assert_close(every[0]["points"], normalize_unit_sphere(cloud))
+    torch.testing.assert_close(
+        every[1]["points"], normalize_unit_sphere(torch.from_numpy(a.astype(np.float32)))
+    )
+    with pytest.raises(InputError, match=r"input 1 gives 50 points, the first gave 40; .* one size"):
+        build_dataset("modelnet40_ply", tmp_path, "test", None, on_error="skip")  # read up front: 40 and 50
+    with pytest.raises(
+        InputError, match=r"modelnet10-test: num_points=None \(every point of each file\) applies"
+    ):
+        build_dataset("modelnet10", tmp_path, "test", None)
     with pytest.raises(InputError, match=r"0_b\.ply: the cloud has 40 points, fewer than the 45 asked for"):
         ModelNet40Ply(tmp_path, "test", 45)[0]
     with pytest.raises(InputError, match=r"split='train' is not allowed; use one of test"):
@@ -135,9 +147,8 @@ def test_scanobjectnn_variants_fps_and_bad_samples(tmp_path):
     write_h5(tmp_path / "main_split_nobg" / "test_objectdataset.h5", data, [3, 0, 14, 7])
     ds = ScanObjectNN(tmp_path, "test", 16, variant="obj_only")
     assert len(ds) == 4 and ds.labels.tolist() == [3, 0, 14, 7] and ds.class_names[14] == "toilet"
-    cloud = torch.from_numpy(data[2].astype(np.float32))
-    expected = normalize_unit_sphere(cloud[farthest_point_sample(cloud[None], 16)[0]])
-    torch.testing.assert_close(ds[2]["points"], expected)
+    cloud = normalize_unit_sphere(torch.from_numpy(data[2].astype(np.float32)))  # all points, once
+    torch.testing.assert_close(ds[2]["points"], cloud[farthest_point_sample(cloud[None], 16)[0]])
     pb = (
         tmp_path
         / "ScanObjectNN"
@@ -158,6 +169,17 @@ def test_scanobjectnn_variants_fps_and_bad_samples(tmp_path):
     write_h5(tmp_path / "main_split" / "test_objectdataset.h5", data[:1], [15])
     with pytest.raises(InputError, match=r"test_objectdataset\.h5: label 15 out of range; allowed 0\.\.14"):
         ScanObjectNN(tmp_path, "test", 16, variant="obj_bg")
+
+
+def test_scanobjectnn_normalises_all_points_once_then_samples(tmp_path):
+    """The authors' order, by hand: x = 0, 10, 1, 2 has mean 3.25 and radius 6.75, so the normalised cloud
+    is (-13/27, 1, -1/3, -5/27); FPS from index 0 keeps -13/27 and its farthest point 1, and that pair is
+    served as it is (normalising it again would give -1 and 1)."""
+    scan = np.zeros((1, 4, 3), np.float32)
+    scan[0, :, 0] = (0, 10, 1, 2)
+    write_h5(tmp_path / "main_split" / "test_objectdataset.h5", scan, [0])
+    points = ScanObjectNN(tmp_path, "test", 2, variant="obj_bg")[0]["points"]
+    torch.testing.assert_close(points, torch.tensor([[-13 / 27, 0.0, 0.0], [1.0, 0.0, 0.0]]))
 
 
 ENTRIES = [("03001627", "c1"), ("02691156", "a1"), ("03001627", "c2")]
@@ -204,22 +226,94 @@ def test_shapenet_bad_inputs(tmp_path):
     assert build_dataset("shapenet55", tmp_path, "train", N, on_error="skip").labels.tolist() == [18, 18]
     with pytest.raises(InputError, match=r"the cloud has 128 points, fewer than the 200 asked for"):
         ShapeNet55(tmp_path, "train", 200)[0]
-    (tmp_path / "rendering" / "03001627_c2" / "0.png").unlink()
-    pre = ShapeNet55Pretrain(tmp_path, "train", N, image_size=8)
-    for e in range(40):  # find an epoch where item 2 draws the missing view 0
-        if int(np.random.default_rng((0, e, 2)).integers(10)) == 0:
-            pre.set_epoch(e)
-            with pytest.raises(InputError, match=r"cannot read image .*03001627_c2/0\.png"):
-                pre[2]
-            break
-    else:
-        pytest.fail("no epoch drew view 0 for item 2")
     lst = tmp_path / "ShapeNet55" / "ShapeNet-55" / "train.txt"
     lst.write_text("03001627-c1.npy\n99999999-x.npy\n")
     with pytest.raises(
         InputError, match=r"train\.txt: line 2: '99999999-x\.npy' is not '<synset>-<model>\.npy'"
     ):
         ShapeNet55(tmp_path, "train", N)
+
+
+def test_pretrain_points_are_a_fresh_seeded_random_subset_every_epoch(tmp_path):
+    make_shapenet(tmp_path, ENTRIES, split="train", points=128)
+    make_shapenet(tmp_path, ENTRIES, split="test", points=128)
+    raw = [
+        torch.from_numpy(np.load(tmp_path / "ShapeNet55" / "shapenet_pc" / f"{s}-{m}.npy"))
+        for s, m in ENTRIES
+    ]
+    pre = ShapeNet55Pretrain(tmp_path, "train", N, image_size=8, seed=5, sampling="random")
+    val = build_dataset("shapenet55", tmp_path, "test", N, seed=5, sampling="random")
+    assert pre.per_epoch and val.per_epoch
+    drawn = {}
+    for epoch in (0, 1, 2):
+        pre.set_epoch(epoch)
+        val.set_epoch(epoch)
+        for r in range(3):
+            # By hand: a permutation from the (seed, epoch, record, stream, split) generator, its first N
+            # indices, then the unit-sphere normalisation (after picking, as the authors).
+            pick = np.random.default_rng((5, epoch, r, 2, 1)).permutation(128)[:N]
+            expected = normalize_unit_sphere(raw[r][torch.from_numpy(pick)])
+            torch.testing.assert_close(pre[r]["points"], expected)
+            torch.testing.assert_close(pre[r]["points"], expected)  # the same draw when read again
+            val_pick = np.random.default_rng((5, epoch, r, 2, 2)).permutation(128)[:N]
+            torch.testing.assert_close(
+                val[r]["points"], normalize_unit_sphere(raw[r][torch.from_numpy(val_pick)])
+            )
+            drawn[epoch, r] = pick
+    assert all(len(set(p.tolist())) == N for p in drawn.values())  # distinct points
+    assert not np.array_equal(drawn[0, 0], drawn[1, 0]) and not np.array_equal(drawn[1, 0], drawn[2, 0])
+    again = ShapeNet55Pretrain(tmp_path, "train", N, image_size=8, seed=5, sampling="random")
+    again.set_epoch(1)  # a restarted run reaching epoch 1 draws what the first one drew
+    torch.testing.assert_close(
+        again[2]["points"], normalize_unit_sphere(raw[2][torch.from_numpy(drawn[1, 2])])
+    )
+    assert again.fingerprint() != pre.fingerprint()  # the epoch is part of what the samples depend on
+    fps = ShapeNet55Pretrain(tmp_path, "train", N, image_size=8, seed=5)
+    first = fps[0]["points"]
+    fps.set_epoch(3)
+    assert not fps.per_epoch and torch.equal(fps[0]["points"], first)
+    torch.testing.assert_close(
+        first, normalize_unit_sphere(raw[0][farthest_point_sample(raw[0][None], N)[0]])
+    )
+    # Not cached (the samples change every epoch); a bad cloud is still found up front under "skip".
+    np.save(tmp_path / "ShapeNet55" / "shapenet_pc" / "02691156-a1.npy", np.zeros((16, 3), np.float32))
+    skipping = ShapeNet55Pretrain(
+        tmp_path, "train", N, image_size=8, sampling="random", cache_dir=tmp_path / "cache", on_error="skip"
+    )
+    assert skipping.records.tolist() == [0, 2] and "fewer than the 32 asked for" in skipping.skipped[0][1]
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(InputError, match=r"sampling='farthest' is not allowed; use one of fps, random"):
+        ShapeNet55(tmp_path, "train", N, sampling="farthest")
+
+
+def test_missing_renders_are_found_when_the_dataset_is_built(tmp_path, caplog):
+    entries = [*ENTRIES, ("02691156", "a2"), ("02691156", "a3")]
+    make_shapenet(tmp_path, entries, split="train")
+    shutil.rmtree(tmp_path / "rendering" / "03001627_c2")  # no renders at all
+    (tmp_path / "rendering" / "02691156_a3" / "7.png").unlink()  # one of ten missing
+    with pytest.raises(
+        InputError,
+        match=r"shapenet55-train: 2 of 5 models have no complete set of renders <synset>_<model>/0\.\.9\.png "
+        r"in .*rendering \(11 files missing; first: .*03001627_c2/0\.png, .*03001627_c2/1\.png, .*"
+        r"03001627_c2/2\.png\); data\.on_error: skip leaves those models out",
+    ):
+        ShapeNet55Pretrain(tmp_path, "train", N, image_size=8)
+    with caplog.at_level(logging.WARNING):
+        pre = ShapeNet55Pretrain(tmp_path, "train", N, image_size=8, on_error="skip")
+    assert (
+        "2 of 5 models have no complete set of renders" in caplog.text and "leaving them out" in caplog.text
+    )
+    assert len(pre) == 3 and pre.num_skipped == 2
+    assert [source.rsplit("/", 1)[-1] for source, _ in pre.skipped] == ["03001627-c2.npy", "02691156-a3.npy"]
+    assert pre.skipped[1][1].endswith("02691156_a3/7.png")
+    assert pre.model_ids == [("03001627", "c1"), ("02691156", "a1"), ("02691156", "a2")]
+    assert pre.labels.tolist() == [18, 0, 0]
+    for epoch in range(20):  # every view of every kept model can be drawn: no error mid-epoch
+        pre.set_epoch(epoch)
+        assert [pre[i]["label"] for i in range(len(pre))] == [18, 0, 0]
+    cached = ShapeNet55Pretrain(tmp_path, "train", N, image_size=8, on_error="skip", cache_dir=tmp_path / "c")
+    assert cached.num_skipped == 2 and torch.equal(cached[2]["points"], pre[2]["points"])
+    assert len(ShapeNet55(tmp_path, "train", N)) == 5  # the clouds alone need no renders
 
 
 def test_build_dataset_names_and_k_shot(modelnet10):

@@ -11,6 +11,7 @@ import torch
 
 from clip2point.data import build_dataset
 from clip2point.engine.feature_cache import SplitFeatures, encoder_digest, feature_key, load_or_extract
+from clip2point.errors import ConfigError
 from clip2point.render import DepthRenderer, ImageNorm, official_views
 from tests.engine.fewshot_data import make_boxes
 from tests.tiny_clip import SIZE
@@ -101,6 +102,22 @@ def test_source_file_change_invalidates(tiny_bundle, tmp_path):
         tiny_bundle.visual, RENDER, dataset(root), views, cache_dir=cache, progress=False
     ).path
     assert not (cache / f"{key}.safetensors").exists()
+
+
+def test_key_holds_the_precision_the_encoder_computes_in(tiny_bundle, tmp_path):
+    root = make_boxes(tmp_path / "data", train=0, test=1)
+    views, ds = official_views(6), dataset(root)
+
+    def key(device: str, precision: str) -> str:
+        return feature_key(tiny_bundle.visual, RENDER, views, ds, device, precision)
+
+    # On the CPU both settings compute in float32; on CUDA bf16 autocasts, fp32 does not.
+    assert key("cpu", "bf16") == key("cpu", "fp32") == key("cuda", "fp32")
+    assert key("cuda", "bf16") != key("cuda", "fp32")
+    with pytest.raises(
+        ConfigError, match=r"'precision': 'fp16' is not allowed; expected one of 'fp32', 'bf16'"
+    ):
+        key("cuda", "fp16")
 
 
 def test_digest_sees_weights_and_architecture(tiny_bundle, tiny_name):

@@ -3,24 +3,24 @@ config errors, the verb's table."""
 
 import argparse
 import copy
-import statistics
 
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
 
 from clip2point.commands import fewshot as fewshot_verb
 from clip2point.config import FewShotConfig, load_config
-from clip2point.data import MODELNET10, build_dataset
+from clip2point.data import MODELNET10, build_dataset, select_k_shot, select_validation
 from clip2point.engine.context import Experiment
 from clip2point.engine.feature_cache import SplitFeatures
 from clip2point.engine.fewshot import (
     FewShotResult,
     SeedResult,
     build_adapter,
-    mean_std,
     predict,
     run_few_shot,
+    select_samples,
     select_train,
     train_adapter,
 )
@@ -95,9 +95,87 @@ def test_adapter_learns_and_loss_decreases(tiny_bundle, splits, tmp_path):
     losses = [s.loss for s in result.history]
     assert losses[-1] < 0.9 * losses[0]
     assert [s.epoch for s in result.history] == list(range(1, 9))
-    assert result.best == max(s.test_acc for s in result.history)
-    assert result.history[result.best_epoch - 1].test_acc == result.best
-    assert result.last == result.history[-1].test_acc == result.final.overall
+    assert result.selection == "test" and result.val_acc is None
+    assert all(s.val_acc is None and s.test_acc is not None for s in result.history)
+    assert result.test_acc == max(s.test_acc for s in result.history)
+    assert result.history[result.epoch - 1].test_acc == result.test_acc == result.accuracy.overall
+    assert result.epoch == min(s.epoch for s in result.history if s.test_acc == result.test_acc)
+    assert result.last_acc == result.history[-1].test_acc
+
+
+class CountingFeatures:
+    """Real split features that count how often they are read (how often the test split is looked at)."""
+
+    def __init__(self, inner: SplitFeatures):
+        self.inner, self.labels, self.calls = inner, inner.labels, 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __call__(self, indices):
+        self.calls += 1
+        return self.inner(indices)
+
+
+def test_val_selection_picks_the_best_validation_epoch_and_tests_once(tiny_bundle, splits, tmp_path):
+    encoder = tiny_bundle.visual
+    train, test = features(splits, [encoder, encoder], tmp_path)
+    config = FewShotConfig(shots=2, selection="val", val_shots=4)
+    train_idx, val_idx = select_samples(splits[0].labels, config, 0, MODELNET10)
+    # The K shots are those of the paper's protocol; validation takes the one remaining box per class.
+    assert torch.equal(train_idx, select_train(splits[0].labels, 2, 0, MODELNET10))
+    assert len(val_idx) == 10 and not set(val_idx.tolist()) & set(train_idx.tolist())
+    assert sorted(splits[0].labels[val_idx].tolist()) == list(range(10))
+    torch.manual_seed(0)
+    adapter = build_adapter(config, 6, tiny_bundle.embed_dim)
+    text = encode_prompts(tiny_bundle.text, MODELNET10)
+    counted, snapshots = CountingFeatures(test), {}
+
+    def snapshot(stats) -> None:
+        snapshots[stats.epoch] = copy.deepcopy(adapter.state_dict())
+
+    result = train_adapter(
+        adapter, train, counted, text, MODELNET10, train_idx, epochs=6, batch_size=8, lr=1e-2,
+        weight_decay=1e-4, seed=0, val_indices=val_idx, on_epoch=snapshot,
+    )  # fmt: skip
+    assert counted.calls == 2  # one pass over the 10 test samples in batches of 8, after training
+    assert result.selection == "val" and result.last_acc is None
+    assert all(s.test_acc is None and s.val_acc is not None for s in result.history)
+    best = max(s.val_acc for s in result.history)
+    assert (
+        result.epoch == min(s.epoch for s in result.history if s.val_acc == best) and result.val_acc == best
+    )
+    for key, value in adapter.state_dict().items():  # the adapter ends as it was at the selected epoch
+        assert torch.equal(value, snapshots[result.epoch][key]), key
+    by_hand = predict(adapter, test, text, 8).argmax(1).cpu()
+    assert result.test_acc == pytest.approx(100.0 * float((by_hand == test.labels).float().mean()))
+    val_logits = predict(adapter, train, text, 8, val_idx).argmax(1).cpu()
+    assert result.val_acc == pytest.approx(
+        100.0 * float((val_logits == train.labels[val_idx]).float().mean())
+    )
+
+
+def test_validation_split_sizes_by_hand():
+    labels = np.repeat(np.arange(3), [10, 4, 1])  # 10, 4 and 1 samples
+    full_train, full_val = select_validation(labels, np.arange(15), 0, fraction=0.25)
+    # round(0.25 * n) of each class, at least 1 and at most n - 1: 2 (of 10), 1 (of 4), 0 (of 1)
+    assert np.bincount(labels[full_val], minlength=3).tolist() == [2, 1, 0]
+    assert sorted([*full_train, *full_val]) == list(range(15)) and not set(full_train) & set(full_val)
+    shots = select_k_shot(labels[:14], 3, seed=0)
+    kept, held = select_validation(labels[:14], shots, 0, per_class=4)
+    assert np.array_equal(kept, shots)
+    assert np.bincount(labels[held], minlength=2).tolist() == [4, 1]  # 4 of the 7 left, the 1 left
+    again = select_validation(labels[:14], shots, 0, per_class=4)[1]
+    assert np.array_equal(held, again)
+    with pytest.raises(InputError, match="no sample of the train split is left beside the K shots"):
+        select_validation(labels[:14], np.arange(14), 0, per_class=4)
+    with pytest.raises(InputError, match=r"fewshot.selection='val': .*use selection 'test'"):
+        select_samples(np.repeat([0, 1], 4), FewShotConfig(shots=4, selection="val"), 0, ("a", "b"))
+    assert FewShotConfig(shots=None, val_fraction=0.25).protocol(detail=True) == (
+        "selected on validation (25% of each class of the train split, held out); test evaluated once, "
+        "at the selected epoch"
+    )
+    assert FewShotConfig(selection="test").protocol() == "best test epoch, as the paper"
 
 
 def test_select_train_seeded(splits):
@@ -125,18 +203,35 @@ def test_batches_cover_each_index_once_and_drop_a_trailing_single():
     assert [len(b) for b in _batches(1, 32, torch.Generator())] == [1]
 
 
-def test_mean_std_and_summary():
-    assert mean_std([80.0, 82.0, 87.0]) == pytest.approx(
-        (statistics.mean([80, 82, 87]), statistics.stdev([80, 82, 87]))
+def test_summary_over_seeds():
+    seeds = tuple(
+        SeedResult(s, "test", 1, best, None, last, (), None) for s, best, last in [(0, 90, 80), (1, 94, 84)]
     )
-    assert mean_std([70.0]) == (70.0, 0.0)
-    with pytest.raises(ValueError, match="no values"):
-        mean_std([])
-    seeds = tuple(SeedResult(s, best, 1, last, (), None) for s, best, last in [(0, 90, 80), (1, 94, 84)])
-    summary = FewShotResult(seeds)
+    summary = FewShotResult(seeds, "best test epoch, as the paper")
     assert summary.n == 2
-    assert summary.best_mean_std == pytest.approx((92.0, 2 * 2**0.5))
-    assert summary.last_mean_std == pytest.approx((82.0, 2 * 2**0.5))
+    assert (summary.test.mean, summary.test.std, summary.test.n) == pytest.approx((92.0, 2 * 2**0.5, 2))
+    assert (summary.last.mean, summary.last.std) == pytest.approx((82.0, 2 * 2**0.5))
+    assert summary.val is None
+    assert summary.metrics("acc") == {  # each seed kept beside the mean (intervals, paired differences)
+        "acc": 92.0, "acc/seed0": 90, "acc/seed1": 94, "acc_last": 82.0, "acc_last/seed0": 80, "acc_last/seed1": 84,
+    }  # fmt: skip
+    validated = FewShotResult(
+        tuple(SeedResult(s, "val", 3, t, v, None, (), None) for s, t, v in [(0, 90, 70), (1, 92, 74)]),
+        "selected on validation",
+    )
+    assert (
+        validated.val.mean == 72.0
+        and validated.val.std == pytest.approx(2 * 2**0.5)
+        and validated.last is None
+    )
+    assert set(validated.metrics("acc")) == {
+        "acc",
+        "acc/seed0",
+        "acc/seed1",
+        "acc_val",
+        "acc_val/seed0",
+        "acc_val/seed1",
+    }
 
 
 def test_build_adapter_switches_and_dropout(tiny_bundle):
@@ -175,16 +270,24 @@ def test_run_logs_to_mlflow_and_reuses_cache(tracked_config, tmp_path):
         r.data.tags["seed"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
     assert parent.info.status == "FINISHED" and set(children) == {"0", "1"}
-    best_mean, best_std = result.best_mean_std
-    assert parent.data.metrics["best_acc_mean"] == pytest.approx(best_mean)
-    assert parent.data.metrics["best_acc_std"] == pytest.approx(best_std)
-    assert parent.data.params["fewshot.shots"] == "2"
+    assert parent.data.metrics["fewshot_acc"] == pytest.approx(result.test.mean)
+    assert parent.data.metrics["fewshot_acc/seed1"] == pytest.approx(result.seeds[1].test_acc)
+    assert parent.data.metrics["fewshot_acc_val"] == pytest.approx(result.val.mean)
+    assert "fewshot_acc_last" not in parent.data.metrics  # test is looked at once per seed under "val"
+    assert parent.data.params["fewshot.shots"] == "2" and parent.data.params["fewshot.selection"] == "val"
+    assert parent.data.tags["protocol"] == (
+        "selected on validation (up to 4 samples per class from the train split, beside the 2 shots); "
+        "test evaluated once, at the selected epoch"
+    )
     for seed_result in result.seeds:
         child = children[str(seed_result.seed)]
-        history = client.get_metric_history(child.info.run_id, "test_acc")
+        history = client.get_metric_history(child.info.run_id, "val_acc")
         assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
-            (s.epoch, pytest.approx(s.test_acc)) for s in seed_result.history
+            (s.epoch, pytest.approx(s.val_acc)) for s in seed_result.history
         ]
+        assert client.get_metric_history(child.info.run_id, "test_acc") == []
+        assert child.data.metrics["selected_test_acc"] == pytest.approx(seed_result.test_acc)
+        assert child.data.metrics["selected_epoch"] == seed_result.epoch
         assert len(client.get_metric_history(child.info.run_id, "loss")) == 3
         assert [a.path for a in client.list_artifacts(child.info.run_id)] == [
             "config.yaml",

@@ -1,6 +1,6 @@
 """Pre-training on a real local Ray cluster: MLflow holds every epoch once and the best checkpoint; a run
 stopped after epoch 1 and resumed continues at epoch 2 exactly as an uninterrupted run (same optimiser
-state, same loss)."""
+state, same loss, same per-epoch point subsets)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
 
 
 def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_session, tmp_path):
-    config = tiny_config_for(tmp_path)
+    # Per-epoch random point subsets: the resumed epoch 2 must draw the subsets the full run drew.
+    config = tiny_config_for(tmp_path, **{"pretrain.sampling": "random"})
     full = run_pretraining(config, "full", log=lambda _: None)
     client = MlflowClient(config.tracking.uri)
     run = client.get_run(full.run_id)

@@ -25,56 +25,14 @@ from clip2point.models import (
     save_torch,
 )
 from clip2point.models.checkpoints import OFFICIAL_DPA
-from tests.tiny_clip import EMBED, PATCH, SIZE, WIDTH, random_images
-
-LAYERS = 2
-BLOCK = (
-    ("ln_1.weight", (WIDTH,)),
-    ("ln_1.bias", (WIDTH,)),
-    ("attn.in_proj_weight", (3 * WIDTH, WIDTH)),
-    ("attn.in_proj_bias", (3 * WIDTH,)),
-    ("attn.out_proj.weight", (WIDTH, WIDTH)),
-    ("attn.out_proj.bias", (WIDTH,)),
-    ("ln_2.weight", (WIDTH,)),
-    ("ln_2.bias", (WIDTH,)),
-    ("mlp.c_fc.weight", (4 * WIDTH, WIDTH)),
-    ("mlp.c_fc.bias", (4 * WIDTH,)),
-    ("mlp.c_proj.weight", (WIDTH, 4 * WIDTH)),
-    ("mlp.c_proj.bias", (WIDTH,)),
+from tests.models.official_files import (
+    official_adapter,
+    official_adapter_forward,
+    official_depth_file,
+    official_visual_shapes,
+    random_official_visual,
 )
-
-
-def official_visual_shapes() -> dict[str, tuple[int, ...]]:
-    """OpenAI VisionTransformer key names and shapes, written out from docs/method.md section 6."""
-    tokens = (SIZE // PATCH) ** 2 + 1
-    shapes = {
-        "conv1.weight": (WIDTH, 3, PATCH, PATCH),
-        "class_embedding": (WIDTH,),
-        "positional_embedding": (tokens, WIDTH),
-        "ln_pre.weight": (WIDTH,),
-        "ln_pre.bias": (WIDTH,),
-        "ln_post.weight": (WIDTH,),
-        "ln_post.bias": (WIDTH,),
-        "proj": (WIDTH, EMBED),
-    }
-    for i in range(LAYERS):
-        shapes |= {f"transformer.resblocks.{i}.{name}": shape for name, shape in BLOCK}
-    return shapes
-
-
-def random_official_visual(prefix: str, seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {prefix + k: 0.05 * torch.randn(s, generator=g) for k, s in official_visual_shapes().items()}
-
-
-def official_depth_file(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A best_eval.pth-style dict: DataParallel keys, depth + image encoders, balance, selector buffers."""
-    state = random_official_visual("module.point_model.", seed) | random_official_visual(
-        "module.image_model.", 99
-    )
-    state["module.weights"] = torch.tensor(0.75)
-    state["module.selector.view_selector.views_azim"] = torch.zeros(10)
-    return state
+from tests.tiny_clip import EMBED, SIZE, WIDTH, random_images
 
 
 def test_open_clip_visual_keys_are_openai_names(tiny_bundle):
@@ -129,56 +87,13 @@ def test_mismatched_depth_file_lists_keys(tiny_bundle, tmp_path):
     )
 
 
-def official_adapter(prefix: str, views: int, seed: int) -> dict[str, torch.Tensor]:
-    """The official SimplifiedAdapter keys with random values."""
-    g = torch.Generator().manual_seed(seed)
-
-    def bn(name: str) -> dict[str, torch.Tensor]:
-        return {
-            f"{name}.weight": 1 + 0.1 * torch.randn(EMBED, generator=g),
-            f"{name}.bias": 0.1 * torch.randn(EMBED, generator=g),
-            f"{name}.running_mean": 0.1 * torch.randn(EMBED, generator=g),
-            f"{name}.running_var": 0.5 + torch.rand(EMBED, generator=g),
-            f"{name}.num_batches_tracked": torch.tensor(7),
-        }
-
-    state = {"fusion_ratio": 0.5 + 0.1 * torch.randn(views, generator=g)}
-    state |= bn("global_f.0.bn") | bn("global_f.4")
-    state["global_f.3.weight"] = 0.1 * torch.randn(EMBED, views * EMBED, generator=g)
-    state["global_f.3.bias"] = 0.1 * torch.randn(EMBED, generator=g)
-    state["global_f.7.weight"] = 0.1 * torch.randn(EMBED, EMBED, generator=g)
-    state["global_f.7.bias"] = 0.1 * torch.randn(EMBED, generator=g)
-    return {prefix + k: v for k, v in state.items()}
-
-
-def official_adapter_forward(state: dict, prefix: str, feats: torch.Tensor) -> torch.Tensor:
-    """The official global aggregator in eval mode, written from the key names: (B, V, C) -> (B, C)."""
-    b, v, c = feats.shape
-
-    def bn(x, name):
-        return F.batch_norm(
-            x,
-            state[f"{prefix}{name}.running_mean"],
-            state[f"{prefix}{name}.running_var"],
-            state[f"{prefix}{name}.weight"],
-            state[f"{prefix}{name}.bias"],
-        )
-
-    x = feats * state[f"{prefix}fusion_ratio"].view(1, v, 1)
-    x = bn(x.reshape(b * v, c), "global_f.0.bn").reshape(b, v * c)
-    x = F.relu(
-        bn(F.linear(x, state[f"{prefix}global_f.3.weight"], state[f"{prefix}global_f.3.bias"]), "global_f.4")
-    )
-    return F.linear(x, state[f"{prefix}global_f.7.weight"], state[f"{prefix}global_f.7.bias"])
-
-
 def dpa_classifier(bundle, views: int) -> FewShotClassifier:
     adapter = GDPA(views, EMBED, OFFICIAL_DPA)
     return FewShotClassifier(bundle.depth_encoder(), adapter, bundle.depth_encoder())
 
 
 def test_official_dpa_file_gives_the_official_logits(tiny_bundle, tmp_path):
-    views = 3
+    views = 6
     state = random_official_visual("pre_model.", 1) | random_official_visual("ori_model.", 2)
     state |= official_adapter("adapter1.", views, 3) | official_adapter("adapter2.", views, 4)
     path = save_torch(state, tmp_path / "best_test.pth")
@@ -200,7 +115,80 @@ def test_official_dpa_file_gives_the_official_logits(tiny_bundle, tmp_path):
         ) / 2
         expected = F.normalize(fused, dim=-1) @ F.normalize(text, dim=-1).T
         torch.testing.assert_close(classifier(images, text), expected, rtol=1e-4, atol=1e-5)
-    assert set(export_official_dpa(classifier)) == set(state)
+    selector = {f"selector.view_selector.views_{name}" for name in ("azim", "elev", "dist")}
+    assert set(export_official_dpa(classifier)) == set(state) | selector
+
+
+def module_with_layout(parameters: dict[str, tuple], buffers: dict[str, tuple]) -> torch.nn.Module:
+    """A module holding exactly the given parameter and buffer names and shapes (zeros), nested by dots."""
+    root = torch.nn.Module()
+    for table, register in ((parameters, "param"), (buffers, "buffer")):
+        for name, shape in table.items():
+            *path, leaf = name.split(".")
+            node = root
+            for part in path:
+                if not hasattr(node, part):
+                    node.add_module(part, torch.nn.Module())
+                node = getattr(node, part)
+            if register == "param":
+                node.register_parameter(leaf, torch.nn.Parameter(torch.zeros(shape)))
+            else:
+                node.register_buffer(
+                    leaf, torch.zeros(shape, dtype=torch.long if leaf == "num_batches_tracked" else None)
+                )
+    return root
+
+
+def authors_dpa_layout(views: int) -> torch.nn.Module:
+    """The authors' DPA module as their code lays it out (docs/method.md section 6), from key names and
+    shapes: ``selector.view_selector`` (three ``(V,)`` camera buffers), ``renderer`` (no state),
+    ``pre_model``/``ori_model`` (OpenAI visual encoders) and ``adapter1``/``adapter2`` (SimplifiedAdapter:
+    ``fusion_ratio``, BatchNorm ``global_f.0.bn``, Linear ``global_f.3``, BatchNorm ``global_f.4``, Linear
+    ``global_f.7``)."""
+    parameters, buffers = {}, {}
+    for prefix in ("pre_model.", "ori_model."):
+        parameters |= {prefix + k: shape for k, shape in official_visual_shapes().items()}
+    for prefix in ("adapter1.", "adapter2."):
+        parameters[prefix + "fusion_ratio"] = (views,)
+        for bn in ("global_f.0.bn", "global_f.4"):
+            parameters |= {f"{prefix}{bn}.weight": (EMBED,), f"{prefix}{bn}.bias": (EMBED,)}
+            buffers |= {f"{prefix}{bn}.running_mean": (EMBED,), f"{prefix}{bn}.running_var": (EMBED,)}
+            buffers[f"{prefix}{bn}.num_batches_tracked"] = ()
+        parameters |= {
+            f"{prefix}global_f.3.weight": (EMBED, views * EMBED),
+            f"{prefix}global_f.3.bias": (EMBED,),
+        }
+        parameters |= {f"{prefix}global_f.7.weight": (EMBED, EMBED), f"{prefix}global_f.7.bias": (EMBED,)}
+    buffers |= {f"selector.view_selector.views_{name}": (views,) for name in ("azim", "elev", "dist")}
+    return module_with_layout(parameters, buffers)
+
+
+@pytest.mark.parametrize("views", [10, 6])
+def test_dpa_export_is_accepted_by_a_strict_load_into_the_authors_layout(tiny_bundle, views, tmp_path):
+    classifier = dpa_classifier(tiny_bundle, views)
+    with torch.no_grad():
+        classifier.adapter.depth_adapter.view_weights.copy_(torch.linspace(0.1, 0.9, views))
+    exported = export_official_dpa(classifier)
+    authors = authors_dpa_layout(views)
+    result = authors.load_state_dict(exported, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    state = authors.state_dict()
+    # The cameras as the authors' ViewSelector registers them (docs/method.md section 1.1).
+    elev = {10: (0, 90, 180, 270, 225, 225, 315, 315, 0, 0), 6: (0, 0, 0, 0, 90, -90)}[views]
+    azim = {10: (0, 0, 0, 0, -45, 45, -45, 45, -90, 90), 6: (0, 90, 180, 270, 0, 180)}[views]
+    assert state["selector.view_selector.views_elev"].tolist() == list(elev)
+    assert state["selector.view_selector.views_azim"].tolist() == list(azim)
+    assert state["selector.view_selector.views_dist"].tolist() == [1.0] * views
+    assert all(exported[k].dtype == torch.float32 for k in exported if k.startswith("selector."))
+    torch.testing.assert_close(state["adapter1.fusion_ratio"], torch.linspace(0.1, 0.9, views))
+    torch.testing.assert_close(state["pre_model.proj"], classifier.depth.encoder.proj.detach())
+    back = dpa_classifier(tiny_bundle, views)  # and our import reads it back (the cameras are skipped)
+    report = load_official_dpa(save_torch(exported, tmp_path / "best_test.pth"), back)
+    assert len(report.skipped) == 3
+    for key, value in classifier.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    with pytest.raises(InputError, match=r"num_views=3 is not an official view set; allowed: 6, 10"):
+        export_official_dpa(dpa_classifier(tiny_bundle, 3))
 
 
 def test_mismatched_dpa_file_and_wrong_adapter(tiny_bundle, tmp_path):

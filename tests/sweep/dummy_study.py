@@ -4,7 +4,8 @@ import os
 import time
 from pathlib import Path
 
-from clip2point.sweep.study import Cell, Column, Study, seed_metrics
+from clip2point.stats import seed_metrics
+from clip2point.sweep.study import Cell, Column, Study
 
 
 def score_trial(config, tracker, report):

@@ -7,11 +7,10 @@ import pytest
 from mlflow import MlflowClient
 
 from clip2point.config import load_config
-from clip2point.stats import estimate
+from clip2point.stats import estimate, seed_values
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.studies import adapter, hpo, pretrain, rendering
 from clip2point.sweep.studies.common import ENCODER_RUN
-from clip2point.sweep.study import seed_values
 from clip2point.toy import build_toy_world
 from tests.sweep.browser import dump_dom, mlflow_ui, screenshot
 from tests.tiny_clip import write_tiny_clip
@@ -48,7 +47,7 @@ def check_every_cell(study, work: Path, outcome, expected_trials: int):
     rows = [
         line
         for line in table.splitlines()
-        if line.startswith("| ") and "(measured)" not in line and "---" not in line
+        if line.startswith("| ") and "(measured" not in line and "---" not in line
     ]
     assert len(rows) == expected_trials
     assert not any("failed" in r or "not run" in r for r in rows)
@@ -119,6 +118,8 @@ def test_adapter_study(ray_session, toy_setup):
         per_seed = seed_values(run.data.metrics, "fewshot_acc")
         assert sorted(per_seed) == [0, 1]  # each seed's own accuracy, logged
         assert trial.metrics["fewshot_acc"] == pytest.approx(sum(per_seed.values()) / 2)
+        assert "| 16-shot (measured; selected on validation) | 16-shot (paper; best test epoch) |" in table
+        assert "- few-shot epoch: selected on validation (up to 4 samples per class" in table
         row = next(line for line in table.splitlines() if line.startswith(f"| {trial.name} |"))
         assert f"| {estimate(list(per_seed.values())).format()} |" in row
 
@@ -151,7 +152,9 @@ def test_hpo_study(ray_session, toy_setup):
     check_every_cell(hpo.STUDY, work, outcome, 3)
     best = (work / "results" / "hpo_fewshot.best.yaml").read_text()
     assert "fewshot:" in best and "lr:" in best and "epochs:" in best
-    assert "Best trial (test_acc" in (work / "results" / "hpo_fewshot.md").read_text()
+    report = (work / "results" / "hpo_fewshot.md").read_text()
+    assert "Best trial (selection_acc" in report  # searched on validation, the default
+    assert "selection top-1 (searched) (measured; selected on validation)" in report
     assert json.dumps(sorted(outcome.trials[0].params)) == json.dumps(
         ["fewshot.dropout", "fewshot.epochs", "fewshot.lr", "fewshot.weight_decay"]
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import Experiment
-from clip2point.engine.fewshot import FewShotResult, run_few_shot
+from clip2point.engine.fewshot import run_few_shot
 from clip2point.engine.pretrain import run_pretraining, runs_folder
 from clip2point.schema import with_overrides
-from clip2point.sweep.study import Metrics, Report, seed_metrics
+from clip2point.sweep.study import Metrics, Report
 from clip2point.tracking import Tracker
 
 ENCODER_RUN = "depth-encoder"
@@ -44,22 +44,14 @@ def with_depth_encoder(config: ExperimentConfig) -> ExperimentConfig:
     return with_overrides(config, {"model.depth_encoder": result.best_file})
 
 
-def fewshot_metrics(result: FewShotResult) -> Metrics:
-    """A K-shot result as trial metrics: ``fewshot_acc`` (the reported accuracy, per seed and their mean)
-    and ``fewshot_last_acc`` (the last epoch's)."""
-    return {
-        **seed_metrics("fewshot_acc", {s.seed: s.best for s in result.seeds}),
-        **seed_metrics("fewshot_last_acc", {s.seed: s.last for s in result.seeds}),
-    }
-
-
 def fewshot_trial(config: ExperimentConfig, tracker: Tracker, report: Report) -> Metrics:
-    """Adapters trained as ``config.fewshot`` says, one per seed; the first seed's test top-1 and loss
-    are reported after every epoch (for Tune's progress and schedulers)."""
+    """Adapters trained as ``config.fewshot`` says, one per seed: the test top-1 at the selected epochs
+    (``fewshot_acc``, per seed), and the first seed's selection top-1 and loss after every epoch (for
+    Tune's progress and schedulers)."""
 
     def each_epoch(seed, stats) -> None:
         if seed == config.fewshot.seeds[0]:
-            report({"test_acc": stats.test_acc, "loss": stats.loss})
+            report({"selection_acc": stats.selection_acc, "loss": stats.loss})
 
     result = run_few_shot(Experiment.from_config(config), track=False, progress=False, on_epoch=each_epoch)
-    return fewshot_metrics(result)
+    return result.metrics("fewshot_acc")

@@ -11,9 +11,9 @@ from pathlib import Path
 from clip2point.config import ExperimentConfig
 from clip2point.data import DATASETS
 from clip2point.plots import pyplot, save_figure
-from clip2point.stats import estimate
+from clip2point.stats import estimate, seed_values
 from clip2point.sweep.studies.common import CLIP_SINGLE_PATH, FULL_GDPA, fewshot_trial, with_depth_encoder
-from clip2point.sweep.study import Cell, Column, Study, seed_values
+from clip2point.sweep.study import Cell, Column, Study
 
 SHOTS = (1, 2, 4, 8, 16)
 ARMS = (("without pre-training", CLIP_SINGLE_PATH), ("with pre-training", FULL_GDPA))

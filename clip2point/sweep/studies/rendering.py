@@ -18,7 +18,7 @@ from clip2point.engine.zeroshot import zero_shot_accuracy
 from clip2point.render import TABLE5_SETTINGS, RenderSettings
 from clip2point.render.preview import depth_gray, save_view_grid, view_titles
 from clip2point.schema import to_dict
-from clip2point.sweep.studies.common import CLIP_SINGLE_PATH, fewshot_metrics
+from clip2point.sweep.studies.common import CLIP_SINGLE_PATH
 from clip2point.sweep.study import Cell, Column, Metrics, Report, Study
 from clip2point.tracking import Tracker
 
@@ -69,14 +69,14 @@ def rendering_trial(config: ExperimentConfig, tracker: Tracker, report: Report) 
         tracker.log_artifact(picture)
         fewshot = run_few_shot(experiment, out_dir=scratch, track=False, progress=False)
         tracker.log_artifact(Path(scratch) / f"confusion_seed{config.fewshot.seeds[0]}.png")
-    return {"zeroshot_acc": zeroshot.overall, **fewshot_metrics(fewshot)}
+    return {"zeroshot_acc": zeroshot.overall} | fewshot.metrics("fewshot_acc")
 
 
 STUDY = Study(
     name="ablation_rendering",
     title="Depth rendering ablation (Table 5): zero-shot and 16-shot top-1, CLIP without pre-training",
     trial=rendering_trial,
-    columns=(Column("zeroshot_acc", "zero-shot"), Column("fewshot_acc", "16-shot")),
+    columns=(Column("zeroshot_acc", "zero-shot"), Column("fewshot_acc", "16-shot", fewshot=True)),
     cells=CELLS,
     paper_reference="Table 5 (ModelNet40, ViT-B/32, single-path adapter with the global-view aggregator)",
     primary="fewshot_acc",
