@@ -17,11 +17,6 @@ from clip2point.sweep.report import is_toy, measured, results_dir
 from clip2point.sweep.studies import STUDIES
 from clip2point.tracking import git_revision
 
-SELECTION_LABELS = {
-    "test": "epoch with the best test accuracy, as the paper (optimistic)",
-    "val": "epoch selected on a validation split carved from the training samples; test read once",
-}
-
 
 @dataclass(frozen=True)
 class PaperTable:
@@ -144,8 +139,8 @@ def _section(table: PaperTable, study, record: dict) -> list[str]:
         header += [f"{column.label}", "paper"]
     header.append(f"difference ({study.columns[0].label})")
     out = [f"## {table.heading}", "", table.about, ""]
-    if any(column.metric == "fewshot_acc" for column in study.columns):
-        out += [f"Protocol: {SELECTION_LABELS.get(record.get('selection'), record.get('selection'))}.", ""]
+    if any(column.fewshot for column in study.columns):
+        out += [f"Protocol (the epoch behind each number): {record['protocol']}.", ""]
     out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in order:
         trial = trials.get(name)

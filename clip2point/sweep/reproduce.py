@@ -173,7 +173,7 @@ def _run_stage(stage, record, layers, state, tracker, storage, command, verbose)
         "status": "finished",
         "seconds": round(time.monotonic() - start, 1),
         "sweep_run_id": outcome.parent_run_id,
-        "selection": _selection(config),
+        "protocol": config.fewshot.protocol(detail=True),
         "cells": list(papers),
         "trials": [
             {
@@ -189,11 +189,6 @@ def _run_stage(stage, record, layers, state, tracker, storage, command, verbose)
         record["encoder"] = _best_encoder(outcome)
     state.save()
     tracker.set_tags({f"stage.{stage.key}": "finished"})
-
-
-def _selection(config: ExperimentConfig) -> str:
-    """How the stage's K-shot numbers were selected (the epoch with the best test accuracy, as the paper)."""
-    return getattr(config.fewshot, "selection", "test")
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:

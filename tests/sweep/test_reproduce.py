@@ -70,7 +70,7 @@ def test_interrupted_reproduction_continues_and_writes_every_table(
     assert "not run yet" not in text
     assert "95% CI" in text and "vs dual, global-view, gate" in text  # Table 4's paired differences
     assert "vs ModelNet10, 2-shot, without pre-training" in text  # Table 2: with vs without, per K
-    assert "Protocol: epoch with the best test accuracy" in text
+    assert "Protocol (the epoch behind each number): selected on validation" in text
     # The later stages used the encoder of the pre-training run with the intra-modality loss.
     state = reproduce.State.load(str(tmp_path / "storage" / "reproduce"), fresh=False)
     encoder = state.data["stages"]["pretrain"]["encoder"]

@@ -80,7 +80,7 @@ STUDY = Study(
     name="table2_kshot",
     title="K-shot top-1 (Table 2 and the K-shot curve): without and with pre-training",
     trial=fewshot_trial,
-    columns=(Column("fewshot_acc", "K-shot"),),
+    columns=(Column("fewshot_acc", "K-shot", fewshot=True),),
     cells=cells,
     paper_reference="Table 2 (ModelNet40 16-shot, ViT-B/32: 87.46 without, 89.79 with pre-training)",
     primary="fewshot_acc",

@@ -17,7 +17,7 @@ STUDY = Study(
     name="table3_supervised",
     title="Fully supervised top-1 (Table 3): the GDPA trained on the whole train split",
     trial=fewshot_trial,
-    columns=(Column("fewshot_acc", "supervised"),),
+    columns=(Column("fewshot_acc", "supervised", fewshot=True),),
     cells=CELLS,
     paper_reference="Table 3 (ModelNet40, 1,024 points, 10 views: GDPA 94.2)",
     primary="fewshot_acc",
