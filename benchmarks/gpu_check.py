@@ -330,11 +330,12 @@ def ray_and_fewshot(ctx: Context) -> Part:
         result = run_few_shot(Experiment.from_config(config, where), out_dir=work / f"fewshot-{name}", track=False,
                               progress=False)  # fmt: skip
         seed = result.seeds[0]
-        accuracies[name] = (seed.last, seed.final.num_samples)
+        accuracies[name] = (seed.test_acc, seed.accuracy.num_samples)
         entries = len(list((work / "features").glob("*.safetensors")))
         rows.append(
             f"| few-shot ({config.fewshot.shots}-shot, {config.fewshot.epochs} epochs, seed {seed.seed}) | {where} | "
-            f"final test accuracy {seed.last:.2f} % of {seed.final.num_samples} | best {seed.best:.2f} %; "
+            f"test accuracy {seed.test_acc:.2f} % of {seed.accuracy.num_samples} at epoch {seed.epoch} "
+            f"({result.protocol}); "
             f"{entries} feature cache entries after the run | {time.perf_counter() - start:.0f} |"
         )
     (cpu_acc, n), (device_acc, _) = accuracies["cpu"], accuracies["device"]

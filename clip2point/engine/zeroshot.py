@@ -128,7 +128,7 @@ def render_check(
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=False)
     logits: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": []}
     labels = []
-    with autocast(device):
+    with autocast(device, experiment.config.precision):
         for batch in tqdm(loader, desc="render check", disable=not progress, leave=False):
             views = [batch[k].float().to(device)[:, None] for k in ("azim", "elev", "dist")]  # (B, 1) each
             depth = experiment.renderer(batch["points"].to(device), *views)  # (B, 1, 3, S, S)

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from clip2point.stats import seed_metrics
-from clip2point.sweep.study import Cell, Column, Study
+from clip2point.sweep.study import Cell, Column, SearchSetup, Study
 
 
 def score_trial(config, tracker, report):
@@ -20,6 +20,31 @@ def score_trial(config, tracker, report):
     score = 10.0 * config.render.dilation
     return seed_metrics("score", {0: score - 1, 1: score, 2: score + 1})  # mean 10 R, std 1, n 3
 
+
+def radius_search(config):
+    """Optuna (TPE, seeded) over ``render.radius``: the values it proposes show whether a resumed search
+    continued its sampler or started over (a fresh sampler with the same seed proposes the same values)."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    return SearchSetup(
+        param_space={"render.radius": tune.uniform(0.01, 0.2)},
+        metric="score",
+        mode="max",
+        num_samples=config.sweep.num_samples,
+        search_alg=OptunaSearch(seed=0),
+    )
+
+
+DUMMY_SEARCH = Study(
+    name="dummy_search",
+    title="Dummy search",
+    trial=score_trial,
+    columns=(Column("score", "score"),),
+    paper_reference="nowhere",
+    primary="score",
+    search=radius_search,
+)
 
 DUMMY = Study(
     name="dummy_study",

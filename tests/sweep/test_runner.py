@@ -87,15 +87,16 @@ def test_sweep_nests_runs_records_failure_and_writes_results(worker_env, ray_ses
 
 
 SCRIPT = """
-import sys
+import os, sys
 from clip2point.config import load_config
 from clip2point.schema import parse_override
 from clip2point.sweep.cli import run_and_report
-from tests.sweep.dummy_study import DUMMY
+from tests.sweep import dummy_study
 import ray
 ray.init(num_cpus=2, include_dashboard=False)
+study = getattr(dummy_study, os.environ.get("DUMMY_STUDY", "DUMMY"))
 config = load_config(overrides=dict(parse_override(a) for a in sys.argv[2:]))
-run_and_report(DUMMY, config, resume=sys.argv[1] == "resume", command="test", verbose=0)
+run_and_report(study, config, resume=sys.argv[1] == "resume", command="test", verbose=0)
 """
 
 
@@ -191,3 +192,25 @@ def test_killed_sweep_resumes_on_another_checkout_from_the_bucket(sweep_env, buc
         "| R=1 | 10.00 +- 1.00 (n=3; 95% CI 7.52 to 12.48) |"
         in (tmp / "results" / "dummy_study.md").read_text()
     )
+
+
+def test_killed_search_resumes_with_its_samplers_state(sweep_env):
+    """An Optuna search killed mid-way and resumed goes on with the sampler it had (Tune keeps the
+    searcher's state in the sweep's storage): the resumed trials get new proposals, not the same seeded
+    sequence again, and the search still runs num_samples trials in all."""
+    tmp, _, config = sweep_env
+    args = [f"tracking.uri={config.tracking.uri}", f"storage={tmp / 'storage'}",
+            f"sweep.results_dir={tmp / 'results'}", "sweep.max_concurrent=1", "sweep.num_samples=4"]  # fmt: skip
+    env = {**os.environ, "DUMMY_STUDY": "DUMMY_SEARCH"}
+    state = str(tmp / "storage" / "sweeps" / "dummy_search" / "clip2point_sweep.json")
+    finished_before = kill_mid_sweep(args, {**env, "DUMMY_STUDY_SLEEP": "3"}, state, tmp)
+    assert 1 <= len(finished_before) < 4
+    resumed = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "resume", *args], env={**env, "DUMMY_STUDY_SLEEP": "0"}, timeout=180
+    )
+    assert resumed.returncode == 0
+    _, parents, kids = children(config.tracking.uri)
+    finished = [k for k in kids if k.info.status == "FINISHED"]
+    radii = [float(k.data.params["render.radius"]) for k in finished]
+    assert len(finished) == 4 and len(set(radii)) == 4  # no proposal repeated: the sampler went on
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"

@@ -108,7 +108,7 @@ def test_adapter_study(ray_session, toy_setup):
     assert encoder.is_file()  # pre-trained first, since the config named no depth encoder
     client = MlflowClient(outcome.tracking_uri)
     for trial in outcome.trials:
-        cell = adapter.STUDY.cell(trial.name)
+        cell = adapter.STUDY.cell(trial.name, config)
         run = child_run(client, outcome, trial.name)
         # Every cell ran its own switches on the pre-trained encoder, but the both-CLIP cell on CLIP's.
         for key in ("path", "aggregator", "fusion", "variant"):
@@ -139,7 +139,7 @@ def test_pretrain_study(ray_session, toy_setup):
         assert trial.metrics["zeroshot_acc"] == run.data.metrics["best_test_acc"]
         before = [m.value for m in client.get_metric_history(run.info.run_id, "test_acc") if m.step == 0]
         assert trial.metrics["before_pretraining_acc"] == before[0]
-        intra = pretrain.STUDY.cell(trial.name).overrides["pretrain.intra"]
+        intra = pretrain.STUDY.cell(trial.name, config).overrides["pretrain.intra"]
         assert run.data.params["pretrain.intra"] == str(intra)
         # Only the run with the intra-modality loss has that loss and the balance s.
         assert ("loss_intra" in run.data.metrics) == intra and ("s" in run.data.metrics) == intra
