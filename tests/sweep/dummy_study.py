@@ -12,12 +12,12 @@ def score_trial(config, tracker, report):
     """Scores ``10 * dilation`` (seeds 0, 1, 2: one less, equal, one more); ``radius`` 0.5 raises; a marker file per run counts executions."""
     marker_dir = Path(os.environ["DUMMY_STUDY_MARKERS"])
     (marker_dir / f"{config.render.dilation}-{config.render.radius}-{time.time_ns()}").touch()
+    score = 10.0 * config.render.dilation
     for epoch in range(2):
-        report({"progress": float(epoch)})
+        report({"progress": float(epoch), "score": score})  # searches need their metric in every report
     time.sleep(float(os.environ.get("DUMMY_STUDY_SLEEP", "0")))
     if config.render.radius == 0.5:
         raise RuntimeError("this cell is broken on purpose")
-    score = 10.0 * config.render.dilation
     return seed_metrics("score", {0: score - 1, 1: score, 2: score + 1})  # mean 10 R, std 1, n 3
 
 
