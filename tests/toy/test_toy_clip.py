@@ -22,6 +22,7 @@ from clip2point.toy.train_clip import (
     HELD_OUT_SEEDS,
     MODEL_NAME,
     TrainSettings,
+    accuracies,
     build_parser,
     closest_prompts,
     contrastive_loss,
@@ -132,6 +133,13 @@ def test_contrastive_loss_matches_hand_computation():
     rows = -sum(logits[i].log_softmax(0)[describes[i]].mean() for i in range(3)) / 3
     cols = -sum(logits[:, j].log_softmax(0)[describes[:, j]].mean() for j in range(3)) / 3
     assert torch.allclose(contrastive_loss(f, g, torch.tensor(10.0), describes), (rows + cols) / 2)
+
+
+def test_per_object_accuracy_averages_the_raw_view_logits():
+    # one object of class 1: view 0 says class 0 weakly, view 1 says class 1; mean (0.175, 0.2) -> class 1
+    # (averaging L2-normalised view logits instead would give (0.8, 0.4) -> class 0)
+    logits = torch.tensor([[[0.05, 0.0], [0.3, 0.4]]])
+    assert accuracies(logits, torch.tensor([1])) == {"view": 0.5, "object": 1.0}
 
 
 def test_prompt_spread_matches_hand_computation():
