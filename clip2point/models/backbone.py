@@ -125,7 +125,7 @@ def _register_toy(name: str, assets: Path) -> Path:
     if not config_path.is_file() or not weights_path.is_file():
         raise InputError(
             f"toy CLIP '{name}' not found: expected {config_path} and {weights_path}. "
-            "Build them with `clip2point toy build` (or the toy retrain script)."
+            "Train them with `python -m clip2point.toy.train_clip --out <folder>`."
         )
     try:
         cfg = json.loads(config_path.read_text())

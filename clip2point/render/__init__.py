@@ -16,11 +16,12 @@ from clip2point.render.depth import (
     official_normalise,
     to_clip_input,
 )
-from clip2point.render.mesh import MeshRenderer, triangle_soup
+from clip2point.render.mesh import RGB_DISTANCE, MeshRenderer, rgb_renderer, triangle_soup
 from clip2point.render.settings import TABLE5_SETTINGS, RenderSettings
 
 __all__ = [
     "OPENAI_CLIP_NORM",
+    "RGB_DISTANCE",
     "TABLE5_SETTINGS",
     "DepthRenderer",
     "ImageNorm",
@@ -33,6 +34,7 @@ __all__ = [
     "look_at_rotation",
     "official_normalise",
     "official_views",
+    "rgb_renderer",
     "to_clip_input",
     "triangle_soup",
     "view_transform",

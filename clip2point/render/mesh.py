@@ -1,23 +1,50 @@
-"""Triangle meshes -> RGB images (and depth): headless OpenGL (moderngl, EGL), the depth renderer's camera.
+"""Triangle meshes -> RGB images (and depth): headless OpenGL (moderngl, EGL), in PyTorch3D's camera convention.
 
-Camera model (docs/method.md sections 1.1-1.2): the mesh is scaled by ``1/dist``, then ``x_view = x @ R + T`` with
-``(R, T) = view_transform(azim, elev, dist)``; the projection is orthographic, NDC ``(x, y) = view (x, y)`` in
-PyTorch3D's convention (+X points LEFT, +Y UP), and the depth is view-space ``z`` (surfaces at ``z < 0`` are
-invisible; the nearest surface wins). Pixel ``(row i, col j)`` of an ``S x S`` image has its centre at NDC
-``(1 - (2j + 1)/S, 1 - (2i + 1)/S)``. OpenGL's NDC has +X to the RIGHT and its framebuffer rows go bottom-up,
-so the vertex shader negates x and the read-back flips the rows.
+Cameras: ``(R, T) = view_transform(azim, elev, dist)`` (PyTorch3D's look-at cameras), ``x_view = x @ R + T``,
+with one of two projections:
 
-Shading is flat: ``colour * (ambient + diffuse * |n . l|)`` with the face normal ``n`` and a directional
-light ``l`` fixed in the camera frame (two-sided, so face winding does not matter), on a white background.
+- ``"orthographic"`` (the depth views' camera): the mesh is first scaled by ``1/dist``, as the depth renderer
+  scales point clouds, and NDC ``(x, y) = view (x, y)``; surfaces at ``z < 0`` are invisible.
+- ``"perspective"`` (PyTorch3D's ``FoVPerspectiveCameras``, aspect 1): the mesh is not scaled, the camera
+  sits at distance ``dist`` and NDC ``(x, y) = f * view (x, y) / z`` with ``f = 1 / tan(fov / 2)``;
+  surfaces nearer than ``near`` are clipped.
+
+NDC follows PyTorch3D (+X points LEFT, +Y UP) and pixel ``(row i, col j)`` of an ``S x S`` image has its
+centre at NDC ``(1 - (2j + 1)/S, 1 - (2i + 1)/S)``. OpenGL's NDC has +X to the RIGHT and its framebuffer
+rows go bottom-up, so the vertex shader negates x and the read-back flips the rows. The returned depth is
+view-space ``z`` of the nearest surface in both projections.
+
+Shading is per face (flat normals), two-sided, with one directional light ``l`` fixed in the camera frame:
+``colour * (ambient + diffuse * |n . l|) + specular * max(r . v, 0) ** shininess`` on a white background,
+where ``n`` is the face normal turned towards the viewer, ``r`` the reflection of the light about ``n`` and
+``v`` the direction from the surface to the camera (white highlights, Phong's model).
+
+Two settings are used in this project. The depth views' companion (the defaults): orthographic, a light 30
+degrees off the view axis, ``ambient 0.45 + diffuse 0.55``, no highlight -- pixel-aligned with the depth
+maps of the same view. RGB renders "as photographed" (:func:`rgb_renderer`, camera distance
+:data:`RGB_DISTANCE`), made the way the paper's ShapeNet renders were (MVTN on PyTorch3D): perspective with a
+60-degree field of view (PyTorch3D's default) at twice the depth views' distance, lit by a light near the
+camera with PyTorch3D's default Phong intensities (ambient 0.5, diffuse 0.3, specular 0.2, shininess 64). From
+distance 2 the unit sphere around an object subtends 30 degrees = fov / 2, so it just fits the image as it does
+in the depth views, but the object itself looks smaller (its middle spans 87% of the width it has there) and its
+near parts larger than its far ones: RGB renders and depth maps of one view are not pixel-aligned.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from clip2point.errors import InputError
 from clip2point.render.cameras import view_transform
+
+RGB_DISTANCE = 2.0  # camera distance of RGB renders: twice the depth views' (official dist 1)
+RGB_FOV = 60.0  # degrees, PyTorch3D's default field of view
+RGB_LIGHT = (0.2, 0.35, -1.0)  # towards the light, camera frame: slightly above and left of the camera
+
+_PROJECTIONS = ("orthographic", "perspective")
 
 _EGL_HELP = (
     "headless OpenGL through EGL is unavailable ({err}). Mesh rendering needs Mesa's EGL (or a GPU driver's "
@@ -28,18 +55,28 @@ _VERTEX_SHADER = """
 #version 330
 uniform mat3 rot;          // R, uploaded row-major so that rot * v == v @ R
 uniform vec3 trans;        // T
-uniform float inv_dist;    // 1 / dist
+uniform float scale;       // 1 / dist (orthographic) or 1 (perspective)
+uniform float focal;       // 1 / tan(fov / 2); 0 selects the orthographic projection
+uniform float near;        // perspective: view z mapped to the near clipping plane
 uniform float far;         // view z mapped to the far clipping plane
 in vec3 in_pos;
 in vec3 in_normal;
 in vec3 in_color;
 out vec3 v_color;
 out vec3 v_normal;
+out vec3 v_pos;
 void main() {
-    vec3 p = rot * (in_pos * inv_dist) + trans;
+    vec3 p = rot * (in_pos * scale) + trans;
     v_normal = rot * in_normal;
     v_color = in_color;
-    gl_Position = vec4(-p.x, p.y, 2.0 * p.z / far - 1.0, 1.0);
+    v_pos = p;
+    if (focal > 0.0) {  // clip w = z: NDC z = a + b / z runs from -1 (z = near) to 1 (z = far)
+        float a = (far + near) / (far - near);
+        float b = -2.0 * far * near / (far - near);
+        gl_Position = vec4(-focal * p.x, focal * p.y, a * p.z + b, p.z);
+    } else {
+        gl_Position = vec4(-p.x, p.y, 2.0 * p.z / far - 1.0, 1.0);
+    }
 }
 """
 
@@ -48,12 +85,20 @@ _FRAGMENT_SHADER = """
 uniform vec3 light;        // unit direction towards the light, in view coordinates
 uniform float ambient;
 uniform float diffuse;
+uniform float specular;
+uniform float shininess;
+uniform float focal;
 in vec3 v_color;
 in vec3 v_normal;
+in vec3 v_pos;
 out vec4 f_color;
 void main() {
-    float shade = ambient + diffuse * abs(dot(normalize(v_normal), light));
-    f_color = vec4(clamp(v_color * shade, 0.0, 1.0), 1.0);
+    vec3 to_eye = focal > 0.0 ? normalize(-v_pos) : vec3(0.0, 0.0, -1.0);
+    vec3 n = normalize(v_normal);
+    n = dot(n, to_eye) < 0.0 ? -n : n;
+    float shade = ambient + diffuse * abs(dot(n, light));
+    float highlight = specular * pow(max(dot(reflect(-light, n), to_eye), 0.0), shininess);
+    f_color = vec4(clamp(v_color * shade + highlight, 0.0, 1.0), 1.0);
 }
 """
 
@@ -130,11 +175,23 @@ def triangle_soup(
     return corners.reshape(flat), np.repeat(normals, 3, axis=0).astype(np.float32), colours.reshape(flat)
 
 
+def _direction(light) -> tuple[float, float, float]:
+    """A unit 3-vector from a finite, non-zero ``light`` direction."""
+    arr = np.asarray(light, dtype=np.float64)
+    norm = float(np.linalg.norm(arr)) if arr.shape == (3,) and np.isfinite(arr).all() else 0.0
+    if norm == 0.0:
+        raise InputError(f"light must be a finite, non-zero 3-vector, got {light!r}")
+    return tuple(float(c) for c in arr / norm)
+
+
 class MeshRenderer:
     """Renders triangle meshes to ``(V, S, S, 3)`` uint8 RGB images at ``V`` views; one GL context, reused.
 
-    ``light`` is the direction towards the light in the camera frame (x right-handed view axes, +z into the
-    scene), ``ambient + diffuse`` is the brightness of a face lit head-on.
+    ``projection`` is ``"orthographic"`` (mesh scaled by ``1/dist``) or ``"perspective"`` with a field of view
+    of ``fov`` degrees (camera at ``dist``); see the module docstring. ``light`` is the direction towards the
+    light in the camera frame (PyTorch3D's view axes: +x left, +y up, +z into the scene); ``ambient +
+    diffuse`` is the brightness of a face lit head-on, ``specular`` and ``shininess`` shape the white
+    highlight (0 = none). ``near`` (perspective) and ``far`` bound the visible view depths.
     """
 
     def __init__(
@@ -145,11 +202,31 @@ class MeshRenderer:
         diffuse: float = 0.55,
         far: float = 100.0,
         egl_device: int | None = None,
+        projection: str = "orthographic",
+        fov: float = RGB_FOV,
+        specular: float = 0.0,
+        shininess: float = 64.0,
+        near: float = 0.01,
     ):
         if int(image_size) < 1:
             raise InputError(f"image_size must be a positive integer, got {image_size!r}")
+        if projection not in _PROJECTIONS:
+            raise InputError(
+                f"projection={projection!r} is not allowed; use one of {', '.join(_PROJECTIONS)}"
+            )
+        if not 0.0 < fov < 180.0:
+            raise InputError(f"fov must be in (0, 180) degrees, got {fov!r}")
+        if not 0.0 < near < far:
+            raise InputError(f"need 0 < near < far, got near={near!r}, far={far!r}")
+        if min(ambient, diffuse, specular) < 0 or shininess <= 0:
+            raise InputError(
+                f"ambient, diffuse, specular must be >= 0 and shininess > 0; got {ambient}, {diffuse}, "
+                f"{specular}, {shininess}"
+            )
         self.image_size = int(image_size)
-        self.far = float(far)
+        self.projection = projection
+        self.near, self.far = float(near), float(far)
+        self.focal = 1.0 / math.tan(math.radians(fov) / 2) if projection == "perspective" else 0.0
         _preload_conflicting_llvm()
         import moderngl
 
@@ -159,11 +236,18 @@ class MeshRenderer:
         except Exception as err:
             raise RuntimeError(_EGL_HELP.format(err=err)) from err
         self._prog = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        light_dir = np.asarray(light, dtype=np.float32)
-        self._prog["light"].value = tuple(light_dir / np.linalg.norm(light_dir))
-        self._prog["ambient"].value = float(ambient)
-        self._prog["diffuse"].value = float(diffuse)
-        self._prog["far"].value = self.far
+        uniforms = {
+            "light": _direction(light),
+            "ambient": ambient,
+            "diffuse": diffuse,
+            "specular": specular,
+            "shininess": shininess,
+            "focal": self.focal,
+            "near": self.near,
+            "far": self.far,
+        }
+        for name, value in uniforms.items():
+            self._prog[name].value = value
         size = (self.image_size, self.image_size)
         self._fbo = self._ctx.framebuffer(
             color_attachments=[self._ctx.renderbuffer(size, 4)],
@@ -177,6 +261,16 @@ class MeshRenderer:
             self._prog.release()
         self._ctx.release()
 
+    def _view_depth(self, window: np.ndarray) -> np.ndarray:
+        """View-space z ``(S, S)`` float32 from window depths in [0, 1] (1 = background -> -1)."""
+        w = window.astype(np.float64)
+        if self.projection == "perspective":  # invert NDC z = a + b / z
+            n, f = self.near, self.far
+            z = (-2.0 * f * n / (f - n)) / np.where(w < 1.0, 2.0 * w - 1.0 - (f + n) / (f - n), -1.0)
+        else:
+            z = w * self.far
+        return np.where(w < 1.0, z, -1.0).astype(np.float32)
+
     def render(
         self,
         vertices,
@@ -188,7 +282,8 @@ class MeshRenderer:
         face_colors=None,
         return_depth: bool = False,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """RGB images ``(V, S, S, 3)`` uint8 of one mesh at ``V`` views ``azim, elev, dist`` (each ``(V,)``).
+        """RGB images ``(V, S, S, 3)`` uint8 of one mesh at ``V`` views ``azim, elev`` (degrees) and ``dist``
+        (each ``(V,)``; with the perspective projection ``dist`` is the camera's distance from the origin).
 
         ``vertices (Vm, 3)``, ``faces (F, 3)`` and colours as in :func:`triangle_soup`. With ``return_depth``
         also the view-space depth ``(V, S, S)`` float32 of the nearest surface (-1 where nothing is drawn).
@@ -213,15 +308,31 @@ class MeshRenderer:
             for k in range(len(azim)):
                 self._prog["rot"].write(rot[k].numpy().astype(np.float32).tobytes())
                 self._prog["trans"].value = tuple(trans[k].tolist())
-                self._prog["inv_dist"].value = 1.0 / float(dist[k])
+                self._prog["scale"].value = 1.0 if self.focal else 1.0 / float(dist[k])
                 self._fbo.clear(1.0, 1.0, 1.0, 1.0, depth=1.0)
                 vao.render()
                 rgb = np.frombuffer(self._fbo.read(components=3, alignment=1), dtype=np.uint8)
                 images[k] = rgb.reshape(s, s, 3)[::-1]
                 if depths is not None:
                     raw = self._fbo.read(attachment=-1, components=1, dtype="f4")
-                    d = np.frombuffer(raw, dtype=np.float32).reshape(s, s)[::-1]
-                    depths[k] = np.where(d < 1.0, d * self.far, -1.0)
+                    depths[k] = self._view_depth(np.frombuffer(raw, dtype=np.float32).reshape(s, s)[::-1])
             vao.release()
             vbo.release()
         return (images, depths) if return_depth else images
+
+
+def rgb_renderer(image_size: int = 224, egl_device: int | None = None) -> MeshRenderer:
+    """The RGB-render setting (module docstring): perspective, ``fov`` :data:`RGB_FOV`, a light near the
+    camera (:data:`RGB_LIGHT`), PyTorch3D's default Phong intensities. Render at ``dist =``
+    :data:`RGB_DISTANCE`."""
+    return MeshRenderer(
+        image_size,
+        light=RGB_LIGHT,
+        ambient=0.5,
+        diffuse=0.3,
+        specular=0.2,
+        shininess=64.0,
+        egl_device=egl_device,
+        projection="perspective",
+        fov=RGB_FOV,
+    )

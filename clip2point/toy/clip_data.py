@@ -1,8 +1,9 @@
 """Toy RGB renders for the toy CLIP: a fresh-object training stream, fixed object sets, captions.
 
-Renders are made at 224 x 224 (as the toy world writes them) and resized with PIL's bicubic filter to the
-encoder's input size, exactly as :func:`clip2point.data.files.read_image` resizes the toy world's PNGs, then
-normalised with CLIP's mean/std.
+Renders are made as the toy world's ``rendering/`` PNGs are (:func:`clip2point.render.mesh.rgb_renderer`: lit,
+perspective, camera at distance :data:`~clip2point.render.mesh.RGB_DISTANCE`), at 224 x 224, and resized with
+PIL's bicubic filter to the encoder's input size, exactly as :func:`clip2point.data.files.read_image` resizes
+the toy world's PNGs, then normalised with CLIP's mean/std. Never a depth map.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from PIL import Image
 
 from clip2point.render.cameras import official_views
 from clip2point.render.depth import OPENAI_CLIP_NORM
-from clip2point.render.mesh import MeshRenderer
+from clip2point.render.mesh import rgb_renderer
 from clip2point.toy.shapes import CLASSES, PALETTE, make_shape
-from clip2point.toy.world import object_rng, sample_cloud
+from clip2point.toy.world import object_rng, render_rgb, sample_cloud
 
 RENDER_SIZE = 224
 TRAIN_STREAM = 4  # seed-stream id of CLIP training objects (the toy world uses 1-3)
@@ -48,7 +49,7 @@ def render_objects(seed: int, per_class: int, size: int, first: int = 0, stream:
     ``images (O, 10, 3, size, size)``, clouds ``points (O, 1024, 3)`` float32 (unit sphere, Y up) and
     ``labels (O,)`` int64, object-major, classes in order.
     """
-    renderer = MeshRenderer(image_size=RENDER_SIZE)
+    renderer = rgb_renderer(image_size=RENDER_SIZE)
     views = official_views(10)
     images, points, labels = [], [], []
     try:
@@ -56,8 +57,7 @@ def render_objects(seed: int, per_class: int, size: int, first: int = 0, stream:
             for k in range(first, first + per_class):
                 rng = _rng(seed, stream, label, k)
                 mesh = make_shape(label, rng)
-                rgb = renderer.render(mesh.vertices, mesh.faces, *views, face_colors=mesh.face_colors)
-                images.append(to_clip_images(rgb, size))
+                images.append(to_clip_images(render_rgb(renderer, mesh, *views), size))
                 points.append(sample_cloud(mesh, 1024, rng))
                 labels.append(label)
     finally:
@@ -77,8 +77,9 @@ class TrainStream:
     Batch ``b`` holds the objects ``g = b * per_batch + i``: object ``g // 10`` of class ``g % 10`` in stream
     :data:`TRAIN_STREAM` (as :func:`render_objects` numbers them), so every batch is class-balanced and no
     object is seen twice. Each object gets ``views`` cameras: a random official view with azim/elev jitter of
-    +-``jitter`` degrees (probability ``1 - p_random``) or a uniformly random direction, at distance
-    ``U(0.9, 1.15)``. Deterministic by ``seed``.
+    +-``jitter`` degrees (probability ``1 - p_random``) or a uniformly random direction, at view distance
+    ``U(0.9, 1.15)`` (the RGB camera is :data:`~clip2point.render.mesh.RGB_DISTANCE` times as far, see
+    :func:`~clip2point.toy.world.render_rgb`). Deterministic by ``seed``.
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class TrainStream:
         self.seed, self.size, self.per_batch, self.views = seed, size, per_batch, views
         self.jitter, self.p_random = jitter, p_random
         self._official = torch.stack(official_views(10)[:2], dim=1).numpy()  # (10, 2) azim, elev
-        self._renderer = MeshRenderer(image_size=RENDER_SIZE)
+        self._renderer = rgb_renderer(image_size=RENDER_SIZE)
 
     def release(self) -> None:
         self._renderer.release()
@@ -115,10 +116,7 @@ class TrainStream:
             label, k = divmod(index * self.per_batch + i, len(CLASSES))[::-1]
             rng = _rng(self.seed, TRAIN_STREAM, label, k)
             mesh = make_shape(label, rng)
-            rgb = self._renderer.render(
-                mesh.vertices, mesh.faces, *self._cameras(rng), face_colors=mesh.face_colors
-            )
-            images.append(to_clip_images(rgb, self.size))
+            images.append(to_clip_images(render_rgb(self._renderer, mesh, *self._cameras(rng)), self.size))
             labels += [label] * self.views
             colours += [mesh.colour] * self.views
         return torch.cat(images), torch.tensor(labels), colours

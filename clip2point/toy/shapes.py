@@ -1,4 +1,7 @@
-"""Procedural toy furniture: one parametric assembly of boxes and cylinders per ModelNet10 class.
+"""Procedural toy furniture: one parametric assembly of boxes, cylinders and ovals per ModelNet10 class.
+
+Classes that are alike in real life are kept apart by the features that tell them apart there: a bathtub is
+an oval tub with a white basin (half of them on feet), a sofa a cushioned seat and back between two arms.
 
 Every shape is a :class:`ToyMesh` in the Y-up frame the official views expect (ShapeNet's convention: +Y up,
 front towards +Z), centred on its bounding box and scaled into the unit sphere. Proportions, colours and a
@@ -73,6 +76,17 @@ class _Assembly:
         part.apply_translation(centre)
         self._parts.append((part, colour))
 
+    def oval(self, centre, radii, height: float, flare: float, colour) -> None:
+        """An upright elliptic frustum: semi-axes ``radii (rx, rz)`` at the bottom, ``flare`` times those at
+        the top, ``height`` along y, centred on ``centre``."""
+        part = trimesh.creation.cylinder(radius=1.0, height=height, sections=32)
+        part.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, (1, 0, 0)))
+        v = np.asarray(part.vertices).copy()
+        widen = 1 + (flare - 1) * (v[:, 1] / height + 0.5)  # 1 at the bottom, flare at the top
+        v[:, 0] *= radii[0] * widen
+        v[:, 2] *= radii[1] * widen
+        self._parts.append((trimesh.Trimesh(v + np.asarray(centre), part.faces, process=False), colour))
+
     def merge(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         vertices, faces, colours, offset = [], [], [], 0
         for part, colour in self._parts:
@@ -94,13 +108,15 @@ def _legs(a: _Assembly, xs, zs, height: float, thick: float, colour, round_legs:
 
 
 def _bathtub(a: _Assembly, u, main, second) -> None:
-    w, d, h, t = u(1.5, 1.9), u(0.7, 0.9), u(0.45, 0.6), u(0.05, 0.08)
-    a.box((0, t / 2, 0), (w, t, d), main)
-    a.box((0, h / 2, d / 2 - t / 2), (w, h, t), main)
-    a.box((0, h / 2, -d / 2 + t / 2), (w, h, t), main)
-    a.box((w / 2 - t / 2, h / 2, 0), (t, h, d), main)
-    a.box((-w / 2 + t / 2, h / 2, 0), (t, h, d), main)
-    a.cylinder((-w / 2 + 0.15, h + 0.1, -d / 2 + t), 0.025, 0.2, second)  # tap
+    """An oval tub widening upwards, a white basin inside its rim, a tap; half of them stand on four feet."""
+    w, d, h, flare, rim = u(1.5, 1.9), u(0.7, 0.9), u(0.45, 0.6), u(1.08, 1.2), u(0.05, 0.08)
+    feet = u(0.08, 0.14) if u(0, 1) < 0.5 else 0.0
+    rx, rz = w / 2 / flare, d / 2 / flare
+    a.oval((0, feet + h / 2, 0), (rx, rz), h, flare, main)
+    a.oval((0, feet + h + 0.005, 0), (w / 2 - rim, d / 2 - rim), 0.01, 1.0, PALETTE["white"])  # basin
+    a.cylinder((-w / 2 + rim + 0.1, feet + h + 0.1, 0), 0.025, 0.2, PALETTE["gray"])  # tap
+    if feet:
+        _legs(a, (-rx * 0.7, rx * 0.7), (-rz * 0.6, rz * 0.6), feet, 0.07, second, True)
 
 
 def _bed(a: _Assembly, u, main, second) -> None:
@@ -162,12 +178,19 @@ def _night_stand(a: _Assembly, u, main, second) -> None:
 
 
 def _sofa(a: _Assembly, u, main, second) -> None:
+    """A base on short legs between two arms, 2-3 seat cushions, a back with as many back cushions."""
     w, d, seat, back, arm = u(1.6, 2.2), u(0.8, 0.95), u(0.38, 0.45), u(0.75, 0.9), u(0.55, 0.65)
-    at = u(0.15, 0.22)
-    a.box((0, seat / 2, 0.05), (w - 2 * at, seat, d - 0.1), main)
-    a.box((0, back / 2, -d / 2 + 0.1), (w, back, 0.2), main)
+    at, leg, seats = u(0.15, 0.22), u(0.05, 0.1), int(u(2, 3.99))
+    inner, base = w - 2 * at, seat - 0.12 - leg
+    a.box((0, leg + (back - leg) / 2, -d / 2 + 0.08), (inner, back - leg, 0.16), main)  # back frame
+    a.box((0, leg + base / 2, 0.08), (inner, base, d - 0.16), second)  # base, in front of the frame
+    for k in range(seats):
+        x = -inner / 2 + inner * (k + 0.5) / seats
+        a.box((x, seat - 0.06, 0.07), (inner / seats - 0.02, 0.12, d - 0.18), main)  # seat cushion
+        a.box((x, (seat + back) / 2, -d / 2 + 0.22), (inner / seats - 0.02, back - seat - 0.08, 0.12), main)
     for x in (-w / 2 + at / 2, w / 2 - at / 2):
-        a.box((x, arm / 2, 0), (at, arm, d), second)
+        a.box((x, leg + (arm - leg) / 2, 0), (at, arm - leg, d), second)
+    _legs(a, (-w / 2 + 0.06, w / 2 - 0.06), (-d / 2 + 0.06, d / 2 - 0.06), leg, 0.05, second, False)
 
 
 def _table(a: _Assembly, u, main, second) -> None:

@@ -1,4 +1,4 @@
-"""``build_toy_world``: write the toy shapes in the real on-disk formats (docs/method.md section 5).
+"""``build_toy_world``: write the toy shapes in the real on-disk formats of ModelNet10, ShapeNet55 and ScanObjectNN.
 
 Layout under ``out_dir``::
 
@@ -6,15 +6,21 @@ Layout under ``out_dir``::
     ShapeNet55/ShapeNet-55/{train,test}.txt                lines "<synset>-<model>.npy"
     ShapeNet55/shapenet_pc/<synset>-<model>.npy            (8192, 3) float32 surface samples, unit sphere
     ShapeNet55/classes.json                                {synset: class name}, made-up synsets 9000000k
-    rendering/<synset>_<model>/<i>.png                     224 x 224 RGB at the 10 official views
+    rendering/<synset>_<model>/<i>.png                     224 x 224 RGB renders at the 10 official views
     ScanObjectNN/main_split_nobg/{training,test}_objectdataset.h5                      OBJ_ONLY
     ScanObjectNN/main_split/{training,test}_objectdataset.h5                           OBJ_BG
     ScanObjectNN/main_split/{training,test}_objectdataset_augmentedrot_scale75.h5      PB_T50_RS
     toy_world.json                                         seed, size, counts, class mappings
 
+The RGB renders (the pre-training images) are made as the paper's ShapeNet renders were, not as the depth
+views are: :func:`clip2point.render.mesh.rgb_renderer`, a lit perspective camera (60-degree field of view) at
+the official view angles but at distance :data:`~clip2point.render.mesh.RGB_DISTANCE` (2) instead of the
+depth views' orthographic camera at distance 1, so an image and a depth map of one view are not pixel-aligned.
+
 ScanObjectNN h5 files hold ``data (M, 2048, 3)`` float32 single-view scans and ``label (M,)`` int64 in
-ScanObjectNN's class order; the toy classes map as :data:`SCANOBJECTNN_LABELS` says (bathtub has no
-ScanObjectNN counterpart and is left out; dresser and night_stand both become "cabinet").
+ScanObjectNN's class order (:data:`clip2point.data.classnames.SCANOBJECTNN`); the toy classes map as
+:data:`SCANOBJECTNN_NAMES` says (bathtub has no ScanObjectNN counterpart and is left out; dresser and
+night_stand both become "cabinet").
 Every object is a pure function of ``(seed, part, class, index)``, so the bytes written depend only on
 ``seed`` and ``size``.
 """
@@ -32,26 +38,25 @@ import trimesh
 from PIL import Image
 from tqdm import tqdm
 
+from clip2point.data.classnames import SCANOBJECTNN
 from clip2point.errors import InputError
 from clip2point.render.cameras import align_modelnet, official_views
-from clip2point.render.mesh import MeshRenderer
+from clip2point.render.mesh import RGB_DISTANCE, MeshRenderer, rgb_renderer
 from clip2point.toy.scans import perturb, single_view_scan
 from clip2point.toy.shapes import CLASSES, ToyMesh, make_shape
 
-SCANOBJECTNN_CLASSES = (
-    "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed", "pillow",
-    "sink", "sofa", "toilet",
-)  # fmt: skip
-SCANOBJECTNN_LABELS = {
-    "bed": 10, "chair": 4, "desk": 5, "dresser": 3, "monitor": 6, "night_stand": 3, "sofa": 13, "table": 9,
-    "toilet": 14,
+SCANOBJECTNN_NAMES = {
+    "bed": "bed", "chair": "chair", "desk": "desk", "dresser": "cabinet", "monitor": "display",
+    "night_stand": "cabinet", "sofa": "sofa", "table": "table", "toilet": "toilet",
 }  # fmt: skip
+SCANOBJECTNN_LABELS = {toy: SCANOBJECTNN.index(name) for toy, name in SCANOBJECTNN_NAMES.items()}
 SYNSETS = {f"{90000000 + i}": name for i, name in enumerate(CLASSES)}
 
-# Objects per class and split: (train, test).
+# Objects per class and split: (train, test). Default test splits hold >= 400 objects (one object <= 0.25
+# points of accuracy): 10 x 40 ModelNet10 and ShapeNet55, 9 x 45 ScanObjectNN (no bathtub).
 SIZES = {
     "small": {"modelnet": (3, 2), "shapenet": (3, 2), "scan": (3, 2)},
-    "default": {"modelnet": (40, 10), "shapenet": (50, 12), "scan": (30, 10)},
+    "default": {"modelnet": (40, 40), "shapenet": (50, 40), "scan": (30, 45)},
 }
 _PARTS = {"modelnet": 1, "shapenet": 2, "scan": 3}  # seed-stream ids
 SHAPENET_POINTS = 8192
@@ -68,6 +73,14 @@ def sample_cloud(mesh: ToyMesh, count: int, rng: np.random.Generator) -> np.ndar
     points = trimesh.sample.sample_surface(mesh.trimesh(), count, seed=int(rng.integers(2**31)))[0]
     points -= points.mean(0)
     return (points / np.linalg.norm(points, axis=1).max()).astype(np.float32)
+
+
+def render_rgb(renderer: MeshRenderer, mesh: ToyMesh, azim, elev, dist) -> np.ndarray:
+    """The RGB renders ``(V, S, S, 3)`` uint8 of ``mesh`` for the views ``azim, elev, dist`` (each ``(V,)``,
+    degrees and depth-view distances) made by ``renderer`` (:func:`~clip2point.render.mesh.rgb_renderer`):
+    the camera is at the same angles but ``RGB_DISTANCE`` times as far."""
+    dist = torch.as_tensor(dist, dtype=torch.float32) * RGB_DISTANCE
+    return renderer.render(mesh.vertices, mesh.faces, azim, elev, dist, face_colors=mesh.face_colors)
 
 
 def off_text(vertices: np.ndarray, faces: np.ndarray) -> str:
@@ -102,7 +115,7 @@ def build_toy_world(out_dir: str | Path, seed: int = 0, size: str = "default", p
     if size not in SIZES:
         raise InputError(f"size={size!r} is not allowed; choose one of {', '.join(map(repr, SIZES))}")
     out = Path(out_dir)
-    rgb = MeshRenderer(image_size=224)
+    rgb = rgb_renderer(image_size=224)
     scanner = MeshRenderer(image_size=128)
     views = official_views(10)
     lists: dict[str, list[str]] = {"train": [], "test": []}
@@ -151,7 +164,7 @@ def _write_shapenet(out: Path, synset: str, model: str, mesh: ToyMesh, rng, rgb:
     np.save(cloud_dir / f"{synset}-{model}.npy", sample_cloud(mesh, SHAPENET_POINTS, rng))
     image_dir = out / "rendering" / f"{synset}_{model}"
     image_dir.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(rgb.render(mesh.vertices, mesh.faces, *views, face_colors=mesh.face_colors)):
+    for i, image in enumerate(render_rgb(rgb, mesh, *views)):
         Image.fromarray(image).save(image_dir / f"{i}.png", compress_level=1)
 
 

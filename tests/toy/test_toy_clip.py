@@ -1,4 +1,5 @@
-"""The bundled toy CLIP: assets, loading through load_clip, zero-shot on fresh toy renders, the depth gap."""
+"""The bundled toy CLIP: assets, loading through load_clip, distinct class prompts, zero-shot on held-out toy
+renders (several seeds) and on depth maps (the domain gap), the training data and loss."""
 
 from __future__ import annotations
 
@@ -14,19 +15,25 @@ from clip2point.data.files import read_image
 from clip2point.models import load_clip
 from clip2point.models.backbone import toy_assets_dir
 from clip2point.render.cameras import official_views
-from clip2point.render.mesh import MeshRenderer
+from clip2point.render.mesh import rgb_renderer
 from clip2point.toy.clip_data import TRAIN_STREAM, TrainStream, captions, render_objects, to_clip_images
 from clip2point.toy.shapes import make_shape
 from clip2point.toy.train_clip import (
-    HELD_OUT_SEED,
+    HELD_OUT_SEEDS,
     MODEL_NAME,
+    TrainSettings,
+    accuracies,
+    build_parser,
+    closest_prompts,
     contrastive_loss,
     create_toy_clip,
-    evaluate,
+    format_report,
+    held_out_report,
+    prompt_spread,
     text_encoder_of,
     zero_shot,
 )
-from clip2point.toy.world import object_rng
+from clip2point.toy.world import object_rng, render_rgb
 
 SIZE = 112  # the shipped encoder's input size
 
@@ -45,16 +52,17 @@ def test_assets_fit_the_budget_and_describe_a_small_resnet():
 
 
 @pytest.mark.slow
-def test_zero_shot_on_held_out_renders_and_the_depth_gap(bundle):
+def test_distinct_prompts_and_zero_shot_on_held_out_objects(bundle):
+    """The numbers of the README: prompt separation, RGB and depth zero-shot on 3 seeds x 40 objects."""
     assert bundle.image_size == SIZE
-    acc = evaluate(bundle.visual, bundle.text, bundle.image_size, seed=HELD_OUT_SEED, per_class=3)
-    print(
-        "\nToyCLIP zero-shot top-1 on fresh toy objects (per view / per object): "
-        + ", ".join(f"{k} {v['view']:.1%} / {v['object']:.1%}" for k, v in acc.items())
-    )
-    assert acc["rgb"]["view"] >= 0.80
-    for name in ("depth_disk", "depth_square2"):  # the domain gap CLIP2Point's pre-training closes
-        assert acc[name]["view"] < acc["rgb"]["view"]
+    report = held_out_report(bundle.visual, bundle.text, bundle.image_size)
+    print("\nToyCLIP zero-shot on held-out toy objects\n" + format_report(report))
+    assert report["closest_prompts"]["cosine"] <= 0.90
+    assert list(report["held_out"]) == list(HELD_OUT_SEEDS)
+    for seed, acc in report["held_out"].items():
+        assert acc["rgb"]["view"] >= 0.90, seed
+        for name in ("depth_disk", "depth_square2"):  # the domain gap CLIP2Point's pre-training closes
+            assert acc[name]["view"] < acc["rgb"]["view"], (seed, name)
 
 
 @pytest.mark.slow
@@ -63,7 +71,7 @@ def test_load_clip_predicts_like_the_training_model(bundle):
     state = load_file(toy_assets_dir() / f"{MODEL_NAME}.safetensors")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
-    images, _, _ = render_objects(HELD_OUT_SEED + 1, per_class=1, size=SIZE)
+    images, _, _ = render_objects(HELD_OUT_SEEDS[0] - 1, per_class=1, size=SIZE)
     images = images[:, :3]
     expected = zero_shot(model.visual, text_encoder_of(model, tokenizer), images)
     got = zero_shot(bundle.visual, bundle.text, images)
@@ -73,9 +81,9 @@ def test_load_clip_predicts_like_the_training_model(bundle):
 
 def test_renders_are_resized_as_the_pipeline_reads_the_toy_world_pngs(tmp_path):
     mesh = make_shape(2, object_rng(3, "shapenet", 2, 0))
-    renderer = MeshRenderer(image_size=224)
+    renderer = rgb_renderer(image_size=224)
     try:
-        rgb = renderer.render(mesh.vertices, mesh.faces, *official_views(10), face_colors=mesh.face_colors)
+        rgb = render_rgb(renderer, mesh, *official_views(10))
     finally:
         renderer.release()
     Image.fromarray(rgb[4]).save(tmp_path / "4.png")
@@ -125,3 +133,36 @@ def test_contrastive_loss_matches_hand_computation():
     rows = -sum(logits[i].log_softmax(0)[describes[i]].mean() for i in range(3)) / 3
     cols = -sum(logits[:, j].log_softmax(0)[describes[:, j]].mean() for j in range(3)) / 3
     assert torch.allclose(contrastive_loss(f, g, torch.tensor(10.0), describes), (rows + cols) / 2)
+
+
+def test_per_object_accuracy_averages_the_raw_view_logits():
+    # one object of class 1: view 0 says class 0 weakly, view 1 says class 1; mean (0.175, 0.2) -> class 1
+    # (averaging L2-normalised view logits instead would give (0.8, 0.4) -> class 0)
+    logits = torch.tensor([[[0.05, 0.0], [0.3, 0.4]]])
+    assert accuracies(logits, torch.tensor([1])) == {"view": 0.5, "object": 1.0}
+
+
+def test_prompt_spread_matches_hand_computation():
+    f = torch.tensor([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0]])  # unit rows; cosines 0.96, 0.0, 0.28
+    # only the pair (0, 1) exceeds the margin 0.8: (0.96 - 0.8)^2 = 0.0256, twice among 6 ordered pairs
+    assert torch.isclose(prompt_spread(f, 0.8), torch.tensor(2 * 0.0256 / 6))
+    assert prompt_spread(f, 0.97) == 0
+
+
+def test_closest_prompts_names_the_pair():
+    def encode(texts: list[str]) -> torch.Tensor:  # one axis per class; "sofa" leans towards "bathtub"
+        feats = torch.eye(len(texts))
+        feats[texts.index("image of a sofa"), texts.index("image of a bathtub")] = 3.0
+        return feats
+
+    cosine, a, b = closest_prompts(encode)
+    assert (a, b) == ("bathtub", "sofa") and abs(cosine - 3 / 10**0.5) < 1e-6
+
+
+def test_command_line_defaults_are_the_training_settings():
+    args = build_parser().parse_args(["--out", "x"])
+    assert (
+        TrainSettings(**{k: getattr(args, k) for k in TrainSettings.__dataclass_fields__}) == TrainSettings()
+    )
+    args = build_parser().parse_args(["--out", "x", "--steps", "7", "--lr", "0.01"])
+    assert (args.steps, args.lr, args.threads) == (7, 0.01, 2)

@@ -16,12 +16,14 @@ import trimesh
 from PIL import Image
 
 from clip2point.commands import toy as toy_command
+from clip2point.data.classnames import SCANOBJECTNN
 from clip2point.errors import InputError
-from clip2point.render.cameras import align_modelnet
-from clip2point.render.mesh import MeshRenderer
+from clip2point.render.cameras import align_modelnet, official_views
+from clip2point.render.mesh import RGB_DISTANCE, MeshRenderer, rgb_renderer
 from clip2point.toy import CLASSES, SCANOBJECTNN_LABELS, SYNSETS, ToyMesh, build_toy_world, make_shape
 from clip2point.toy.scans import single_view_scan
-from clip2point.toy.world import SIZES, object_rng
+from clip2point.toy.shapes import _Assembly
+from clip2point.toy.world import SCANOBJECTNN_NAMES, SIZES, object_rng
 
 SMALL = SIZES["small"]
 
@@ -99,6 +101,44 @@ def test_shapenet_lists_clouds_and_renders(world):
 
 
 @pytest.mark.slow
+def test_renders_are_lit_perspective_views_at_rgb_distance(world):
+    """The PNGs are the RGB setting's renders (perspective, camera at distance 2), not the depth views'."""
+    label, k = 7, SMALL["shapenet"][0]  # the first test sofa
+    mesh = make_shape(label, object_rng(3, "shapenet", label, k))
+    azim, elev, dist = official_views(10)
+    renderer, ortho = rgb_renderer(224), MeshRenderer(224)
+    try:
+        expected = renderer.render(
+            mesh.vertices, mesh.faces, azim, elev, dist * RGB_DISTANCE, face_colors=mesh.face_colors
+        )
+        depth_view = ortho.render(mesh.vertices, mesh.faces, azim, elev, dist, face_colors=mesh.face_colors)
+    finally:
+        renderer.release()
+        ortho.release()
+    folder = world / "rendering" / f"{90000000 + label}_toy{label:02d}{k:05d}"
+    for i in range(10):
+        with Image.open(folder / f"{i}.png") as image:
+            assert np.array_equal(np.asarray(image), expected[i]), i
+    drawn, aligned = (expected < 255).any(-1), (depth_view < 255).any(-1)
+    assert (drawn & aligned).sum() < 0.9 * (drawn | aligned).sum()  # not pixel-aligned with the depth views
+
+
+def test_default_test_splits_hold_400_objects_and_16_shots():
+    default = SIZES["default"]
+    per_part = {"modelnet": len(CLASSES), "shapenet": len(CLASSES), "scan": len(SCANOBJECTNN_LABELS)}
+    for part, classes in per_part.items():
+        n_train, n_test = default[part]
+        assert n_train >= 16 and n_test * classes >= 400, part
+
+
+def test_scanobjectnn_labels_index_the_shared_class_list():
+    assert set(SCANOBJECTNN_LABELS) == set(CLASSES) - {"bathtub"}
+    assert {toy: SCANOBJECTNN[i] for toy, i in SCANOBJECTNN_LABELS.items()} == SCANOBJECTNN_NAMES
+    assert SCANOBJECTNN_LABELS["dresser"] == SCANOBJECTNN_LABELS["night_stand"] == 3  # both "cabinet"
+    assert SCANOBJECTNN_LABELS["sofa"] == 13 and SCANOBJECTNN_LABELS["monitor"] == 6  # "display"
+
+
+@pytest.mark.slow
 def test_scanobjectnn_h5_files(world):
     root = world / "ScanObjectNN"
     expected_labels = sorted(set(SCANOBJECTNN_LABELS.values()))
@@ -146,6 +186,19 @@ def test_every_class_builds_inside_the_unit_sphere():
         mesh = make_shape(label, np.random.default_rng(label))
         assert mesh.name == CLASSES[label] and mesh.face_colors.shape == (len(mesh.faces), 3)
         assert np.isclose(np.linalg.norm(mesh.vertices, axis=1).max(), 1.0, atol=1e-6)
+
+
+def test_oval_is_an_elliptic_frustum():
+    assembly = _Assembly()
+    assembly.oval((0.5, 1.0, 0.0), (2.0, 1.0), 1.0, 1.5, (1, 2, 3))
+    vertices, faces, colours = assembly.merge()
+    x, y, z = (vertices - (0.5, 1.0, 0.0)).T
+    rim = (np.abs(np.abs(y) - 0.5) < 1e-9) & (np.hypot(x, z) > 1e-6)  # cap outlines, not the cap centres
+    bottom, top = rim & (y < 0), rim & (y > 0)
+    assert bottom.sum() == top.sum() == 32
+    assert np.allclose(np.hypot(x[bottom] / 2.0, z[bottom] / 1.0), 1.0)  # semi-axes 2, 1
+    assert np.allclose(np.hypot(x[top] / 3.0, z[top] / 1.5), 1.0)  # 1.5 times wider at the top
+    assert (colours == (1, 2, 3)).all() and len(faces) == 128
 
 
 def test_bad_size_and_label_are_named(tmp_path):
