@@ -14,6 +14,7 @@ depth maps and RGB renders reach the encoder the way its weights expect.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from functools import cached_property
@@ -65,20 +66,30 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
 
 def ensure_toy_world(config: ExperimentConfig, size: str = "default", progress: bool = True) -> None:
     """Build the toy world under ``data.root`` if that is a toy root (its folder is named ``toy``) without
-    a finished world (``toy_world.json``). Built in a sibling folder and renamed into place, so an
-    interrupted build never leaves half a world. Call it in the driver, before any worker reads data."""
-    root = resolve_path(config.data.root)
-    if root.name != "toy" or (root / "toy_world.json").exists():
-        return
-    from clip2point.toy import build_toy_world
+    a finished world of this version of the code (``toy_world.json``; an older world is rebuilt). Built in a
+    sibling folder and renamed into place, so an interrupted build never leaves half a world. Call it in
+    the driver, before any worker reads data."""
+    from clip2point.toy.world import WORLD_VERSION, build_toy_world
 
-    print(f"building the toy world in {root} (first run only)")
+    root = resolve_path(config.data.root)
+    manifest = root / "toy_world.json"
+    if root.name != "toy" or (manifest.exists() and _world_version(manifest) == WORLD_VERSION):
+        return
+    print(f"building the toy world (version {WORLD_VERSION}) in {root}")
     staging = root.with_name(f".toy-building-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     build_toy_world(staging, seed=0, size=size, progress=progress)
     if root.exists():  # an empty or unfinished folder from before
         shutil.rmtree(root)
     os.replace(staging, root)
+
+
+def _world_version(manifest: Path) -> int | None:
+    """The version a toy world's manifest records (None: unreadable, or written before versions)."""
+    try:
+        return json.loads(manifest.read_text()).get("version")
+    except (OSError, ValueError):
+        return None
 
 
 class Experiment:

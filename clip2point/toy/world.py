@@ -59,6 +59,7 @@ SIZES = {
     "default": {"modelnet": (40, 40), "shapenet": (50, 40), "scan": (30, 45)},
 }
 _PARTS = {"modelnet": 1, "shapenet": 2, "scan": 3}  # seed-stream ids
+WORLD_VERSION = 2  # bump when what a seed builds changes (2: perspective lit RGB renders, 400-object tests)
 SHAPENET_POINTS = 8192
 SCAN_POINTS = 2048
 
@@ -147,6 +148,7 @@ def build_toy_world(out_dir: str | Path, seed: int = 0, size: str = "default", p
     _write_lists(out, lists)
     _write_scans(out, scans)
     manifest = {
+        "version": WORLD_VERSION,
         "seed": seed,
         "size": size,
         "classes": list(CLASSES),

@@ -1,5 +1,7 @@
 """Zero-shot engine: the batched loop equals the formula computed sample by sample; metrics by hand."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -127,6 +129,10 @@ def test_ensure_toy_world_builds_once_and_only_for_toy_roots(tmp_path):
     ensure_toy_world(config, size="small", progress=False)
     assert marker.stat().st_mtime_ns == stamp  # built once
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".toy-building")]
+    old = json.loads(marker.read_text()) | {"version": 1}  # a world an older version of the code built
+    marker.write_text(json.dumps(old))
+    ensure_toy_world(config, size="small", progress=False)
+    assert json.loads(marker.read_text())["version"] > 1  # rebuilt with this version's world
     ensure_toy_world(
         load_config(overrides={"data.root": str(tmp_path / "real")}), size="small", progress=False
     )
