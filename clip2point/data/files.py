@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from clip2point.errors import InputError
+from clip2point.paths import write_text_atomic
 from clip2point.render.depth import OPENAI_CLIP_NORM, ImageNorm
 
 _OFF_HEADER = re.compile(r"^OFF(?=\s|$|[-+\d])")
@@ -354,6 +355,24 @@ def read_image(path: str | Path, size: int, norm: ImageNorm = OPENAI_CLIP_NORM) 
     x = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
     mean, std = norm.tensors(x)
     return (x - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def off_text(vertices, polygons) -> str:
+    """The text of an OFF file: the header, ``vertices (V, 3)`` with 9 significant digits (exact for
+    float32), then one line per polygon (its vertex count, then its indices; triangles or any size)."""
+    rows = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    lines = ["OFF", f"{len(rows)} {len(polygons)} 0"]
+    lines += [f"{x:.9g} {y:.9g} {z:.9g}" for x, y, z in rows.tolist()]
+    lines += [" ".join(str(int(i)) for i in (len(p), *p)) for p in polygons]
+    return "\n".join(lines) + "\n"
+
+
+def write_off(path: str | Path, vertices, polygons) -> Path:
+    """Write a mesh as an OFF file (:func:`off_text`), atomically; parents are created."""
+    return write_text_atomic(path, off_text(vertices, polygons))
 
 
 # ------------------------------------------------------------------------------------------- any format

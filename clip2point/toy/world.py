@@ -27,7 +27,6 @@ Every object is a pure function of ``(seed, part, class, index)``, so the bytes 
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clip2point.data.classnames import SCANOBJECTNN
+from clip2point.data.files import write_off
 from clip2point.errors import InputError
 from clip2point.render.cameras import align_modelnet, official_views
 from clip2point.render.mesh import RGB_DISTANCE, MeshRenderer, rgb_renderer
@@ -59,7 +59,8 @@ SIZES = {
     "default": {"modelnet": (40, 40), "shapenet": (50, 40), "scan": (30, 45)},
 }
 _PARTS = {"modelnet": 1, "shapenet": 2, "scan": 3}  # seed-stream ids
-WORLD_VERSION = 2  # bump when what a seed builds changes (2: perspective lit RGB renders, 400-object tests)
+WORLD_VERSION = 3  # bump when what a seed builds changes (2: perspective lit RGB renders, 400-object tests;
+#                   3: OFF vertices with 9 significant digits)
 SHAPENET_POINTS = 8192
 SCAN_POINTS = 2048
 
@@ -82,15 +83,6 @@ def render_rgb(renderer: MeshRenderer, mesh: ToyMesh, azim, elev, dist) -> np.nd
     the camera is at the same angles but ``RGB_DISTANCE`` times as far."""
     dist = torch.as_tensor(dist, dtype=torch.float32) * RGB_DISTANCE
     return renderer.render(mesh.vertices, mesh.faces, azim, elev, dist, face_colors=mesh.face_colors)
-
-
-def off_text(vertices: np.ndarray, faces: np.ndarray) -> str:
-    """An OFF file's text for ``vertices (V, 3)`` and triangle ``faces (F, 3)``."""
-    buf = io.StringIO()
-    buf.write(f"OFF\n{len(vertices)} {len(faces)} 0\n")
-    np.savetxt(buf, vertices, fmt="%.6f")
-    np.savetxt(buf, np.column_stack([np.full(len(faces), 3), faces]), fmt="%d")
-    return buf.getvalue()
 
 
 def to_modelnet_frame(vertices: np.ndarray) -> np.ndarray:
@@ -128,8 +120,7 @@ def build_toy_world(out_dir: str | Path, seed: int = 0, size: str = "default", p
             name = CLASSES[label]
             if part == "modelnet":
                 path = out / "ModelNet10" / name / split / f"{name}_{k + 1:04d}.off"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(off_text(to_modelnet_frame(mesh.vertices), mesh.faces))
+                write_off(path, to_modelnet_frame(mesh.vertices), mesh.faces)
             elif part == "shapenet":
                 synset, model = f"{90000000 + label}", f"toy{label:02d}{k:05d}"
                 _write_shapenet(out, synset, model, mesh, rng, rgb, views)

@@ -1,10 +1,13 @@
-"""Writers for tiny files in the real on-disk formats, used by the data tests (independent of the readers)."""
+"""Writers for tiny files in the real on-disk formats, used by the data tests (independent of the readers;
+OFF through the library's writer, with the quirks some real files have)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from clip2point.data.files import off_text
 
 # A unit cube: 8 vertices, 6 quads (fan-triangulated by the readers into 12 triangles), area 6.
 CUBE_V = np.array(
@@ -14,16 +17,16 @@ CUBE_QUADS = [[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [2, 3, 7, 6], [1, 2, 6, 
 
 
 def write_off(path: Path, vertices, polygons, quirk: bool = False, comment: bool = False) -> Path:
-    """Write an OFF file; ``quirk`` puts the counts on the header line (``OFF8 6 0``)."""
-    counts = f"{len(vertices)} {len(polygons)} 0"
-    lines = [f"OFF{counts}"] if quirk else ["OFF", counts]
+    """Write an OFF file (the library's writer); ``quirk`` puts the counts on the header line (``OFF8 6 0``,
+    as some ModelNet files do), ``comment`` adds an empty and a comment line after the header."""
+    text = off_text(vertices, polygons)
+    if quirk:
+        text = text.replace("OFF\n", "OFF", 1)
     if comment:
-        lines.insert(1, "# a comment line")
-        lines.insert(1, "")
-    lines += [" ".join(repr(float(c)) for c in v) for v in vertices]
-    lines += [" ".join(str(i) for i in [len(p), *p]) for p in polygons]
+        header, rest = text.split("\n", 1)
+        text = f"{header}\n\n# a comment line\n{rest}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(text)
     return path
 
 
