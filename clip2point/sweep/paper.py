@@ -65,15 +65,16 @@ TABLES = (
     PaperTable(
         "table4",
         "Table 4: the Gated Dual-Path Adapter's parts",
-        "16-shot top-1 of each part. Difference: the row minus the full GDPA (dual path, global-view "
+        "K-shot top-1 of each part (16 shots in the paper). Difference: the row minus the full GDPA (dual "
+        "path, global-view "
         "aggregators, gate), paired over the seeds.",
         _against("dual, global-view, gate"),
     ),
     PaperTable(
         "table5",
         "Table 5: depth rendering",
-        "Zero-shot and 16-shot top-1 per rendering setting, without pre-training. Difference: the "
-        "16-shot row minus the paper's setting (minimum depth, R=2), paired over the seeds.",
+        "Zero-shot and K-shot top-1 per rendering setting, without pre-training (16 shots in the paper). "
+        "Difference: the K-shot row minus the paper's setting (minimum depth, R=2), paired over the seeds.",
         _against("minimum square R=2"),
     ),
     PaperTable(
@@ -136,8 +137,8 @@ def _section(table: PaperTable, study, record: dict) -> list[str]:
     )
     header = ["setting"]
     for column in study.columns:
-        header += [f"{column.label}", "paper"]
-    header.append(f"difference ({study.columns[0].label})")
+        header += [record["columns"].get(column.metric, column.label), "paper"]
+    header.append(f"difference ({record['columns'].get(study.columns[0].metric, study.columns[0].label)})")
     out = [f"## {table.heading}", "", table.about, ""]
     if any(column.fewshot for column in study.columns):
         out += [f"Protocol (the epoch behind each number): {record['protocol']}.", ""]

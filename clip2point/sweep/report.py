@@ -93,9 +93,12 @@ def write_results(
     header = ["setting"]
     for column in study.columns:
         if column.fewshot:  # the epoch behind each number: ours as configured; the paper's best on test
-            header += [f"{column.label} (measured; {protocol})", f"{column.label} (paper; best test epoch)"]
+            header += [
+                f"{column.title(config)} (measured; {protocol})",
+                f"{column.title(config)} (paper; best test epoch)",
+            ]
         else:
-            header += [f"{column.label} (measured)", f"{column.label} (paper)"]
+            header += [f"{column.title(config)} (measured)", f"{column.title(config)} (paper)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, trial in rows:
         cells = [name]
@@ -146,7 +149,7 @@ def write_results(
                 f"`{describe_params(best.params)}`, saved as `{best_file.name}` (use it with `--config`).\n"
             )
     md.write_text(text)
-    (study.plot or plot_results)(study, rows, png, toy, papers)
+    (study.plot or plot_results)(study, rows, png, toy, config)
     return md, png
 
 
@@ -170,9 +173,10 @@ def _display_root(root: str) -> str:
         return str(path)
 
 
-def plot_results(study: Study, rows, path: Path, toy: bool, papers: dict[str, dict]) -> Path:
+def plot_results(study: Study, rows, path: Path, toy: bool, config: ExperimentConfig) -> Path:
     """Grouped bars per row: each column's measured value (with its std over seeds) beside the paper's
-    (hatched); ``papers`` holds the paper's values by row name."""
+    (hatched)."""
+    papers = paper_values(study, config)
     plt = pyplot()
     names = [name for name, _ in rows]
     width = 0.8 / (2 * len(study.columns))
@@ -187,7 +191,8 @@ def plot_results(study: Study, rows, path: Path, toy: bool, papers: dict[str, di
             reference = papers.get(name, {}).get(column.metric)
             paper.append(math.nan if reference is None else reference)
         x = [i + (2 * c - len(study.columns)) * width + width / 2 for i in range(len(names))]
-        ax.bar(x, values, width, yerr=errors, capsize=3, color=colours[c], label=f"{column.label} (measured)")
+        title = column.title(config)
+        ax.bar(x, values, width, yerr=errors, capsize=3, color=colours[c], label=f"{title} (measured)")
         ax.bar(
             [p + width for p in x],
             paper,
@@ -195,7 +200,7 @@ def plot_results(study: Study, rows, path: Path, toy: bool, papers: dict[str, di
             color=colours[c],
             alpha=0.35,
             hatch="//",
-            label=f"{column.label} (paper)",
+            label=f"{title} (paper)",
         )
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("top-1 accuracy (%)")
@@ -212,7 +217,7 @@ def print_table(study: Study, outcome: SweepOutcome, config: ExperimentConfig) -
     print(f"\n{study.title}")
     if any(c.fewshot for c in study.columns):
         print(f"few-shot epoch: {config.fewshot.protocol(detail=True)}")
-    print(f"{'setting':<{width}}  " + "  ".join(f"{c.label:>44}" for c in study.columns))
+    print(f"{'setting':<{width}}  " + "  ".join(f"{c.title(config):>44}" for c in study.columns))
     for name, trial in rows:
         if trial is None or trial.error is not None:
             state = "not run" if trial is None else f"failed: {trial.error}"

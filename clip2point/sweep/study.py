@@ -36,6 +36,11 @@ class Column:
     label: str
     fewshot: bool = False
 
+    def title(self, config: ExperimentConfig) -> str:
+        """The label with ``{shots}`` filled from the config (``fewshot.shots``; ``all`` for the full split)."""
+        shots = config.fewshot.shots
+        return self.label.replace("{shots}", "all" if shots is None else str(shots))
+
 
 @dataclass(frozen=True)
 class Study:
@@ -45,7 +50,7 @@ class Study:
     ``sweep.datasets``); each trial runs one cell's overrides. Search studies (``search``) build their own
     Tune search space, algorithm and scheduler from the config (see ``hpo_fewshot``); their trials' params
     are dotted config keys. ``paper_reference`` names the table of the paper; ``plot`` draws the study's
-    picture when bars per cell are not the right one (``plot(study, rows, path, toy) -> path``).
+    picture when bars per cell are not the right one (``plot(study, rows, path, toy, config) -> path``).
     """
 
     name: str

@@ -105,7 +105,7 @@ def source_model_from_config(folder, name: str) -> torch.nn.Module:
 
 
 def test_missing_toy_assets_say_how_to_build_them(tmp_path):
-    with pytest.raises(InputError, match=r"ToyCLIP\.safetensors.*clip2point toy build"):
+    with pytest.raises(InputError, match=r"ToyCLIP\.safetensors.*python -m clip2point\.toy\.train_clip"):
         load_clip("ToyCLIP", "toy", toy_dir=tmp_path)
     assert toy_assets_dir().parts[-3:] == ("clip2point", "assets", "toy_clip")
 

@@ -118,7 +118,7 @@ def test_adapter_study(ray_session, toy_setup):
         per_seed = seed_values(run.data.metrics, "fewshot_acc")
         assert sorted(per_seed) == [0, 1]  # each seed's own accuracy, logged
         assert trial.metrics["fewshot_acc"] == pytest.approx(sum(per_seed.values()) / 2)
-        assert "| 16-shot (measured; selected on validation) | 16-shot (paper; best test epoch) |" in table
+        assert "| 2-shot (measured; selected on validation) | 2-shot (paper; best test epoch) |" in table
         assert "- few-shot epoch: selected on validation (up to 4 samples per class" in table
         row = next(line for line in table.splitlines() if line.startswith(f"| {trial.name} |"))
         assert f"| {estimate(list(per_seed.values())).format()} |" in row

@@ -45,7 +45,7 @@ STUDY = Study(
     name="ablation_adapter",
     title="Adapter ablation (Table 4): K-shot top-1 of each part of the Gated Dual-Path Adapter",
     trial=fewshot_trial,
-    columns=(Column("fewshot_acc", "16-shot", fewshot=True),),
+    columns=(Column("fewshot_acc", "{shots}-shot", fewshot=True),),
     cells=CELLS,
     paper_reference="Table 4 (ModelNet40 16-shot, ViT-B/32, pre-trained depth encoder)",
     primary="fewshot_acc",

@@ -12,6 +12,7 @@ from clip2point.config import ExperimentConfig
 from clip2point.data import DATASETS
 from clip2point.plots import pyplot, save_figure
 from clip2point.stats import estimate, seed_values
+from clip2point.sweep.report import paper_values
 from clip2point.sweep.studies.common import CLIP_SINGLE_PATH, FULL_GDPA, fewshot_trial, with_depth_encoder
 from clip2point.sweep.study import Cell, Column, Study
 
@@ -43,10 +44,11 @@ def cells(config: ExperimentConfig) -> tuple[Cell, ...]:
     return tuple(rows)
 
 
-def plot_curves(study: Study, rows, path: Path, toy: bool, papers: dict[str, dict]) -> Path:
+def plot_curves(study: Study, rows, path: Path, toy: bool, config: ExperimentConfig) -> Path:
     """Top-1 against K (log scale), one line per arm and dataset, with the std over seeds as error bars
     and the paper's 16-shot values as stars."""
     plt = pyplot()
+    papers = paper_values(study, config)
     by_name = dict(rows)
     datasets = sorted({name.split(",")[0] for name, _ in rows})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)

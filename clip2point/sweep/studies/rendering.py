@@ -74,9 +74,9 @@ def rendering_trial(config: ExperimentConfig, tracker: Tracker, report: Report) 
 
 STUDY = Study(
     name="ablation_rendering",
-    title="Depth rendering ablation (Table 5): zero-shot and 16-shot top-1, CLIP without pre-training",
+    title="Depth rendering ablation (Table 5): zero-shot and K-shot top-1, CLIP without pre-training",
     trial=rendering_trial,
-    columns=(Column("zeroshot_acc", "zero-shot"), Column("fewshot_acc", "16-shot", fewshot=True)),
+    columns=(Column("zeroshot_acc", "zero-shot"), Column("fewshot_acc", "{shots}-shot", fewshot=True)),
     cells=CELLS,
     paper_reference="Table 5 (ModelNet40, ViT-B/32, single-path adapter with the global-view aggregator)",
     primary="fewshot_acc",
