@@ -82,8 +82,11 @@ class PretrainConfig(Settings):
     :mod:`clip2point.engine.optim`. ``sampling``: how the ShapeNet55 clouds (8,192 points) become
     ``data.num_points``, for the training pairs and the validation split alike: ``fps`` (deterministic
     farthest point sampling, the paper's wording) or ``random`` (a fresh random subset every epoch, seeded
-    per (seed, epoch, record), the authors' code). ``loader_workers``: data-loading processes per worker. ``keep_checkpoints``: how many epoch checkpoints
-    Ray Train keeps. Runs are stored under ``<storage>/pretrain/<name>``.
+    per (seed, epoch, record), the authors' code). ``cpus_per_worker``: the CPUs Ray reserves for each worker,
+    and its torch threads (the whole part, at least 1; a fraction such as 0.99 lets two single-threaded runs
+    share a 2-CPU machine beside their Tune trials). ``loader_workers``: data-loading processes per worker.
+    ``keep_checkpoints``: how many epoch checkpoints Ray Train keeps. Runs are stored under
+    ``<storage>/pretrain/<name>``.
     """
 
     SECTION = "pretrain"
@@ -99,7 +102,7 @@ class PretrainConfig(Settings):
     negatives: Literal["global", "per_worker"] = "global"
     num_workers: int = bounded(1, low=1)
     use_gpu: bool = False
-    cpus_per_worker: int = bounded(2, low=1)
+    cpus_per_worker: float = bounded(2.0, low=0.0, low_open=True)
     loader_workers: int = bounded(0, low=0)
     sampling: Literal["fps", "random"] = described(
         "fps", "ShapeNet points: farthest point sampling, or a fresh random subset per epoch (the authors')"
@@ -149,9 +152,10 @@ class FewShotConfig(Settings):
     val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True, help="full: share held out")
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
 
-    def protocol(self, detail: bool = False) -> str:
+    def protocol(self, detail: bool = False, shots: str | None = None) -> str:
         """How the reported epoch is chosen, as tables say it: ``"best test epoch, as the paper"`` or
-        ``"selected on validation"``; with ``detail`` also what the validation split is."""
+        ``"selected on validation"``; with ``detail`` also what the validation split is (``shots``: how
+        to name the training shots, e.g. ``"K"`` for a table over several; default ``fewshot.shots``)."""
         if self.selection == "test":
             return "best test epoch, as the paper" + (
                 " (test top-1 after every epoch, the maximum reported)" if detail else ""
@@ -159,7 +163,8 @@ class FewShotConfig(Settings):
         if not detail:
             return "selected on validation"
         held = (
-            f"up to {self.val_shots} samples per class from the train split, beside the {self.shots} shots"
+            f"up to {self.val_shots} samples per class from the train split, beside the "
+            f"{shots or self.shots} shots"
             if self.shots is not None
             else f"{self.val_fraction:.0%} of each class of the train split, held out"
         )

@@ -106,7 +106,7 @@ class Worker:
                 f"pretrain.num_workers={self.world}; allowed: a multiple of the number of workers"
             )
         self.device = ray.train.torch.get_device()
-        torch.set_num_threads(pre.cpus_per_worker)
+        torch.set_num_threads(max(1, int(pre.cpus_per_worker)))  # a fraction of a CPU: one thread
         torch.manual_seed(self.config.seed)
         self.experiment = Experiment.from_config(self.config, self.device)
         bundle = self.experiment.bundle

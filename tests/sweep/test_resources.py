@@ -4,6 +4,8 @@ whole, and a storage that cannot be written stops it with a StorageError."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
@@ -11,9 +13,11 @@ from clip2point.config import load_config
 from clip2point.errors import ConfigError, StorageError
 from clip2point.sweep.resources import concurrent_trials
 from clip2point.sweep.runner import run_study
+from clip2point.sweep.studies import STUDIES
 from clip2point.sweep.study import Cell, Column, Study
 
 pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def never_runs(config, tracker, report):
@@ -37,10 +41,10 @@ PLAIN_STUDY = Study(
 )
 
 
-def config_for(tmp_path, **overrides):
+def config_for(tmp_path, *files, **overrides):
     base = {"tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "storage": str(tmp_path / "storage"),
             "data.root": str(tmp_path / "data"), "sweep.results_dir": str(tmp_path / "results")}  # fmt: skip
-    return load_config(overrides=base | overrides)
+    return load_config(list(files), overrides=base | overrides)
 
 
 def test_concurrency_is_what_fits_whole(ray_session, tmp_path):  # the cluster: 2 CPUs, no GPU
@@ -50,6 +54,14 @@ def test_concurrency_is_what_fits_whole(ray_session, tmp_path):  # the cluster: 
     assert concurrent_trials(TRAIN_STUDY, config_for(tmp_path, **beside)) == 1
     assert concurrent_trials(PLAIN_STUDY, config_for(tmp_path, **{"sweep.max_concurrent": 3})) == 3
     assert concurrent_trials(PLAIN_STUDY, config_for(tmp_path)) is None  # as many as Tune can place
+    # The toy pre-training ablation's worker takes 0.99 CPUs: both of its runs train at once on 2 CPUs.
+    toy = config_for(tmp_path, ROOT / "sweeps" / "ablation_pretrain.yaml")
+    assert (toy.sweep.cpus_per_trial, toy.pretrain.cpus_per_worker, toy.sweep.max_concurrent) == (
+        0.01,
+        0.99,
+        2,
+    )
+    assert concurrent_trials(STUDIES["ablation_pretrain"], toy) == 2
 
 
 @pytest.mark.parametrize(
