@@ -57,8 +57,9 @@ class SeedResult:
     """One seed's run under ``selection`` (``"val"`` or ``"test"``): the selected ``epoch`` (the first with the
     best validation top-1, or with the best test top-1), the test top-1 of that epoch's adapter
     (``test_acc``, %), its validation top-1 (``val_acc``; None under ``test``), the last epoch's test top-1
-    (``last_acc``; None under ``val``, where test is evaluated once), the per-epoch history and the selected
-    epoch's full test :class:`Accuracy` (per class, confusion)."""
+    (``last_acc``; None under ``val``, where test is evaluated once), the per-epoch history, the selected
+    epoch's full test :class:`Accuracy` (per class, confusion) and its learned gate ``s_g`` (``gate``; None
+    without ``fusion: gate``)."""
 
     seed: int
     selection: str
@@ -68,6 +69,7 @@ class SeedResult:
     last_acc: float | None
     history: tuple[EpochStats, ...]
     accuracy: Accuracy
+    gate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,19 @@ class FewShotResult:
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """``<prefix>`` (test top-1 at the selected epochs) and, where measured, ``<prefix>_val`` (validation
-        top-1 there) and ``<prefix>_last`` (the last epoch's test top-1), each the mean over the seeds with
-        every seed's value beside it (``<prefix>/seed<s>``, :func:`clip2point.stats.seed_metrics`): what
-        MLflow holds and tables show as mean +- std, n and the 95% interval."""
+        top-1 there), ``<prefix>_last`` (the last epoch's test top-1), ``<prefix>_epoch`` (the selected
+        epoch) and ``<prefix>_gate`` (the learned gate there), each the mean over the seeds with every seed's
+        value beside it (``<prefix>/seed<s>``, :func:`clip2point.stats.seed_metrics`): what MLflow holds and
+        tables show as mean +- std, n and the 95% interval."""
         out = {}
-        for name, attribute in (("", "test_acc"), ("_val", "val_acc"), ("_last", "last_acc")):
+        fields = (
+            ("", "test_acc"),
+            ("_val", "val_acc"),
+            ("_last", "last_acc"),
+            ("_epoch", "epoch"),
+            ("_gate", "gate"),
+        )
+        for name, attribute in fields:
             values = {s.seed: getattr(s, attribute) for s in self.seeds}
             if None not in values.values():
                 out |= seed_metrics(f"{prefix}{name}", values)
@@ -281,9 +291,10 @@ def train_adapter(
     if val_indices is not None:  # the one look at the test split
         best_test = accuracy(predict(adapter, test, text, batch_size), test.labels, class_names)
     last = history[-1].test_acc
+    gate = getattr(adapter, "gate", None)
     return SeedResult(
         seed, "test" if val_indices is None else "val", selected.epoch, best_test.overall, selected.val_acc,
-        last, tuple(history), best_test,
+        last, tuple(history), best_test, None if gate is None else gate.item(),
     )  # fmt: skip
 
 
@@ -376,6 +387,8 @@ def run_few_shot(
                     chosen = {"selected_test_acc": result.test_acc, "selected_epoch": result.epoch}
                     if result.val_acc is not None:
                         chosen["selected_val_acc"] = result.val_acc
+                    if result.gate is not None:
+                        chosen["selected_gate"] = result.gate
                     child.log_metrics(chosen, fs.epochs)
                     child.log_artifact(picture)
             results.append(result)

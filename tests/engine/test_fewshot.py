@@ -147,6 +147,7 @@ def test_val_selection_picks_the_best_validation_epoch_and_tests_once(tiny_bundl
     )
     for key, value in adapter.state_dict().items():  # the adapter ends as it was at the selected epoch
         assert torch.equal(value, snapshots[result.epoch][key]), key
+    assert result.gate == snapshots[result.epoch]["gate"].item() != 1.0  # the gate learned from its start, 1
     by_hand = predict(adapter, test, text, 8).argmax(1).cpu()
     assert result.test_acc == pytest.approx(100.0 * float((by_hand == test.labels).float().mean()))
     val_logits = predict(adapter, train, text, 8, val_idx).argmax(1).cpu()
@@ -214,9 +215,13 @@ def test_summary_over_seeds():
     assert summary.val is None
     assert summary.metrics("acc") == {  # each seed kept beside the mean (intervals, paired differences)
         "acc": 92.0, "acc/seed0": 90, "acc/seed1": 94, "acc_last": 82.0, "acc_last/seed0": 80, "acc_last/seed1": 84,
+        "acc_epoch": 1.0, "acc_epoch/seed0": 1, "acc_epoch/seed1": 1,
     }  # fmt: skip
     validated = FewShotResult(
-        tuple(SeedResult(s, "val", 3, t, v, None, (), None) for s, t, v in [(0, 90, 70), (1, 92, 74)]),
+        tuple(
+            SeedResult(s, "val", e, t, v, None, (), None, g)
+            for s, e, t, v, g in [(0, 3, 90, 70, 0.5), (1, 6, 92, 74, 1.5)]
+        ),
         "selected on validation",
     )
     assert (
@@ -224,14 +229,11 @@ def test_summary_over_seeds():
         and validated.val.std == pytest.approx(2 * 2**0.5)
         and validated.last is None
     )
-    assert set(validated.metrics("acc")) == {
-        "acc",
-        "acc/seed0",
-        "acc/seed1",
-        "acc_val",
-        "acc_val/seed0",
-        "acc_val/seed1",
-    }
+    assert validated.metrics("acc") == {
+        "acc": 91.0, "acc/seed0": 90, "acc/seed1": 92, "acc_val": 72.0, "acc_val/seed0": 70, "acc_val/seed1": 74,
+        "acc_epoch": 4.5, "acc_epoch/seed0": 3, "acc_epoch/seed1": 6,
+        "acc_gate": 1.0, "acc_gate/seed0": 0.5, "acc_gate/seed1": 1.5,
+    }  # fmt: skip
 
 
 def test_build_adapter_switches_and_dropout(tiny_bundle):
