@@ -89,16 +89,16 @@ def write_results(
     md, png = folder / f"{study.name}.md", folder / f"{study.name}.png"
     rows = table_rows(study, outcome, config)
     papers = paper_values(study, config)
-    protocol = config.fewshot.protocol()
+    protocol = study.protocol(config)
+    with_paper = bool(papers)  # a search study has no paper column
     header = ["setting"]
     for column in study.columns:
         if column.fewshot:  # the epoch behind each number: ours as configured; the paper's best on test
-            header += [
-                f"{column.title(config)} (measured; {protocol})",
-                f"{column.title(config)} (paper; best test epoch)",
-            ]
+            header.append(f"{column.title(config)} (measured; {protocol})")
+            header += [f"{column.title(config)} (paper; best test epoch)"] if with_paper else []
         else:
-            header += [f"{column.title(config)} (measured)", f"{column.title(config)} (paper)"]
+            header.append(f"{column.title(config)} (measured)")
+            header += [f"{column.title(config)} (paper)"] if with_paper else []
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, trial in rows:
         cells = [name]
@@ -111,7 +111,7 @@ def write_results(
             else:
                 value = measured(dict(trial.metrics), column.metric)
             reference = paper.get(column.metric)
-            cells += [value, "-" if reference is None else f"{reference:.2f}"]
+            cells += [value, "-" if reference is None else f"{reference:.2f}"] if with_paper else [value]
         lines.append("| " + " | ".join(cells) + " |")
     toy = is_toy(config)
     notice = (
@@ -123,11 +123,11 @@ def write_results(
     )
     text = (
         f"# {study.title}\n\n{notice}"
-        f"- dataset: `{config.data.dataset}` under `{_display_root(config.data.root)}`\n"
+        f"- {_datasets(study, config)} under `{_display_root(config.data.root)}`\n"
         f"- backbone: `{config.model.name}` (`{config.model.pretrained}`)\n"
         f"- rendering: {config.render.views} views, images at the backbone's input size\n"
         + (
-            f"- few-shot epoch: {config.fewshot.protocol(detail=True)}\n"
+            f"- few-shot epoch: {study.protocol(config, detail=True)}\n"
             if any(c.fewshot for c in study.columns)
             else ""
         )
@@ -165,6 +165,15 @@ def _nested(params) -> dict:
     return tree
 
 
+def _datasets(study: Study, config: ExperimentConfig) -> str:
+    """``dataset: `modelnet10` `` or, for a study whose cells set their own, ``datasets: `a`, `b` ``."""
+    cells = study.cells_for(config)
+    named = list(dict.fromkeys(c.overrides["data.dataset"] for c in cells if "data.dataset" in c.overrides))
+    if len(named) <= 1:
+        return f"dataset: `{named[0] if named else config.data.dataset}`"
+    return "datasets: " + ", ".join(f"`{name}`" for name in named) + " (as each row says)"
+
+
 def _display_root(root: str) -> str:
     path = Path(root)
     try:
@@ -193,6 +202,8 @@ def plot_results(study: Study, rows, path: Path, toy: bool, config: ExperimentCo
         x = [i + (2 * c - len(study.columns)) * width + width / 2 for i in range(len(names))]
         title = column.title(config)
         ax.bar(x, values, width, yerr=errors, capsize=3, color=colours[c], label=f"{title} (measured)")
+        if not papers:  # a search study: nothing published to compare with
+            continue
         ax.bar(
             [p + width for p in x],
             paper,
@@ -216,7 +227,7 @@ def print_table(study: Study, outcome: SweepOutcome, config: ExperimentConfig) -
     width = max(len(name) for name, _ in rows) if rows else 8
     print(f"\n{study.title}")
     if any(c.fewshot for c in study.columns):
-        print(f"few-shot epoch: {config.fewshot.protocol(detail=True)}")
+        print(f"few-shot epoch: {study.protocol(config, detail=True)}")
     print(f"{'setting':<{width}}  " + "  ".join(f"{c.title(config):>44}" for c in study.columns))
     for name, trial in rows:
         if trial is None or trial.error is not None:

@@ -173,7 +173,7 @@ def _run_stage(stage, record, layers, state, tracker, storage, command, verbose)
         "status": "finished",
         "seconds": round(time.monotonic() - start, 1),
         "sweep_run_id": outcome.parent_run_id,
-        "protocol": config.fewshot.protocol(detail=True),
+        "protocol": study.protocol(config, detail=True),
         "columns": {column.metric: column.title(config) for column in study.columns},
         "cells": list(papers),
         "trials": [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,18 @@ class Study:
     def cells_for(self, config: ExperimentConfig) -> tuple[Cell, ...]:
         """The grid's cells for ``config`` (empty for a search study)."""
         return tuple(self.cells(config)) if callable(self.cells) else self.cells
+
+    def protocol(self, config: ExperimentConfig, detail: bool = False) -> str:
+        """How the few-shot epochs of this study's trials are chosen (:meth:`FewShotConfig.protocol`), for
+        the shots its cells train on: the cells' own when they all set the same (``None``: the full split),
+        ``K`` when they set several."""
+        cells = self.cells_for(config)
+        shots = {cell.overrides["fewshot.shots"] for cell in cells if "fewshot.shots" in cell.overrides}
+        if len(shots) > 1:
+            return config.fewshot.protocol(detail, shots="K")
+        if shots and all("fewshot.shots" in cell.overrides for cell in cells):
+            return dataclasses.replace(config.fewshot, shots=shots.pop()).protocol(detail)
+        return config.fewshot.protocol(detail)
 
     def cell(self, name: str, config: ExperimentConfig) -> Cell:
         for cell in self.cells_for(config):

@@ -71,6 +71,10 @@ def test_interrupted_reproduction_continues_and_writes_every_table(
     assert "95% CI" in text and "vs dual, global-view, gate" in text  # Table 4's paired differences
     assert "vs ModelNet10, 2-shot, without pre-training" in text  # Table 2: with vs without, per K
     assert "Protocol (the epoch behind each number): selected on validation" in text
+    # A study whose rows set their own dataset names them all in its header.
+    table1 = (tmp_path / "results" / "table1_zeroshot.md").read_text()
+    assert "- datasets: `modelnet10`, `shapenet55_pretrain` (as each row says) under" in table1
+    assert "- dataset: `modelnet10` under" in (tmp_path / "results" / "ablation_rendering.md").read_text()
     # The later stages used the encoder of the pre-training run with the intra-modality loss.
     state = reproduce.State.load(str(tmp_path / "storage" / "reproduce"), fresh=False)
     encoder = state.data["stages"]["pretrain"]["encoder"]

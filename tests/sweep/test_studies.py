@@ -155,6 +155,7 @@ def test_hpo_study(ray_session, toy_setup):
     report = (work / "results" / "hpo_fewshot.md").read_text()
     assert "Best trial (selection_acc" in report  # searched on validation, the default
     assert "selection top-1 (searched) (measured; selected on validation)" in report
+    assert "(paper" not in report  # no published numbers for a search: no paper columns
     assert json.dumps(sorted(outcome.trials[0].params)) == json.dumps(
         ["fewshot.dropout", "fewshot.epochs", "fewshot.lr", "fewshot.weight_decay"]
     )

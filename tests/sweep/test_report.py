@@ -1,0 +1,65 @@
+"""A study's results file from given trial outcomes (no Ray): the header names the datasets and the protocol
+the cells ran under, and a search study has no paper columns."""
+
+import pytest
+
+from clip2point.config import load_config
+from clip2point.sweep.report import write_results
+from clip2point.sweep.runner import SweepOutcome, TrialOutcome
+from clip2point.sweep.studies import STUDIES
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(overrides={"sweep.results_dir": str(tmp_path / "results"), "fewshot.shots": 16})
+
+
+def outcome(study, trials):
+    return SweepOutcome(study.name, tuple(trials), "parent-id", "sqlite:///x.db", "/nowhere")
+
+
+def test_protocol_names_the_shots_the_cells_train_on(config):
+    kshot, supervised, adapter = (
+        STUDIES[n] for n in ("table2_kshot", "table3_supervised", "ablation_adapter")
+    )
+    # Table 2's cells set K = 1..16: the validation split is "beside the K shots".
+    assert "beside the K shots" in kshot.protocol(config, detail=True)
+    # Table 3's cells all train on the full split: the validation split is a share of each class.
+    assert supervised.protocol(config, detail=True).startswith(
+        "selected on validation (10% of each class of the train split, held out)"
+    )
+    # Table 4's cells leave the shots to the config.
+    assert "beside the 16 shots" in adapter.protocol(config, detail=True)
+    assert (
+        kshot.protocol(load_config(overrides={"fewshot.selection": "test"}))
+        == "best test epoch, as the paper"
+    )
+
+
+def test_header_lists_each_rows_dataset_and_the_table_its_values(config, tmp_path):
+    study = STUDIES["table1_zeroshot"]
+    config = load_config(overrides={"sweep.results_dir": str(tmp_path), "sweep.datasets": ["modelnet10"]})
+    trials = [
+        TrialOutcome(cell.name, {}, {"zeroshot_acc": 10.0 + i, "rgb_acc": 50.0})
+        for i, cell in enumerate(study.cells_for(config))
+    ]
+    md, png = write_results(study, config, outcome(study, trials), "python sweeps/table1_zeroshot.py")
+    text = md.read_text()
+    assert "- datasets: `modelnet10`, `shapenet55_pretrain` (as each row says) under" in text
+    assert "| ModelNet10, pre-trained | 11.00 | 66.63 | 50.00 | - |" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_search_has_no_paper_columns(config):
+    study = STUDIES["hpo_fewshot"]
+    trials = [
+        TrialOutcome("a", {"fewshot.lr": 0.01}, {"selection_acc": 80.0, "test_acc": 90.0}),
+        TrialOutcome("b", {"fewshot.lr": 0.001}, {"selection_acc": 70.0}),
+    ]
+    md, _ = write_results(study, config, outcome(study, trials), "python sweeps/hpo_fewshot.py")
+    table = [line for line in md.read_text().splitlines() if line.startswith("| ")]
+    assert table[0] == (
+        "| setting | selection top-1 (searched) (measured; selected on validation) "
+        "| test top-1 at the selected epoch (measured; selected on validation) |"
+    )
+    assert table[2:] == ["| lr=0.01 | 80.00 | 90.00 |", "| lr=0.001 | 70.00 | - |"]
