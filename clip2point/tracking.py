@@ -143,12 +143,17 @@ class Tracker:
         self.client.set_terminated(self.run_id, status=status)
 
     def fail(self, error: BaseException) -> None:
-        """Log ``error``'s traceback (artefact ``error.txt``, tag ``error``) and end the run as FAILED."""
-        text = "".join(traceback.format_exception(error))
-        self.client.log_text(self.run_id, text, "error.txt")
-        self.client.set_tag(self.run_id, "error", f"{type(error).__name__}: {error}"[:MLFLOW_PARAM_LIMIT])
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        self.finish(status)
+        """End the run for ``error``: KILLED if it was stopped from outside (``KeyboardInterrupt``, or the
+        ``SystemExit`` with which Ray Tune ends a trial its scheduler stops early), with the reason as tag
+        ``killed_reason``; else FAILED, with the traceback (artefact ``error.txt``) and tag ``error``."""
+        described = f"{type(error).__name__}: {error}"[:MLFLOW_PARAM_LIMIT]
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            self.client.set_tag(self.run_id, "killed_reason", f"stopped from outside ({described})")
+            self.finish("KILLED")
+            return
+        self.client.log_text(self.run_id, "".join(traceback.format_exception(error)), "error.txt")
+        self.client.set_tag(self.run_id, "error", described)
+        self.finish("FAILED")
 
     @contextmanager
     def active(self) -> Iterator[Tracker]:

@@ -56,6 +56,16 @@ def test_failing_run_is_recorded_failed_with_traceback(store, tmp_path):
     assert client.get_metric_history(tracker.run_id, "loss")[0].value == 2.0  # nothing lost
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), SystemExit(0)], ids=["ctrl-c", "tune stops the trial"])
+def test_a_run_stopped_from_outside_is_killed_not_failed(store, stop):
+    tracker = Tracker.start(ExperimentConfig(), "stopped", uri=store, experiment="tests")
+    with pytest.raises(type(stop)), tracker.active():
+        raise stop
+    run = MlflowClient(tracking_uri=store).get_run(tracker.run_id)
+    assert run.info.status == "KILLED" and "error" not in run.data.tags
+    assert run.data.tags["killed_reason"] == f"stopped from outside ({type(stop).__name__}: {stop})"
+
+
 def test_nested_runs_and_reattach(store):
     parent = Tracker.start(ExperimentConfig(), "sweep", uri=store, experiment="tests")
     child = Tracker.start(ExperimentConfig(), "trial-0", uri=store, experiment="tests", parent=parent)
