@@ -37,12 +37,13 @@ class Estimate:
         return (self.high - self.low) / 2
 
     def format(self, digits: int = 2, signed: bool = False) -> str:
-        """``"89.21 +- 0.58 (n=3; 95% CI 87.77 to 90.65)"`` (no interval for one value); ``signed`` writes
-        the mean with its sign (differences: ``"+2.33 +- ..."``)."""
+        """``"89.21 +- 0.58 (n=3; 95% CI 87.77 to 90.65)"``; one value has neither spread nor interval:
+        ``"70.00 (n=1)"``. ``signed`` writes the mean with its sign (differences: ``"+2.33 +- ..."``)."""
         sign = "+" if signed else ""
-        text = f"{self.mean:{sign}.{digits}f} +- {self.std:.{digits}f} (n={self.n}"
-        if math.isnan(self.low):
-            return text + ")"
+        mean = f"{self.mean:{sign}.{digits}f}"
+        if self.n == 1:
+            return f"{mean} (n=1)"
+        text = f"{mean} +- {self.std:.{digits}f} (n={self.n}"
         return text + f"; {self.level:.0%} CI {self.low:.{digits}f} to {self.high:.{digits}f})"
 
 

@@ -37,7 +37,7 @@ def test_one_value_has_no_interval_and_bad_input_is_refused():
     single = estimate([70.0])
     assert (single.mean, single.std, single.n) == (70.0, 0.0, 1)
     assert math.isnan(single.low) and math.isnan(single.high)
-    assert single.format() == "70.00 +- 0.00 (n=1)"
+    assert single.format() == "70.00 (n=1)" and single.format(signed=True) == "+70.00 (n=1)"
     with pytest.raises(InputError, match="at least one result"):
         estimate([])
     with pytest.raises(InputError, match="non-finite"):
