@@ -13,7 +13,14 @@ from pathlib import Path
 
 from clip2point.config import ExperimentConfig
 from clip2point.stats import paired_difference, seed_values
-from clip2point.sweep.report import is_toy, measured, results_dir
+from clip2point.sweep.report import (
+    STOPPED_EARLY,
+    describe_params,
+    display_root,
+    is_toy,
+    measured,
+    results_dir,
+)
 from clip2point.sweep.studies import STUDIES
 from clip2point.tracking import git_revision
 
@@ -104,7 +111,7 @@ def write_paper(state: dict, stages: Sequence, config: ExperimentConfig, command
         "",
         _TOY_NOTICE if is_toy(config) else "",
         f"- command: `{command}`",
-        f"- backbone `{config.model.name}` (`{config.model.pretrained}`), data under `{config.data.root}`",
+        f"- backbone `{config.model.name}` (`{config.model.pretrained}`), data under `{display_root(config.data.root)}`",
         f"- date {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`, MLflow parent run "
         f"`{state.get('parent_run_id')}` (every stage's sweep is nested under it)",
         f"- minutes per stage (last attempt): {times}",
@@ -130,15 +137,21 @@ _TOY_NOTICE = (
 
 
 def _section(table: PaperTable, study, record: dict) -> list[str]:
-    """One table: a row per cell, measured beside the paper per column, then the paired difference."""
+    """One table: a row per cell, measured beside the paper per column (a search, which the paper does not
+    have, without), then the paired difference of the study's primary metric with the row it is compared
+    with (tables that compare rows)."""
     trials = {t["name"]: t for t in record["trials"]}
+    metric = study.primary or study.columns[0].metric
     order = record.get("cells") or sorted(
-        trials, key=lambda name: -trials[name]["metrics"].get(study.primary, -math.inf)
+        trials, key=lambda name: -trials[name]["metrics"].get(metric, -math.inf)
     )
+    with_paper = bool(record.get("cells"))
+    compared = any(table.reference(name) is not None for name in order)
+    titles = {column.metric: record["columns"].get(column.metric, column.label) for column in study.columns}
     header = ["setting"]
     for column in study.columns:
-        header += [record["columns"].get(column.metric, column.label), "paper"]
-    header.append(f"difference ({record['columns'].get(study.columns[0].metric, study.columns[0].label)})")
+        header += [titles[column.metric], "paper"] if with_paper else [titles[column.metric]]
+    header += [f"difference ({titles.get(metric, metric)})"] if compared else []
     out = [f"## {table.heading}", "", table.about, ""]
     if any(column.fewshot for column in study.columns):
         out += [f"Protocol (the epoch behind each number): {record['protocol']}.", ""]
@@ -146,17 +159,16 @@ def _section(table: PaperTable, study, record: dict) -> list[str]:
     for name in order:
         trial = trials.get(name)
         metrics = trial["metrics"] if trial else {}
-        row = [name]
+        row = [name if with_paper else describe_params(trial["params"])]
         for column in study.columns:
             paper = (trial or {}).get("paper", {}).get(column.metric)
-            row += [
-                measured(metrics, column.metric) if trial else "not run",
-                "-" if paper is None else f"{paper:.2f}",
-            ]
-        reference = table.reference(name)
-        row.append(
-            _difference(metrics, trials.get(reference, {}).get("metrics"), study.columns[0].metric, reference)
-        )
+            row.append(
+                measured(metrics, column.metric, "-" if with_paper else STOPPED_EARLY) if trial else "not run"
+            )
+            row += ["-" if paper is None else f"{paper:.2f}"] if with_paper else []
+        if compared:
+            reference = table.reference(name)
+            row.append(_difference(metrics, trials.get(reference, {}).get("metrics"), metric, reference))
         out.append("| " + " | ".join(row) + " |")
     return [*out, ""]
 

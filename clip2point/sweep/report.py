@@ -22,14 +22,17 @@ def is_toy(config: ExperimentConfig) -> bool:
     return config.model.pretrained == "toy" or Path(config.data.root).name == "toy"
 
 
-def measured(metrics: dict[str, float], metric: str) -> str:
-    """``mean +- std (n=...; 95% CI ...)`` when the trial gave per-seed values, else the value; ``-`` when
-    absent."""
+STOPPED_EARLY = "stopped early"  # a search's trial that its scheduler ended before its final metrics
+
+
+def measured(metrics: dict[str, float], metric: str, missing: str = "-") -> str:
+    """``mean +- std (n=...; 95% CI ...)`` when the trial gave per-seed values, else the value; ``missing``
+    when absent."""
     per_seed = seed_values(metrics, metric)
     if per_seed:
         return estimate(list(per_seed.values())).format()
     if metric not in metrics or metrics[metric] is None or math.isnan(metrics[metric]):
-        return "-"
+        return missing
     return f"{metrics[metric]:.2f}"
 
 
@@ -109,7 +112,7 @@ def write_results(
             elif trial.error is not None:
                 value = f"failed: {trial.error}"
             else:
-                value = measured(dict(trial.metrics), column.metric)
+                value = measured(dict(trial.metrics), column.metric, "-" if with_paper else STOPPED_EARLY)
             reference = paper.get(column.metric)
             cells += [value, "-" if reference is None else f"{reference:.2f}"] if with_paper else [value]
         lines.append("| " + " | ".join(cells) + " |")
@@ -123,7 +126,7 @@ def write_results(
     )
     text = (
         f"# {study.title}\n\n{notice}"
-        f"- {_datasets(study, config)} under `{_display_root(config.data.root)}`\n"
+        f"- {_datasets(study, config)} under `{display_root(config.data.root)}`\n"
         f"- backbone: `{config.model.name}` (`{config.model.pretrained}`)\n"
         f"- rendering: {config.render.views} views, images at the backbone's input size\n"
         + (
@@ -174,7 +177,7 @@ def _datasets(study: Study, config: ExperimentConfig) -> str:
     return "datasets: " + ", ".join(f"`{name}`" for name in named) + " (as each row says)"
 
 
-def _display_root(root: str) -> str:
+def display_root(root: str) -> str:
     path = Path(root)
     try:
         return str(path.resolve().relative_to(project_root()))

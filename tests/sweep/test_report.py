@@ -62,4 +62,4 @@ def test_a_search_has_no_paper_columns(config):
         "| setting | selection top-1 (searched) (measured; selected on validation) "
         "| test top-1 at the selected epoch (measured; selected on validation) |"
     )
-    assert table[2:] == ["| lr=0.01 | 80.00 | 90.00 |", "| lr=0.001 | 70.00 | - |"]
+    assert table[2:] == ["| lr=0.01 | 80.00 | 90.00 |", "| lr=0.001 | 70.00 | stopped early |"]

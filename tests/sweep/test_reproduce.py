@@ -71,6 +71,12 @@ def test_interrupted_reproduction_continues_and_writes_every_table(
     assert "95% CI" in text and "vs dual, global-view, gate" in text  # Table 4's paired differences
     assert "vs ModelNet10, 2-shot, without pre-training" in text  # Table 2: with vs without, per K
     assert "Protocol (the epoch behind each number): selected on validation" in text
+    search = text.split("## Adapter hyper-parameter search")[1]
+    assert "| setting | selection top-1 (searched) | test top-1 at the selected epoch |" in search
+    assert "| lr=" in search and "paper" not in search  # trials named by their settings; nothing published
+    table5 = text.split("## Table 5")[1].split("\n## ")[0]
+    assert "| difference (2-shot) |" in table5  # paired over seeds on the K-shot column, not zero-shot
+    assert "(n=1) vs ModelNet10, CLIP |" in text  # a zero-shot difference: one number, no spread
     # A study whose rows set their own dataset names them all in its header.
     table1 = (tmp_path / "results" / "table1_zeroshot.md").read_text()
     assert "- datasets: `modelnet10`, `shapenet55_pretrain` (as each row says) under" in table1
