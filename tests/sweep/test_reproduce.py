@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from clip2point.config import load_config
+from clip2point.stats import estimate, seed_values
 from clip2point.sweep import reproduce
 from clip2point.sweep.reproduce import STAGES, Layers, run_reproduction
+from clip2point.sweep.studies import adapter
 from clip2point.toy import build_toy_world
 from tests.tiny_clip import write_tiny_clip
 
@@ -84,5 +87,64 @@ def test_interrupted_reproduction_continues_and_writes_every_table(
     # The later stages used the encoder of the pre-training run with the intra-modality loss.
     state = reproduce.State.load(str(tmp_path / "storage" / "reproduce"), fresh=False)
     encoder = state.data["stages"]["pretrain"]["encoder"]
-    table4 = next(r for r in sweeps if r.data.tags["study"] == "ablation_adapter")
-    assert table4.data.params["model.depth_encoder"] == encoder and Path(encoder).is_file()
+    by_study = {r.data.tags["study"]: r for r in sweeps}
+    assert by_study["ablation_adapter"].data.params["model.depth_encoder"] == encoder
+    assert Path(encoder).is_file()
+
+    check_pretraining_stage(client, trials(client, by_study["ablation_pretrain"]))
+    check_adapter_stage(
+        trials(client, by_study["ablation_adapter"]), encoder, tmp_path / "results" / "ablation_adapter.md"
+    )
+    check_search_stage(trials(client, by_study["hpo_fewshot"]), tmp_path / "results")
+
+
+def trials(client: MlflowClient, sweep) -> dict:
+    """A stage's trials (its sweep's nested runs), by cell name."""
+    runs = client.search_runs([sweep.info.experiment_id], f"tags.mlflow.parentRunId = '{sweep.info.run_id}'")
+    return {run.data.tags["cell"]: run for run in runs}
+
+
+def check_pretraining_stage(client: MlflowClient, runs: dict) -> None:
+    """Each trial reports its own Ray Train run's best-val zero-shot and CLIP's before pre-training, and only
+    the run with the intra-modality loss has that loss and the balance s."""
+    assert sorted(runs) == ["cross-modality only", "with intra-modality loss"]
+    for name, trial in runs.items():
+        assert trial.info.status == "FINISHED"
+        run = client.get_run(trial.data.tags["pretrain_run"])
+        assert trial.data.metrics["zeroshot_acc"] == run.data.metrics["best_test_acc"]
+        before = [m.value for m in client.get_metric_history(run.info.run_id, "test_acc") if m.step == 0]
+        assert trial.data.metrics["before_pretraining_acc"] == before[0]
+        intra = name == "with intra-modality loss"
+        assert run.data.params["pretrain.intra"] == str(intra)
+        assert ("loss_intra" in run.data.metrics) == intra and ("s" in run.data.metrics) == intra
+
+
+def check_adapter_stage(runs: dict, encoder: str, table: Path) -> None:
+    """Every Table 4 cell ran its own switches on the pre-trained encoder (the both-CLIP cell on CLIP's),
+    logged each seed's accuracy, and the table shows their estimate."""
+    text = table.read_text()
+    assert "| 2-shot (measured; selected on validation) | 2-shot (paper; best test epoch) |" in text
+    assert "- few-shot epoch: selected on validation (up to 4 samples per class" in text
+    assert sorted(runs) == sorted(cell.name for cell in adapter.CELLS)
+    for cell in adapter.CELLS:
+        run = runs[cell.name]
+        assert run.info.status == "FINISHED"
+        for key in ("path", "aggregator", "fusion", "variant"):
+            assert run.data.params[f"fewshot.adapter.{key}"] == cell.overrides[f"fewshot.adapter.{key}"]
+        both_clip = "model.depth_encoder" in cell.overrides
+        assert run.data.params["model.depth_encoder"] == ("None" if both_clip else encoder)
+        per_seed = seed_values(run.data.metrics, "fewshot_acc")
+        assert sorted(per_seed) == [0, 1]
+        assert run.data.metrics["fewshot_acc"] == pytest.approx(sum(per_seed.values()) / 2)
+        row = next(line for line in text.splitlines() if line.startswith(f"| {cell.name} |"))
+        assert f"| {estimate(list(per_seed.values())).format()} |" in row
+
+
+def check_search_stage(runs: dict, results: Path) -> None:
+    """The search sampled its trials' learning rates, searched on validation and saved the best trial's
+    settings as a config layer that loads."""
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs.values())
+    rates = {float(run.data.params["fewshot.lr"]) for run in runs.values()}
+    assert len(rates) == 2  # each trial its own sample
+    assert "Best trial (selection_acc" in (results / "hpo_fewshot.md").read_text()
+    assert load_config(results / "hpo_fewshot.best.yaml").fewshot.lr in rates
