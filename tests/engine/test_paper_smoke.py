@@ -65,7 +65,7 @@ def test_paper_preset_with_vit_b_32_end_to_end(ray_session, tmp_path):
     assert result.epochs == 1 and result.best_epoch == 1
     state = read_state(tmp_path / "runs" / "pretrain" / "smoke" / "epoch_0001")
     assert all(math.isfinite(v) for v in state["metrics"].values())
-    slots = state["optimizer"]["state"].values()  # torch-optimizer's Lamb: integer step, trust ratios kept
+    slots = state["optimizer"]["state"].values()  # LAMB's state as torch-optimizer lays it out
     assert all(isinstance(s["step"], int) and s["step"] == 2 and "trust_ratio" in s for s in slots)
 
     torch.manual_seed(config.seed)  # the random CLIP the Ray Train worker started from (it seeds so too)

@@ -13,6 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from clip2point.config import PretrainConfig
+from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
 from clip2point.models import FrozenEncoder, PretrainObjective
 from clip2point.models.losses import PretrainLoss
@@ -168,12 +170,10 @@ def test_a_training_step_makes_no_host_sync(tiny_bundle):
     """The worker's step (render the pair, frozen image encoder, depth encoder + loss, backward, LAMB,
     schedule, the loss sums) on meta tensors under no_host_sync: on a GPU the host never waits for the
     device within a step, so it queues the next step while the device computes."""
-    from timm.optim import Lamb
-
     meta = torch.device("meta")
     model = DepthImageContrast(tiny_bundle.depth_encoder(), PretrainObjective()).to(meta)  # global negatives
     image_encoder = FrozenEncoder(tiny_bundle.depth_encoder()).to(meta)  # a copy: the session's CLIP stays
-    optimiser = Lamb(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimiser = build_optimizer(PretrainConfig(), model.parameters())  # the default: the authors' LAMB
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimiser, T_0=4)
     renderer = DepthRenderer(SIZE, norm=tiny_bundle.norm)
     generator = torch.Generator().manual_seed(0)
