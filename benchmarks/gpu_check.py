@@ -31,6 +31,7 @@ passed.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 import platform
@@ -40,6 +41,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -206,19 +208,20 @@ def rendering(ctx: Context) -> Part:
 
 
 # ------------------------------------------------------------------------------------ pre-training step
-def host_syncs(step, precision: str) -> list[str]:
-    """Where one training step makes the host wait for the GPU (CUDA's sync debug mode): for each wait,
-    the innermost frame and the innermost frame of this project."""
-    found: list[str] = []
+def host_syncs(step, precision: str) -> Counter[str]:
+    """Where one training step makes the host wait for the GPU (CUDA's sync debug mode): each place (the
+    innermost frame and the innermost frame of this project) with how many times it waited."""
+    found: Counter[str] = Counter()
 
     def where(frame: traceback.FrameSummary) -> str:
         return f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno} ({frame.name})"
 
     def hook(message, category, filename, lineno, file=None, line=None) -> None:
-        if "synchroniz" in str(message):  # raised where the op was called, while the host waits
-            stack = [f for f in traceback.extract_stack()[:-1] if Path(f.filename).name != "warnings.py"]
-            ours = [f for f in stack if "clip2point" in f.filename or "benchmarks" in f.filename]
-            found.append(where(stack[-1]) + (f" from {where(ours[-1])}" if ours else ""))
+        stack = [f for f in traceback.extract_stack()[:-1] if Path(f.filename).name != "warnings.py"]
+        if "synchroniz" not in str(message) or stack[-1].name == "set_sync_debug_mode":
+            return  # switching the mode on warns too: that is no wait of the step
+        ours = [f for f in stack if "clip2point" in f.filename or "benchmarks" in f.filename]
+        found[where(stack[-1]) + (f" from {where(ours[-1])}" if ours else "")] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -272,8 +275,10 @@ def training_step(ctx: Context) -> Part:
         met = "met" if timings["bf16"].samples_per_second >= STEP_TARGET else "NOT met"
         part.markdown += f"Target: bf16 >= {STEP_TARGET:,} samples/s: {met}.\n\n"
         waits = host_syncs(step, "bf16")
-        listed = "".join(f"\n- {w}" for w in waits)
-        part.markdown += f"Host syncs in one bf16 step (CUDA sync debug mode): {len(waits)}{listed}\n\n"
+        listed = "".join(f"\n- {count} x {place}" for place, count in waits.most_common())
+        total = sum(waits.values())
+        part.markdown += f"Host syncs in one bf16 step (CUDA sync debug mode): {total}{listed}\n\n"
+        part.checks.append(("pre-training step bf16: no host syncs", total == 0))
     return part
 
 
@@ -363,9 +368,14 @@ PARTS = {
 
 
 def environment(device: torch.device) -> list[str]:
-    """The report's header lines: device, versions, revision."""
-    import open_clip
-    import ray
+    """The report's header lines: device, versions, revision (read from the installed packages' metadata,
+    so that parts 1 and 2 run and report where Ray or open_clip is missing)."""
+
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
 
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -381,7 +391,7 @@ def environment(device: torch.device) -> list[str]:
         revision = "unknown"
     return [
         f"- device: {name}; host: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
-        f"- torch {torch.__version__} ({cuda}), open_clip {open_clip.__version__}, Ray {ray.__version__}, "
+        f"- torch {torch.__version__} ({cuda}), open_clip {version('open_clip_torch')}, Ray {version('ray')}, "
         f"Python {platform.python_version()}",
         f"- revision `{revision}`, date {time.strftime('%Y-%m-%d %H:%M')}",
     ]
