@@ -217,16 +217,15 @@ def host_syncs(step, precision: str) -> Counter[str]:
         return f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno} ({frame.name})"
 
     def hook(message, category, filename, lineno, file=None, line=None) -> None:
-        stack = [f for f in traceback.extract_stack()[:-1] if Path(f.filename).name != "warnings.py"]
-        if "synchroniz" not in str(message) or stack[-1].name == "set_sync_debug_mode":
-            return  # switching the mode on warns too: that is no wait of the step
-        ours = [f for f in stack if "clip2point" in f.filename or "benchmarks" in f.filename]
-        found[where(stack[-1]) + (f" from {where(ours[-1])}" if ours else "")] += 1
+        if "synchroniz" in str(message):  # raised where the op was called, while the host waits
+            stack = [f for f in traceback.extract_stack()[:-1] if Path(f.filename).name != "warnings.py"]
+            ours = [f for f in stack if "clip2point" in f.filename or "benchmarks" in f.filename]
+            found[where(stack[-1]) + (f" from {where(ours[-1])}" if ours else "")] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")  # before the hook: switching it on warns once by itself
         warnings.showwarning = hook
-        torch.cuda.set_sync_debug_mode("warn")
         try:
             run_step(step, precision, lambda: 0.0)
         finally:

@@ -23,7 +23,7 @@ from clip2point.models import load_clip
 
 def parameters_with_gradients(model: str, pretrained: str | None) -> list[torch.nn.Parameter]:
     """The depth encoder's parameters (CPU), each with a seeded random gradient."""
-    params = [p for p in load_clip(model, pretrained, torch.device("cpu")).depth_encoder().parameters()]
+    params = list(load_clip(model, pretrained, torch.device("cpu")).depth_encoder().parameters())
     gen = torch.Generator().manual_seed(0)
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen)

@@ -62,10 +62,8 @@ def test_paper_preset_steps_exactly_as_the_authors_lamb(monkeypatch, run_element
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert torch.equal(ours[-1], torch.ones(3)) and ours[-1] not in optimiser.state  # no gradient: untouched
     assert type(optimiser) is Lamb and optimiser.defaults == reference.defaults
-    assert optimiser.clamp_value == reference.clamp_value == 10 and (reference.adam, reference.debias) == (
-        False,
-        False,
-    )
+    assert optimiser.clamp_value == reference.clamp_value == 10
+    assert (reference.adam, reference.debias) == (False, False)
     ours_state, their_state = optimiser.state_dict()["state"], reference.state_dict()["state"]
     assert ours_state.keys() == their_state.keys()
     for key, slot in ours_state.items():
