@@ -4,6 +4,23 @@ All derive from :class:`Clip2PointError` (a ``ValueError``), so callers can catc
 message always names the offending file, key or value and, where it is a choice, what is allowed.
 """
 
+import reprlib
+from typing import Any
+
+EXCERPT_LIMIT = 120  # characters of a user's value that an error message echoes
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, EXCERPT_LIMIT, EXCERPT_LIMIT
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+
+
+def excerpt(value: Any, limit: int = EXCERPT_LIMIT) -> str:
+    """A short ``repr`` of ``value`` for an error message: nested containers shown to 3 levels and 8
+    items, the text cut to ``limit`` characters, so that a message stays short whatever the input (a few
+    hundred bytes of YAML with nested aliases is a value whose full ``repr`` runs to megabytes)."""
+    text = repr(value) if isinstance(value, str | int | float | bool | None) else _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 class Clip2PointError(ValueError):
     """Base class for errors caused by user input (files, configs, arguments)."""

@@ -10,6 +10,8 @@ the storage every run and sweep writes to, atomic writes and the inter-process l
   node of a cluster), else ``<project>/runs``: a local or NFS folder, ``s3://bucket/prefix`` or
   ``gs://bucket/prefix`` (read and written through :mod:`clip2point.storage`). Pre-training runs go to
   ``<storage>/pretrain/<name>``, sweeps to ``<storage>/sweeps/<study>``.
+- **Names** that become a path or key under the storage (run names, study names) are checked by
+  :func:`check_name` where they are read, so nothing is ever written outside the storage.
 - **Atomic writes** (:func:`atomic_write`): a reader sees the old file or the new one, never half of one.
 - **Locks** (:func:`locked`): one process at a time builds a cache entry; the others wait, then read it.
 """
@@ -17,6 +19,7 @@ the storage every run and sweep writes to, atomic writes and the inter-process l
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from clip2point.errors import ConfigError
+from clip2point.errors import ConfigError, excerpt
 
 PROJECT_FILE = "pyproject.toml"
 STORAGE_ENV = "CLIP2POINT_STORAGE"
@@ -82,6 +85,24 @@ def storage_root(configured: str | None = None) -> str:
     if not rest.split("/", 1)[0]:
         raise ConfigError(f"{source}={value!r} names no bucket; allowed: {allowed}")
     return f"{scheme}://{rest.rstrip('/')}"
+
+
+NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_RULE = (
+    "letters, digits, '.', '_' and '-', not starting with '.' or '-', at most 128 characters; "
+    "'/' may group names (group/run), with no empty part"
+)
+NAME_LIMIT = 128
+
+
+def check_name(name: str, what: str = "run name") -> str:
+    """``name`` if it may become a path or key under the storage: parts of :data:`NAME_PART` joined by
+    ``/`` (no ``..``, no absolute path, no empty part, no ``\\`` or ``:``). Else :class:`ConfigError`
+    naming ``what`` and the rule (:data:`NAME_RULE`)."""
+    parts = name.split("/") if isinstance(name, str) else [None]
+    if len(name or "") > NAME_LIMIT or not all(part and NAME_PART.fullmatch(part) for part in parts):
+        raise ConfigError(f"{what} {excerpt(name)} is not allowed; allowed: {NAME_RULE}")
+    return name
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

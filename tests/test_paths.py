@@ -13,6 +13,7 @@ from clip2point.errors import ConfigError
 from clip2point.paths import (
     STORAGE_ENV,
     atomic_write,
+    check_name,
     locked,
     project_root,
     resolve_path,
@@ -104,3 +105,20 @@ def test_locked_lets_one_process_in_at_a_time(tmp_path):
     assert [e[1] for e in events] == ["in", "out", "in", "out"]  # never two inside at once
     assert events[0][0] == events[1][0] and events[2][0] == events[3][0] != events[0][0]
     assert os.path.exists(lock)
+
+
+@pytest.mark.parametrize(
+    "name", ["toy-default", "pretrain-20260101-120000", "grp/run_1.v2", "a/b/c", "x" * 128]
+)
+def test_names_of_the_documented_characters_are_kept(name):
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../escape", "..", "a/../b", "/some/path", "a//b", "a/", "", ".hidden", "-flag", "a\\b", "s3://x",
+     "C:/x", "a b", "~/x", "x" * 129],
+)  # fmt: skip
+def test_names_that_could_leave_the_storage_are_refused(name):
+    with pytest.raises(ConfigError, match=r"^study name .* is not allowed; allowed: letters, digits"):
+        check_name(name, "study name")

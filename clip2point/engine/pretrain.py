@@ -27,6 +27,7 @@ from clip2point.config import ExperimentConfig, dump_config
 from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
 from clip2point.errors import ConfigError
+from clip2point.paths import check_name
 from clip2point.tracking import Tracker
 
 RUN_FILE = "mlflow_run.json"
@@ -138,16 +139,16 @@ def run_pretraining(
     """Pre-train a depth encoder as ``config`` says; see the module docstring.
 
     ``name``: the run's folder name under ``<storage>/pretrain`` and MLflow run name (default
-    ``pretrain-<date>-<time>``); ``resume``: continue the run of that name from its latest checkpoint (the
+    ``pretrain-<date>-<time>``; :func:`~clip2point.paths.check_name`'s characters, ``/`` groups); ``resume``: continue the run of that name from its latest checkpoint (the
     config may raise ``pretrain.epochs``). ``on_epoch_end(epoch, metrics)`` runs on the rank-0 worker after
     each epoch (it must be picklable). The MLflow run ends FINISHED, or FAILED with the traceback.
     """
     if resume and name is None:
         raise ConfigError("--resume needs the --name of the run to continue")
+    name = check_name(default_run_name() if name is None else name)
     config = resolve_paths(config)
     storage.check_storage(config.storage)  # fail fast, before the MLflow run or anything else exists
     ensure_toy_world(config)
-    name = name or default_run_name()
     run_dir = storage.join(runs_folder(config), name)
     tracker = open_run(config, name, run_dir, resume)
     job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri, "run_id": tracker.run_id,

@@ -23,6 +23,7 @@ from clip2point import storage
 from clip2point.cluster import init_ray
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import resolve_paths
+from clip2point.paths import check_name
 from clip2point.schema import with_overrides
 from clip2point.sweep.resources import concurrent_trials
 from clip2point.sweep.study import SearchSetup, Study
@@ -76,7 +77,7 @@ def run_study(
 
     config = resolve_paths(config)
     uri = config.tracking.uri
-    path = storage.join(sweep_storage(config), study.name)
+    path = storage.join(sweep_storage(config), check_name(study.name, "study name"))
     state = storage.join(path, STATE_FILE)
     storage.check_storage(config.storage)
     if not ray.is_initialized():

@@ -1,8 +1,10 @@
-"""Pre-training refuses a storage it cannot write, within seconds and before anything exists: no MLflow run,
-no run record, no Ray. (Runs that do write to a bucket: tests/cluster/test_multinode.py.)"""
+"""Pre-training refuses a storage it cannot write, and a run name that would leave the storage, within seconds
+and before anything exists: no MLflow run, no run record, no Ray. (Runs that do write to a bucket:
+tests/cluster/test_multinode.py.)"""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -37,3 +39,15 @@ def test_bad_storage_stops_pretraining_before_it_starts(
     assert time.monotonic() - start < 15
     assert MlflowClient(config.tracking.uri).get_experiment_by_name("clip2point") is None
     assert s3_server.keys(bucket) == []
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/c2p-absolute-run", "a//b", ""])
+def test_a_run_name_that_would_leave_the_storage_is_refused_before_anything_starts(name, tmp_path, capsys):
+    from clip2point.cli import main
+
+    storage = tmp_path / "deep" / "er" / "runs"
+    status = main(["pretrain", "--name", name, "-o", f"storage={storage}",
+                   "-o", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(f"clip2point pretrain: error: run name {name!r} is not allowed")
+    assert list(tmp_path.iterdir()) == [] and not os.path.exists("/tmp/c2p-absolute-run")
