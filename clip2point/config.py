@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from clip2point.data.registry import DATASET_NAMES
-from clip2point.errors import ConfigError
+from clip2point.errors import ConfigError, excerpt
 from clip2point.models.adapters import AdapterSettings
 from clip2point.render.settings import RenderSettings
 from clip2point.schema import Settings, bounded, described, from_dict, to_dict, with_overrides
@@ -247,17 +247,23 @@ def load_config(
     for layer in [] if path is None else [path] if isinstance(path, str | Path) else list(path):
         data = _read_yaml(Path(layer))
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{layer}: the top level must be a mapping of config sections, got {data!r}")
+            raise ConfigError(
+                f"{layer}: the top level must be a mapping of config sections, got {excerpt(data)}"
+            )
         named = data.get("preset")
         if named is not None:
             if preset is not None and preset != named:
-                raise ConfigError(f"{layer} builds on preset {named!r}, but --preset {preset!r} was given")
+                raise ConfigError(
+                    f"{layer} builds on preset {excerpt(named)}, but --preset {preset!r} was given"
+                )
             preset, data, named_by = named, {k: v for k, v in data.items() if k != "preset"}, f"{layer}: "
         layers.append((Path(layer), data))
     config = ExperimentConfig()
     if preset is not None:
         if preset not in preset_names():
-            raise ConfigError(f"{named_by}unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
+            raise ConfigError(
+                f"{named_by}unknown preset {excerpt(preset)}; allowed: {', '.join(preset_names())}"
+            )
         config = _merge(config, _read_yaml(PRESETS_DIR / f"{preset}.yaml"), PRESETS_DIR / f"{preset}.yaml")
     for layer, data in layers:
         config = _merge(config, data, layer)
@@ -269,16 +275,20 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); allowed: a YAML text file"
+        ) from None
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc)[:400]}") from None
 
 
 def _merge(config: ExperimentConfig, data: Any, path: Path) -> ExperimentConfig:
     """``config`` with the keys of ``data`` (read from the YAML file ``path``) applied on top."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: the top level must be a mapping of config sections, got {data!r}")
+        raise ConfigError(f"{path}: the top level must be a mapping of config sections, got {excerpt(data)}")
 
     def merge(into: dict, new: Mapping) -> None:
         for key, value in new.items():

@@ -13,6 +13,7 @@ a short help text (used for command-line flags) with ``help=``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from clip2point.errors import ConfigError
+from clip2point.errors import ConfigError, excerpt
 
 C = typing.TypeVar("C")
 
@@ -77,7 +78,9 @@ class Settings:
 def _check_range(f: dataclasses.Field, value: Any, key: str, given: Any) -> None:
     check: Callable[[Any], bool] | None = f.metadata.get("check")
     if check is not None and value is not None and not check(value):
-        raise ConfigError(f"config key {key!r}: {given!r} is out of range; allowed: {f.metadata['allowed']}")
+        raise ConfigError(
+            f"config key {key!r}: {excerpt(given)} is out of range; allowed: {f.metadata['allowed']}"
+        )
 
 
 def describe(tp: Any) -> str:
@@ -93,7 +96,7 @@ def describe(tp: Any) -> str:
         return "null"
     if dataclasses.is_dataclass(tp):
         return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}.get(tp, str(tp))
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -101,7 +104,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     mapping -> settings dataclass)."""
 
     def bad() -> ConfigError:
-        return ConfigError(f"config key {key!r}: {value!r} is not allowed; expected {describe(tp)}")
+        return ConfigError(f"config key {key!r}: {excerpt(value)} is not allowed; expected {describe(tp)}")
 
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -137,6 +140,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise TypeError(f"unsupported settings annotation {tp!r} for {key!r}")
     if not isinstance(value, scalar) or (tp is not bool and isinstance(value, bool)):
         raise bad()
+    if tp is float and not math.isfinite(value):  # .nan, .inf: no setting means them
+        raise bad()
     return float(value) if tp is float and not isinstance(value, float) else value
 
 
@@ -148,14 +153,14 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     """
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}"
+            f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {excerpt(data)}"
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix + str(unknown[0])!r}; allowed keys in "
+            f"unknown config key {excerpt(prefix + str(unknown[0]))}; allowed keys in "
             f"{prefix.rstrip('.') or 'the top level'}: {', '.join(fields)}"
         )
     values = {}
@@ -208,21 +213,31 @@ def with_overrides(settings: C, overrides: Mapping[str, Any]) -> C:
         parts = dotted.split(".")
         for i, part in enumerate(parts[:-1]):
             if part not in node:
-                raise ConfigError(f"unknown config key {dotted!r}: no section {'.'.join(parts[: i + 1])!r}")
+                raise ConfigError(
+                    f"unknown config key {excerpt(dotted)}: no section {'.'.join(parts[: i + 1])!r}"
+                )
             if not isinstance(node[part], dict):
                 raise ConfigError(
-                    f"unknown config key {dotted!r}: {'.'.join(parts[: i + 1])!r} is not a section"
+                    f"unknown config key {excerpt(dotted)}: {'.'.join(parts[: i + 1])!r} is not a section"
                 )
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"unknown config key {dotted!r}; allowed keys here: {', '.join(node)}")
+            raise ConfigError(f"unknown config key {excerpt(dotted)}; allowed keys here: {', '.join(node)}")
         node[parts[-1]] = value
     return from_dict(type(settings), tree)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse a command-line override ``key=value``; the value is read as YAML (``4``, ``true``, ``null``)."""
+    """Parse a command-line override ``key=value``; the value is read as YAML (``4``, ``true``, ``null``),
+    safely: a Python tag or malformed YAML is a :class:`ConfigError` naming the override."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    return key.strip(), yaml.safe_load(raw)
+        raise ConfigError(f"override {excerpt(text)} must look like section.key=value")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"override {excerpt(text)}: the value is not plain YAML ({excerpt(problem)}); "
+            "allowed: a number, true/false, null, a string or a [list]"
+        ) from None

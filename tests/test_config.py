@@ -1,5 +1,6 @@
 """Typed YAML configs: round trips, overrides, and clear errors naming key, value and what is allowed."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,54 @@ def test_there_are_paper_yamls():
         "hpo_fewshot.paper.yaml", "table1_zeroshot.paper.yaml", "table2_kshot.paper.yaml",
         "table3_supervised.paper.yaml",
     ]  # fmt: skip
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    """Run ``clip2point <argv>``; its exit status and stderr."""
+    from clip2point.cli import main
+
+    status = main(list(argv))
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "seed=!!python/object/apply:os.system ['echo hacked']",
+            r"override .*: the value is not plain YAML \(.*could not determine a constructor for the tag "
+            r"'tag:yaml.org,2002:python/object/apply:os.system'",
+        ),
+        ("render.dilation=[1", r"override 'render.dilation=\[1': the value is not plain YAML"),
+        ("pretrain.lr=.nan", r"config key 'pretrain.lr': nan is not allowed; expected a finite number"),
+        ("render.radius=-.inf", r"config key 'render.radius': -inf is not allowed; expected a finite number"),
+        ("pretrain.temperature=.inf", r"'pretrain.temperature': inf is not allowed; expected a finite"),
+    ],
+)
+def test_bad_overrides_are_clean_errors_on_the_command_line(capsys, override, message):
+    status, err = _cli(capsys, "pretrain", "-o", override)
+    assert status == 2 and "Traceback" not in err
+    assert re.search(message, err.splitlines()[0]), err
+
+
+def test_binary_and_alias_bomb_config_files_give_short_errors_naming_the_file(tmp_path, capsys):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"seed: 1\n\x89PNG\r\n\x1a\n\xff\xfe")
+    status, err = _cli(capsys, "pretrain", "--config", str(binary))
+    assert status == 2
+    assert err.startswith(f"clip2point pretrain: error: config file {binary} is not UTF-8 text (byte 8)")
+    # 9 levels of 9 aliases: 9**8 leaves, whose repr alone would be gigabytes; the message stays short
+    levels = ["&a [x,x,x,x,x,x,x,x,x]"] + [
+        f"&{new} [{','.join([f'*{old}'] * 9)}]" for old, new in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(f"render:\n  dilation: [{', '.join(levels)}]\n")
+    assert len(bomb.read_bytes()) < 400
+    with pytest.raises(ConfigError) as info:
+        load_config(bomb)
+    assert re.fullmatch(
+        rf"{re.escape(str(bomb))}: config key 'render.dilation': \[\['x', 'x', .*\.\.\. is not allowed; "
+        "expected an integer",
+        str(info.value),
+    )
+    assert len(str(info.value)) < 200 + len(str(bomb))

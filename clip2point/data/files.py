@@ -21,11 +21,24 @@ from clip2point.render.depth import OPENAI_CLIP_NORM, ImageNorm
 _OFF_HEADER = re.compile(r"^OFF(?=\s|$|[-+\d])")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _bad_vertices(vertices: np.ndarray) -> np.ndarray:
+    """``(V,)`` bool: rows of ``vertices (V, 3)`` with a NaN, an inf, or a coordinate beyond float32's range
+    (the clouds are float32: such a vertex would become inf)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.isfinite(vertices) & (np.abs(vertices) <= FLOAT32_MAX)).all(axis=1)
+
+
 def _check_finite(path: Path, vertices: np.ndarray) -> None:
-    bad = ~np.isfinite(vertices).all(axis=1)
+    bad = _bad_vertices(vertices)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"{path}: vertex {i} has a non-finite coordinate {vertices[i].tolist()}")
+        raise InputError(
+            f"{path}: vertex {i} has a non-finite coordinate or one beyond float32's range "
+            f"{vertices[i].tolist()}"
+        )
 
 
 def _check_faces(path: Path, faces: np.ndarray, num_vertices: int) -> None:
@@ -121,10 +134,13 @@ def read_off(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         )
     vlines, flines = body[:num_v], body[num_v : num_v + num_f]
     vertices = _parse_floats(path, vlines, 3, "vertex")
-    bad = ~np.isfinite(vertices).all(axis=1)
+    bad = _bad_vertices(vertices)
     if bad.any():
         lineno, text = vlines[int(np.argmax(bad))]
-        raise InputError(f"{path}: line {lineno}: non-finite vertex coordinate {text!r}")
+        raise InputError(
+            f"{path}: line {lineno}: non-finite vertex coordinate, or one beyond float32's range "
+            f"(|x| <= {FLOAT32_MAX:.4g}): {text[:120]!r}"
+        )
     faces = _parse_off_faces(path, flines) if flines else np.zeros((0, 3), np.int64)
     if ((faces < 0) | (faces >= num_v)).any():
         lineno, text = next(line for line in flines if _bad_indices(line[1], num_v))
@@ -285,7 +301,7 @@ def read_ply(path: str | Path) -> np.ndarray:
 
 
 def check_cloud(points: np.ndarray, source: str | Path) -> np.ndarray:
-    """Validate a cloud ``(N, 3)``: N >= 1, finite; returns it as float32. Errors name ``source``."""
+    """Validate a cloud ``(N, 3)``: N >= 1, finite in float32; returns it as float32. Errors name ``source``."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise InputError(f"{source}: expected a point cloud of shape (N, 3), got {points.shape}")
@@ -293,9 +309,12 @@ def check_cloud(points: np.ndarray, source: str | Path) -> np.ndarray:
         raise InputError(f"{source}: the point cloud is empty")
     if not np.issubdtype(points.dtype, np.number):
         raise InputError(f"{source}: point cloud dtype {points.dtype} is not numeric")
-    bad = ~np.isfinite(points).all(axis=1)
+    bad = _bad_vertices(points)
     if bad.any():
-        raise InputError(f"{source}: point {int(np.argmax(bad))} has a non-finite coordinate (NaN or inf)")
+        raise InputError(
+            f"{source}: point {int(np.argmax(bad))} has a non-finite coordinate (NaN or inf) or one beyond "
+            "float32's range"
+        )
     return points.astype(np.float32, copy=False)
 
 

@@ -57,6 +57,7 @@ def test_read_off_triangles_fast_path_and_comments(tmp_path):
         ("OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1\n3 0 1 2 0\n", r"line 6: face needs n >= 3 and n"),
         ("OFF\n3 1 0\n0 0 0\n1 nan 0\n0 1 0\n3 0 1 2\n", r"line 4: non-finite vertex"),
         ("OFF\n3 1 0\n0 0 0\n1 0 0\ninf 1 0\n3 0 1 2\n", r"line 5: non-finite vertex"),
+        ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1e39 0\n3 0 1 2\n", r"line 5: .* beyond float32's range .*1e39"),
         ("OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 0 1 3\n", r"line 7: face vertex index out of range"),
         ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 -1 2\n", r"line 6: face vertex index out of range"),
         ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 a 2\n", r"line 6: non-integer face"),
@@ -141,6 +142,9 @@ def test_read_npy_and_bad_clouds(tmp_path):
     np.save(tmp_path / "d.npy", bad)
     with pytest.raises(InputError, match=r"d\.npy: point 4 has a non-finite coordinate"):
         read_npy(tmp_path / "d.npy")
+    np.save(tmp_path / "e.npy", np.where(np.arange(len(pts))[:, None] == 3, 1e39, pts))  # float64
+    with pytest.raises(InputError, match=r"e\.npy: point 3 .* beyond float32's range"):
+        read_npy(tmp_path / "e.npy")
     (tmp_path / "e.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(InputError, match=r"cannot read \.npy file .*e\.npy"):
         read_npy(tmp_path / "e.npy")
