@@ -86,7 +86,8 @@ class PretrainConfig(Settings):
     and its torch threads (the whole part, at least 1; a fraction such as 0.99 lets two single-threaded runs
     share a 2-CPU machine beside their Tune trials). ``loader_workers``: data-loading processes per worker.
     ``keep_checkpoints``: how many epoch checkpoints Ray Train keeps. Runs are stored under
-    ``<storage>/pretrain/<name>``.
+    ``<storage>/pretrain/<name>``. ``lease_timeout``: seconds after its last heartbeat that a run's lease
+    (:mod:`clip2point.lease`) counts as its holder's death, so that ``--resume`` may take the run over.
     """
 
     SECTION = "pretrain"
@@ -115,6 +116,7 @@ class PretrainConfig(Settings):
     eval_batch_size: int = bounded(64, low=1)
     export_official: bool = False
     keep_checkpoints: int = bounded(2, low=1)
+    lease_timeout: float = bounded(120.0, low=0.0, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -36,3 +36,7 @@ class InputError(Clip2PointError):
 
 class StorageError(Clip2PointError):
     """The run storage (a folder or a bucket) cannot be reached, does not exist or refuses the credentials."""
+
+
+class LeaseError(Clip2PointError):
+    """A run is held by another process (its lease in the storage is live), so this one may not write it."""

@@ -94,29 +94,36 @@ def filesystem(location: str, *, fail_fast: bool = False) -> tuple[pafs.FileSyst
     bucket, _, key = rest.partition("/")
     path = f"{bucket}/{key.strip('/')}".rstrip("/")
     if scheme == "s3":
-        region = next((os.environ[v] for v in REGION_ENVS if os.environ.get(v, "").strip()), None)
-        return _s3(location, bucket, endpoint(), region, fail_fast), path
+        return _s3(location, bucket, fail_fast), path
     if scheme in ("gs", "gcs"):  # Google's default credentials: GOOGLE_APPLICATION_CREDENTIALS or the VM's
         options = {"retry_time_limit": timedelta(seconds=10)} if fail_fast else {}
         return pafs.GcsFileSystem(**options), path
-    with _reported(location, "open"):
+    with reported(location, "open"):
         fs, _ = pafs.FileSystem.from_uri(location)  # whatever else pyarrow knows
     return fs, path
 
 
-def _s3(location: str, bucket: str, endpoint: str | None, region: str | None, fail_fast: bool):
+def s3_region(location: str, bucket: str) -> str:
+    """The region to address ``bucket`` in: ``AWS_REGION``/``AWS_DEFAULT_REGION``, else the bucket's own
+    (asked from AWS once; not for a server at :func:`endpoint`, which gets ``us-east-1``)."""
+    region = next((os.environ[v] for v in REGION_ENVS if os.environ.get(v, "").strip()), None)
+    if region is None and endpoint() is None:
+        with reported(location, "find the region of the bucket"):
+            region = _bucket_region(bucket)
+    return region or "us-east-1"
+
+
+def _s3(location: str, bucket: str, fail_fast: bool):
     """An ``S3FileSystem`` for ``bucket`` with the environment's endpoint and region. Made afresh each time:
     the SDK reads the credentials when it is made, and they may change (e.g. refreshed keys)."""
     options: dict = {}
-    if endpoint:
-        options["endpoint_override"] = endpoint  # with its scheme: http:// for a local server
-    if region is None and endpoint is None:
-        with _reported(location, "find the region of the bucket"):
-            region = _bucket_region(bucket)
+    if endpoint():
+        options["endpoint_override"] = endpoint()  # with its scheme: http:// for a local server
+    region = s3_region(location, bucket)
     if fail_fast:
         options |= {"connect_timeout": 3.0, "request_timeout": 10.0,
                     "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=2)}  # fmt: skip
-    return pafs.S3FileSystem(region=region or "us-east-1", allow_delayed_open=True, **options)
+    return pafs.S3FileSystem(region=region, allow_delayed_open=True, **options)
 
 
 @functools.lru_cache(maxsize=64)
@@ -139,7 +146,7 @@ def _reason(error: BaseException) -> str:
 
 
 @contextmanager
-def _reported(location: str, action: str) -> Iterator[None]:
+def reported(location: str, action: str) -> Iterator[None]:
     """Turn an ``OSError`` of the storage layer into a :class:`StorageError` naming ``location``."""
     try:
         yield
@@ -157,7 +164,7 @@ def _reported(location: str, action: str) -> Iterator[None]:
 
 def info(location: str) -> pafs.FileInfo:
     fs, path = filesystem(location)
-    with _reported(location, "look up"):
+    with reported(location, "look up"):
         return fs.get_file_info(path)
 
 
@@ -166,10 +173,18 @@ def exists(location: str) -> bool:
     return info(location).type != pafs.FileType.NotFound
 
 
+def list_names(location: str) -> list[str]:
+    """The names of the files and folders directly under ``location``, sorted (none if nothing is there)."""
+    fs, path = filesystem(location)
+    with reported(location, "list"):
+        found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(posixpath.basename(entry.path.rstrip("/")) for entry in found)
+
+
 def read_bytes(location: str) -> bytes:
     """The content of the file at ``location``; :class:`FileNotFoundError` if there is none."""
     fs, path = filesystem(location)
-    with _reported(location, "read"):
+    with reported(location, "read"):
         if fs.get_file_info(path).type != pafs.FileType.File:
             raise FileNotFoundError(f"no file at {location}")
         with fs.open_input_stream(path) as stream:
@@ -183,7 +198,7 @@ def read_text(location: str) -> str:
 def write_bytes(location: str, data: bytes) -> str:
     """Write ``data`` to the file at ``location`` atomically (see the module docstring); return ``location``."""
     fs, path = filesystem(location)
-    with _reported(location, "write"):
+    with reported(location, "write"):
         if isinstance(fs, pafs.LocalFileSystem):
             atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
         else:
@@ -210,7 +225,7 @@ def download(location: str, local: str | os.PathLike) -> Path:
 def remove(location: str) -> None:
     """Delete the file or folder (recursively) at ``location``; nothing there is fine."""
     fs, path = filesystem(location)
-    with _reported(location, "delete"):
+    with reported(location, "delete"):
         kind = fs.get_file_info(path).type
         if kind == pafs.FileType.Directory:
             fs.delete_dir(path)
@@ -225,17 +240,17 @@ def check_storage(location: str) -> None:
     fs, path = filesystem(location, fail_fast=True)
     probe = f"{path}/{PROBE_PREFIX}{uuid.uuid4().hex}"
     token = uuid.uuid4().bytes
-    with _reported(location, "write a probe file"):
+    with reported(location, "write a probe file"):
         if isinstance(fs, pafs.LocalFileSystem):
             fs.create_dir(path)
         with fs.open_output_stream(probe) as stream:
             stream.write(token)
     try:
-        with _reported(location, "read the probe file back"), fs.open_input_stream(probe) as stream:
+        with reported(location, "read the probe file back"), fs.open_input_stream(probe) as stream:
             if stream.read() != token:
                 raise StorageError(
                     f"storage {location}: the probe file read back differs from what was written"
                 )
     finally:
-        with _reported(location, "delete the probe file"):
+        with reported(location, "delete the probe file"):
             fs.delete_file(probe)

@@ -156,13 +156,20 @@ class Tracker:
         self.finish("FAILED")
 
     @contextmanager
-    def active(self) -> Iterator[Tracker]:
-        """``with tracker.active():`` ends the run FINISHED, or FAILED/KILLED with the traceback if it raises."""
+    def failing(self) -> Iterator[Tracker]:
+        """``with tracker.failing():`` ends the run FAILED/KILLED with the traceback if the block raises, and
+        leaves it running otherwise."""
         try:
             yield self
         except BaseException as error:
             self.fail(error)
             raise
+
+    @contextmanager
+    def active(self) -> Iterator[Tracker]:
+        """``with tracker.active():`` ends the run FINISHED, or FAILED/KILLED with the traceback if it raises."""
+        with self.failing():
+            yield self
         self.finish()
 
 

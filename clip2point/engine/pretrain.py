@@ -7,7 +7,9 @@ re-opens) the MLflow run, and runs ``pretrain.num_workers`` workers (DDP: gloo o
 :mod:`clip2point.storage`; checked writable before anything starts): Ray Train's epoch checkpoints
 (``epoch_NNNN/state.pt``) and its record of them, the best-val depth encoder
 ``best_depth_encoder.safetensors`` (and ``best_eval.pth`` in the official layout with ``export_official``),
-``config.yaml`` and ``mlflow_run.json`` (the MLflow run that a resume continues). Each is written there by
+``config.yaml``, ``mlflow_run.json`` (the MLflow run that a resume continues) and, while a driver runs it,
+``lease.json`` (:mod:`clip2point.lease`: one driver per run; a second start is refused, ``--resume`` takes
+over the run of a driver that died). Each is written there by
 the process that has it (the driver, or the rank-0 worker on whichever node), atomically; a restart after a
 node loss and ``resume=True`` read only from there, so any machine that reaches the storage can continue a
 run from its latest checkpoint; MLflow then holds each epoch once.
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip2point import storage
+from clip2point import lease, storage
 from clip2point.config import ExperimentConfig, dump_config
 from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
@@ -57,7 +59,8 @@ def default_run_name() -> str:
 
 
 def open_run(config: ExperimentConfig, name: str, run_dir: str, resume: bool) -> Tracker:
-    """The MLflow run of ``run_dir``: a new one, or with ``resume`` the recorded one, set back to RUNNING."""
+    """The MLflow run of ``run_dir`` (whose lease the caller holds): a new one, or with ``resume`` the
+    recorded one, set back to RUNNING. A new run whose record cannot be written ends FAILED."""
     record = storage.join(run_dir, RUN_FILE)
     if resume:
         try:
@@ -70,14 +73,17 @@ def open_run(config: ExperimentConfig, name: str, run_dir: str, resume: bool) ->
         tracker = Tracker.attach(saved["tracking_uri"], saved["run_id"])
         tracker.client.update_run(tracker.run_id, status="RUNNING")
         return tracker
-    if storage.exists(run_dir):
+    if set(storage.list_names(run_dir)) - set(lease.FILES):
         raise ConfigError(
             f"a pre-training run named {name!r} already exists in {run_dir}; "
             "allowed: --resume to continue it, or a new --name"
         )
     tracker = Tracker.start(config, name, tags={"stage": "pretrain", "run_dir": run_dir})
-    storage.write_text(record, json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2))
-    storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(config))
+    with tracker.failing():
+        storage.write_text(
+            record, json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2)
+        )
+        storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(config))
     return tracker
 
 
@@ -139,8 +145,9 @@ def run_pretraining(
     """Pre-train a depth encoder as ``config`` says; see the module docstring.
 
     ``name``: the run's folder name under ``<storage>/pretrain`` and MLflow run name (default
-    ``pretrain-<date>-<time>``; :func:`~clip2point.paths.check_name`'s characters, ``/`` groups); ``resume``: continue the run of that name from its latest checkpoint (the
-    config may raise ``pretrain.epochs``). ``on_epoch_end(epoch, metrics)`` runs on the rank-0 worker after
+    ``pretrain-<date>-<time>``; :func:`~clip2point.paths.check_name`'s characters, ``/`` groups);
+    ``resume``: continue the run of that name from its latest checkpoint (the config may raise
+    ``pretrain.epochs``), taking over its lease if its driver died. ``on_epoch_end(epoch, metrics)`` runs on the rank-0 worker after
     each epoch (it must be picklable). The MLflow run ends FINISHED, or FAILED with the traceback.
     """
     if resume and name is None:
@@ -150,13 +157,16 @@ def run_pretraining(
     storage.check_storage(config.storage)  # fail fast, before the MLflow run or anything else exists
     ensure_toy_world(config)
     run_dir = storage.join(runs_folder(config), name)
-    tracker = open_run(config, name, run_dir, resume)
-    job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri, "run_id": tracker.run_id,
-           "on_epoch_end": on_epoch_end}  # fmt: skip
-    log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
-    with tracker.active():
-        make_trainer(config, name, job).fit()
-        result = summarise(tracker, name, run_dir)
-        with tempfile.TemporaryDirectory() as folder:  # the encoder as the storage has it, into MLflow
-            tracker.log_artifact(storage.download(result.best_file, Path(folder) / BEST_FILE), "checkpoints")
+    with lease.held(run_dir, take_over=resume, stale_after=config.pretrain.lease_timeout,
+                    what=f"pre-training run {name!r}"):  # fmt: skip
+        tracker = open_run(config, name, run_dir, resume)
+        with tracker.active():
+            job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri,
+                   "run_id": tracker.run_id, "on_epoch_end": on_epoch_end}  # fmt: skip
+            log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
+            make_trainer(config, name, job).fit()
+            result = summarise(tracker, name, run_dir)
+            with tempfile.TemporaryDirectory() as folder:  # the encoder as the storage has it, into MLflow
+                best = storage.download(result.best_file, Path(folder) / BEST_FILE)
+                tracker.log_artifact(best, "checkpoints")
     return result

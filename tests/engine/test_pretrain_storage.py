@@ -11,9 +11,10 @@ import pytest
 from mlflow import MlflowClient
 
 from clip2point.engine.pretrain import run_pretraining
-from clip2point.errors import StorageError
+from clip2point.errors import LeaseError, StorageError
 from tests.cluster.fake_cluster import free_port
 from tests.engine.pretrain_fixtures import tiny_config_for
+from tests.test_lease import hold_forever
 
 
 @pytest.mark.parametrize(
@@ -51,3 +52,30 @@ def test_a_run_name_that_would_leave_the_storage_is_refused_before_anything_star
     err = capsys.readouterr().err
     assert status == 2 and err.startswith(f"clip2point pretrain: error: run name {name!r} is not allowed")
     assert list(tmp_path.iterdir()) == [] and not os.path.exists("/tmp/c2p-absolute-run")
+
+
+def test_a_run_another_process_holds_is_refused_naming_the_holder(tmp_path):
+    import ray
+
+    config = tiny_config_for(tmp_path, **{"pretrain.lease_timeout": 2.0})
+    holder = hold_forever(str(tmp_path / "runs" / "pretrain" / "same"))  # another driver of run 'same'
+    try:
+        for resume in (False, True):
+            with pytest.raises(LeaseError, match=rf"^pre-training run 'same' is held by .*:{holder.pid} "):
+                run_pretraining(config, "same", resume=resume, log=lambda _: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert MlflowClient(config.tracking.uri).get_experiment_by_name("clip2point") is None
+    assert not ray.is_initialized()
+
+
+def test_a_run_folder_that_cannot_be_written_fails_fast_without_an_mlflow_run(tmp_path):
+    config = tiny_config_for(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "pretrain").write_text("a file where the runs folder should be")
+    start = time.monotonic()
+    with pytest.raises(StorageError, match=r"storage .*/runs/pretrain/r: cannot create lease.json"):
+        run_pretraining(config, "r", log=lambda _: None)
+    assert time.monotonic() - start < 15
+    assert MlflowClient(config.tracking.uri).get_experiment_by_name("clip2point") is None
