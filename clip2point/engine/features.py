@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from clip2point.errors import ConfigError
+from clip2point.errors import ConfigError, InputError
 from clip2point.models.heads import encode_views
 from clip2point.render.depth import DepthRenderer
 
@@ -62,7 +62,8 @@ def extract_view_features(
     each ``(V,)``. Returns features ``(M, V, C)`` float32 on the CPU and labels ``(M,)`` int64, in dataset
     order. The encoder runs in eval mode, in ``precision`` (:func:`autocast`). On a GPU the batches come
     from pinned memory without waiting and the features stay there until the end (one copy back), so the
-    host never waits for the device between batches.
+    host never waits for the device between batches. Non-finite features (an encoder with NaN weights)
+    raise :class:`~clip2point.errors.InputError` instead of counting as predictions.
     """
     device = torch.device(device)
     was_training = encoder.training
@@ -86,4 +87,12 @@ def extract_view_features(
             labels.append(torch.as_tensor(batch["label"]).long())
     finally:
         encoder.train(was_training)
-    return torch.cat(features).cpu(), torch.cat(labels)
+    features = torch.cat(features).cpu()
+    broken = ~torch.isfinite(features).flatten(1).all(1)
+    if broken.any():
+        raise InputError(
+            f"{desc}: the encoder gave non-finite features (NaN or inf) for {int(broken.sum())} of "
+            f"{len(features)} samples (the first: sample {int(broken.int().argmax())}); its weights are "
+            "not finite or it overflowed: check the encoder file, or the run that trained it"
+        )
+    return features, torch.cat(labels)

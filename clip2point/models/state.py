@@ -27,7 +27,8 @@ _MAX_LISTED = 12  # keys listed per category in an error message
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """Read a flat ``{key: tensor}`` mapping from ``.safetensors`` or a torch file (``.pt/.pth/.bin``).
 
-    A torch file may hold the mapping itself or ``{"state_dict": mapping}``. Tensors come back on CPU.
+    A torch file may hold the mapping itself or ``{"state_dict": mapping}``. Tensors come back on CPU;
+    a floating tensor with a NaN or inf is refused (such weights would only make NaN features).
     """
     path = Path(path)
     if not path.is_file():
@@ -49,6 +50,9 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise InputError(f"weights file {path} has non-tensor entries: {_listing(bad)}")
+    broken = [k for k, v in obj.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise InputError(f"weights file {path} has non-finite values (NaN or inf) in {_listing(broken)}")
     return dict(obj)
 
 

@@ -137,3 +137,22 @@ def test_ensure_toy_world_builds_once_and_only_for_toy_roots(tmp_path):
         load_config(overrides={"data.root": str(tmp_path / "real")}), size="small", progress=False
     )
     assert not (tmp_path / "real").exists()  # not a toy root: nothing built
+
+
+def test_an_encoder_with_nan_weights_is_an_error_not_zero_accuracy(tiny_bundle, tiny_modelnet, tmp_path):
+    from clip2point.errors import InputError
+    from clip2point.models import load_module, save_module
+
+    encoder = tiny_bundle.depth_encoder()
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.fill_(float("nan"))
+    text = encode_prompts(tiny_bundle.text, MODELNET10)
+    renderer = DepthRenderer(image_size=SIZE)
+    with pytest.raises(InputError, match=r"non-finite features \(NaN or inf\) for 6 of 6 samples"):
+        evaluate_zero_shot(
+            encoder, text, MODELNET10, tiny_modelnet, renderer, official_views(6), progress=False
+        )
+    saved = save_module(encoder, tmp_path / "nan.safetensors", {})
+    with pytest.raises(InputError, match=r"nan\.safetensors has non-finite values \(NaN or inf\) in "):
+        load_module(tiny_bundle.depth_encoder(), saved)
