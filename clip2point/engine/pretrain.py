@@ -28,7 +28,7 @@ from clip2point import lease, storage
 from clip2point.config import ExperimentConfig, dump_config
 from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
-from clip2point.errors import ConfigError
+from clip2point.errors import Clip2PointError, ConfigError
 from clip2point.paths import check_name
 from clip2point.tracking import Tracker
 
@@ -117,6 +117,16 @@ def make_trainer(config: ExperimentConfig, name: str, job: dict):
     )
 
 
+def input_error(error: Exception) -> Exception:
+    """What to raise for Ray Train's failed ``fit``: the :class:`Clip2PointError` that a worker raised (bad
+    input, said plainly), if that is why it failed; else ``error``."""
+    for failure in getattr(error, "worker_failures", {}).values():
+        cause = getattr(failure, "cause", failure)  # Ray's RayTaskError wraps the worker's exception
+        if isinstance(cause, Clip2PointError):
+            return cause
+    return error
+
+
 def summarise(tracker: Tracker, name: str, run_dir: str) -> PretrainResult:
     """Read the run's outcome back from MLflow."""
     latest = tracker.client.get_run(tracker.run_id).data.metrics
@@ -164,7 +174,10 @@ def run_pretraining(
             job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri,
                    "run_id": tracker.run_id, "on_epoch_end": on_epoch_end}  # fmt: skip
             log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
-            make_trainer(config, name, job).fit()
+            try:
+                make_trainer(config, name, job).fit()
+            except Exception as error:
+                raise input_error(error) from error
             result = summarise(tracker, name, run_dir)
             with tempfile.TemporaryDirectory() as folder:  # the encoder as the storage has it, into MLflow
                 best = storage.download(result.best_file, Path(folder) / BEST_FILE)

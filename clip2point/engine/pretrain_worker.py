@@ -8,12 +8,14 @@ rank 0 measures zero-shot accuracy (pre-training val split and the downstream te
 depth encoder to the run folder in storage (:mod:`clip2point.storage`: a bucket or a shared folder, whichever
 node rank 0 is on), writes the checkpoint that Ray Train persists there, and logs the epoch to MLflow
 exactly once (also across restarts). A restarted worker (``FailureConfig``) or a resumed run continues from
-the latest checkpoint. At every (re)start rank 0 tags the run with the Ray node of each worker.
+the newest checkpoint that reads back completely. At every (re)start rank 0 tags the run with the Ray node
+of each worker.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,12 +33,12 @@ from clip2point.config import ExperimentConfig
 from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
 from clip2point.engine.features import autocast
 from clip2point.engine.optim import build_optimizer
-from clip2point.engine.pretrain_state import read_state, restore_state, write_state
+from clip2point.engine.pretrain_state import checkpoint_folder, read_newest, restore_state, write_state
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
 from clip2point.engine.zeroshot import evaluate_zero_shot
 from clip2point.errors import ConfigError
 from clip2point.models import PretrainObjective, export_official_depth, save_module, save_torch
-from clip2point.tracking import Tracker
+from clip2point.tracking import MLFLOW_PARAM_LIMIT, Tracker
 
 BEST_FILE = "best_depth_encoder.safetensors"
 OFFICIAL_FILE = "best_eval.pth"
@@ -136,6 +138,7 @@ class Worker:
             self.optimizer, T_0=pre.restart_epochs * len(self.loader), T_mult=1, eta_min=pre.eta_min
         )
         self.run_dir: str = job["run_dir"]  # a storage location
+        self.taken: set[str] = set()  # the run folder's names, so that checkpoint folder names never repeat
         self.tracker = Tracker.attach(job["tracking_uri"], job["run_id"]) if self.rank == 0 else None
         self.probe = ZeroShotProbe(self.experiment) if self.rank == 0 else None
         self.best = {"best_val_acc": -math.inf, "best_test_acc": math.nan, "best_epoch": 0.0}
@@ -228,21 +231,27 @@ class Worker:
                             epoch=epoch, best=self.best, metrics=metrics)  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics | {"epoch": epoch}, checkpoint=checkpoint,
-                             checkpoint_dir_name=f"epoch_{epoch:04d}")  # fmt: skip
+                             checkpoint_dir_name=checkpoint_folder(epoch, self.taken))  # fmt: skip
 
     def restore(self) -> int:
-        """Continue from Ray Train's latest checkpoint, if any; return the number of finished epochs."""
+        """Continue from the newest checkpoint that reads back completely, from Ray Train's latest back
+        (a damaged one is named in a warning and the run's tag ``damaged_checkpoints``); return the number
+        of finished epochs."""
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
+        self.taken = set(storage.list_names(self.run_dir))
         if checkpoint is None:
             if self.rank == 0:
                 log_once(self.tracker, self.probe(self.model.depth_encoder), 0)  # CLIP before pre-training
             return 0
-        with checkpoint.as_directory() as folder:
-            epoch, self.best, metrics = restore_state(read_state(folder), self.model, self.optimizer,
-                                                      self.scheduler)  # fmt: skip
+        payload, folder, damaged = read_newest(self.run_dir, storage.name(checkpoint.path))
+        epoch, self.best, metrics = restore_state(payload, self.model, self.optimizer, self.scheduler)
         if self.rank == 0:
+            if damaged:
+                print(f"warning: damaged checkpoint(s) skipped, continuing from {folder}: {'; '.join(damaged)}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                self.tracker.set_tags({"damaged_checkpoints": "; ".join(damaged)[:MLFLOW_PARAM_LIMIT]})
             log_once(self.tracker, metrics, epoch)  # in case the last run stopped between report and log
         return epoch
 
