@@ -47,7 +47,7 @@ def run_and_report(
 ) -> SweepOutcome:
     """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it.
     ``within``: an MLflow run to nest the sweep's parent run under."""
-    config = prepare(config, probe_storage=True)
+    config = prepare(config)  # the storage is probed by run_study (and run_pretraining), before they start
     if study.prepare is not None:
         config = study.prepare(config)
     outcome = run_study(study, config, resume=resume, verbose=verbose, within=within)
