@@ -37,11 +37,12 @@ def _measure(args: argparse.Namespace, cached: bool) -> dict:
     from clip2point.engine.context import Experiment
     from clip2point.engine.feature_cache import SplitFeatures
     from clip2point.engine.fewshot import build_adapter, frozen_encoders, select_train, train_adapter
+    from clip2point.prepare import prepare
 
     if args.model_config:
         open_clip.add_model_config(args.model_config)
     torch.manual_seed(0)  # a random-init model (model.pretrained null) is the same in both processes
-    experiment = Experiment.from_config(config_from_args(args))
+    experiment = Experiment.from_config(prepare(config_from_args(args)))
     fs, seed, device = experiment.config.fewshot, experiment.config.fewshot.seeds[0], experiment.device
     encoders = frozen_encoders(experiment)
     splits = [experiment.dataset(split) for split in ("train", "test")]

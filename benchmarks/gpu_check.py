@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 from _timing import unit_ball_clouds
 from pretrain_throughput import STAGES, build_step, measure_step, run_step
-from render import SETTINGS, label, reused_buffer_seconds
+from render import REFERENCE, SETTINGS, reused_buffer_seconds
 
 from clip2point.paths import project_root, write_text_atomic
 from clip2point.render import DepthRenderer, official_views
@@ -67,7 +67,8 @@ STEP_TARGET = 3_000  # samples/s, bf16, H100/H200-class GPU
 
 @dataclass(frozen=True)
 class Sizes:
-    """The sizes of one run: ``GPU`` (the issue's) or ``CPU`` (the fallback, seconds on two cores)."""
+    """The sizes of one run: ``GPU`` (the issue's) or ``CPU`` (the fallback: the code paths at the smallest
+    sizes they take, for the test suite)."""
 
     render_batch: int  # clouds per timed render call
     compare_batch: int  # clouds rendered on both devices
@@ -90,10 +91,10 @@ GPU = Sizes(
     part3={"fewshot.epochs": 10, "pretrain.cpus_per_worker": max(1, min(8, (os.cpu_count() or 2) // 2))},
 )  # fmt: skip
 CPU = Sizes(
-    render_batch=4, compare_batch=2, views=10, points=256, image_size=64, repeats=2,
-    model="ToyCLIP", pretrained="toy", step_batch=4, steps=2, warmup=1, world="small",
-    part3={"pretrain.batch_size": 10, "pretrain.cpus_per_worker": 1, "render.views": 6,
-           "fewshot.shots": 2, "fewshot.epochs": 2, "fewshot.batch_size": 8},
+    render_batch=2, compare_batch=2, views=6, points=128, image_size=32, repeats=1,
+    model="ToyCLIP", pretrained="toy", step_batch=2, steps=1, warmup=1, world="small",
+    part3={"pretrain.batch_size": 10, "pretrain.cpus_per_worker": 1, "render.views": 6, "data.num_points": 64,
+           "fewshot.shots": 1, "fewshot.epochs": 1, "fewshot.batch_size": 8},
 )  # fmt: skip
 
 
@@ -151,10 +152,17 @@ def compare_devices(renderer: DepthRenderer, points: torch.Tensor, views, device
     pixels whose coverage differs, the largest depth difference where both cover and the largest image
     difference."""
     on_device = (points.to(device), *(v.to(device) for v in views))
-    cpu_raw, dev_raw = renderer.raw_depth(points, *views), renderer.raw_depth(*on_device).cpu()
+    raw = renderer.raw_depth(points, *views), renderer.raw_depth(*on_device).cpu()
+    return differences(*raw, renderer(points, *views), renderer(*on_device).cpu())
+
+
+def differences(cpu_raw, dev_raw, cpu_images, dev_images) -> dict:
+    """What :func:`compare_devices` reports of two raw depth renders ``(B, V, S, S)`` (background:
+    ``BACKGROUND_RAW``) and two encoder-ready renders: ``coverage`` (pixels covered in one only),
+    ``covered`` (pixels the CPU covers), ``depth`` (largest difference where both cover) and ``image``."""
     cpu_covered, dev_covered = cpu_raw != BACKGROUND_RAW, dev_raw != BACKGROUND_RAW
     both = cpu_covered & dev_covered
-    images = (renderer(points, *views) - renderer(*on_device).cpu()).abs()
+    images = (cpu_images - dev_images).abs()
     return {
         "coverage": int((cpu_covered != dev_covered).sum()),
         "covered": int(cpu_covered.sum()),
@@ -172,10 +180,10 @@ def rendering(ctx: Context) -> Part:
     per_call = sizes.render_batch * sizes.views
     part = Part()
     rows = []
-    for depth, footprint, extra in SETTINGS:
-        name = label(depth, footprint, extra)
+    for settings in SETTINGS:
+        name = settings.label()
         ctx.log(f"  {name}")
-        renderer = DepthRenderer(sizes.image_size, footprint=footprint, depth=depth, **extra)
+        renderer = DepthRenderer(sizes.image_size, settings)
         safe, moved = off_boundaries(renderer, clouds, views)
         same = compare_devices(renderer, safe, views, device)
         raw = compare_devices(renderer, clouds, views, device)
@@ -190,7 +198,7 @@ def rendering(ctx: Context) -> Part:
             f"{raw['coverage']} of {raw['covered']:,} | {per_call / seconds:,.0f} | {seconds * 1e3:.2f} | "
             f"{peak} | {'ok' if ok else 'FAILED'} |"
         )
-        if name == "minimum square R=2" and device.type == "cuda":  # the paper's setting
+        if settings == REFERENCE and device.type == "cuda":  # the paper's setting
             met = "met" if per_call / seconds >= RENDER_TARGET else "NOT met"
             part.markdown += f"Target for {name}: >= {RENDER_TARGET:,} views/s: {met}.\n\n"
     header = (
@@ -287,9 +295,10 @@ def ray_and_fewshot(ctx: Context) -> Part:
     from mlflow import MlflowClient
 
     from clip2point.config import load_config
-    from clip2point.engine.context import Experiment, ensure_toy_world
+    from clip2point.engine.context import Experiment
     from clip2point.engine.fewshot import run_few_shot
     from clip2point.engine.pretrain import run_pretraining
+    from clip2point.prepare import ensure_toy_world
     from clip2point.schema import with_overrides
 
     device, work = ctx.device, ctx.workdir

@@ -1,4 +1,5 @@
-"""Depth-renderer throughput: views/s and peak memory for the paper's rendering settings, side by side.
+"""Depth-renderer throughput: views/s and peak memory for the paper's rendering settings (Table 5's,
+``clip2point.render.TABLE5_SETTINGS``) and the weighted disk, side by side.
 
     python benchmarks/render.py [--batch 32] [--views 10] [--points 1024] [--size 224] [--repeats 5]
 
@@ -17,22 +18,11 @@ import multiprocessing as mp
 
 from _timing import best_seconds, peak_rss_mib, unit_ball_clouds
 
-SETTINGS = [
-    ("minimum", "square", {"dilation": 1}),
-    ("minimum", "square", {"dilation": 2}),
-    ("minimum", "square", {"dilation": 4}),
-    ("minimum", "disk", {"radius": 0.02}),
-    ("weighted", "square", {"dilation": 1}),
-    ("weighted", "square", {"dilation": 2}),
-    ("weighted", "square", {"dilation": 4}),
-    ("weighted", "disk", {"radius": 0.02}),
-]
+from clip2point.settings import TABLE5_SETTINGS, RenderSettings
 
-
-def label(depth: str, footprint: str, extra: dict) -> str:
-    """A row's name, e.g. ``minimum square R=2``."""
-    size = f"R={extra['dilation']}" if footprint == "square" else f"r={extra['radius']}"
-    return f"{depth} {footprint} {size}"
+# Table 5's settings, then the weighted disk: a path of the renderer that Table 5 leaves out.
+SETTINGS = (*TABLE5_SETTINGS, RenderSettings(footprint="disk", depth="weighted"))
+REFERENCE = RenderSettings(footprint="square", depth="minimum", dilation=2)  # the paper's setting
 
 
 def reused_buffer_seconds(renderer, points, views, repeats: int) -> float:
@@ -42,7 +32,7 @@ def reused_buffer_seconds(renderer, points, views, repeats: int) -> float:
     return best_seconds(lambda: renderer(points, *views, out=out), points.device, repeats)
 
 
-def _measure(args: argparse.Namespace, depth: str, footprint: str, extra: dict) -> tuple[float, float, float]:
+def _measure(args: argparse.Namespace, settings: RenderSettings) -> tuple[float, float, float]:
     """Best seconds per call with a fresh output, with a reused one, and peak MiB; run in a child process."""
     import torch
 
@@ -51,7 +41,7 @@ def _measure(args: argparse.Namespace, depth: str, footprint: str, extra: dict) 
     device = torch.device(args.device)
     points = unit_ball_clouds(args.batch, args.points).to(device)
     views = [t.to(device) for t in official_views(args.views)]
-    renderer = DepthRenderer(image_size=args.size, footprint=footprint, depth=depth, **extra)
+    renderer = DepthRenderer(args.size, settings)
     base = peak_rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -86,16 +76,16 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     rows = []
     with ctx.Pool(1, maxtasksperchild=1) as pool:
-        for depth, footprint, extra in SETTINGS:
-            fresh, reused, peak = pool.apply(_measure, (args, depth, footprint, extra))
-            name = label(depth, footprint, extra)
+        for settings in SETTINGS:
+            fresh, reused, peak = pool.apply(_measure, (args, settings))
+            name = settings.label()
             rows.append((name, n_views / reused))
             print(
-                f"{depth:<9} {name.removeprefix(depth + ' '):<12} {n_views / fresh:>13.0f} "
+                f"{settings.depth:<9} {name.removeprefix(settings.depth + ' '):<12} {n_views / fresh:>13.0f} "
                 f"{n_views / reused:>14.0f} {reused * 1e3:>9.1f} {peak:>9.0f}"
             )
-    reference = dict(rows)["minimum square R=2"]
-    print("reused-buffer throughput relative to minimum square R=2 (the paper's setting):")
+    reference = dict(rows)[REFERENCE.label()]
+    print(f"reused-buffer throughput relative to {REFERENCE.label()} (the paper's setting):")
     print("  " + ", ".join(f"{name}: {value / reference:.2f}x" for name, value in rows))
 
 

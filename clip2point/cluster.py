@@ -22,9 +22,8 @@ from typing import Any
 
 from clip2point.paths import STORAGE_ENV, storage_root
 from clip2point.storage import ENDPOINT_ENVS, REGION_ENVS
-from clip2point.tracking import resolve_tracking_uri
+from clip2point.tracking import TRACKING_ENV, resolve_tracking_uri
 
-TRACKING_ENV = "MLFLOW_TRACKING_URI"  # read by MLflow itself and by clip2point.tracking
 STORAGE_LOCATION_ENVS = (*ENDPOINT_ENVS, *REGION_ENVS)  # where the bucket is; never credentials
 
 

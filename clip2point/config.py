@@ -4,9 +4,10 @@ The CLI builds it (defaults, ``--preset``, ``--config FILE``, ``-o key=value``),
 it with dotted keys (``"render.dilation"``), MLflow logs it flattened. Every section is a frozen
 :class:`~clip2point.schema.Settings` dataclass, so a bad key or value raises
 :class:`~clip2point.errors.ConfigError` naming the key, the value and what is allowed. The rendering and
-adapter sections are defined where they are used (:class:`~clip2point.render.RenderSettings`,
-:class:`~clip2point.models.AdapterSettings`) and embedded here; the allowed dataset names come from the
-data registry. Relative paths are taken from the project root (:mod:`clip2point.paths`).
+adapter sections (:class:`~clip2point.settings.RenderSettings`, :class:`~clip2point.settings.AdapterSettings`)
+are embedded here; the allowed dataset names come from the dataset registry (:mod:`clip2point.registry`).
+Nothing here imports torch, so a config error is quick. Relative paths are taken from the project root
+(:mod:`clip2point.paths`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from typing import Any, Literal
 
 import yaml
 
-from clip2point.data.registry import DATASET_NAMES
 from clip2point.errors import ConfigError, excerpt
-from clip2point.models.adapters import AdapterSettings
-from clip2point.render.settings import RenderSettings
+from clip2point.registry import DATASET_NAMES
 from clip2point.schema import Settings, bounded, described, from_dict, to_dict, with_overrides
+from clip2point.settings import AdapterSettings, RenderSettings
 
 DatasetName = Literal[DATASET_NAMES]  # type: ignore[valid-type]  (the registry's names)
 

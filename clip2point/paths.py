@@ -32,7 +32,7 @@ from clip2point.errors import ConfigError, excerpt
 PROJECT_FILE = "pyproject.toml"
 STORAGE_ENV = "CLIP2POINT_STORAGE"
 STORAGE_PLACEHOLDER = "CHANGE-ME"  # the bucket name cluster/gpu.yaml ships with
-DEFAULT_STORAGE = "runs"
+RUNS = "runs"  # <project>/runs: the default storage, and where the commands' pictures go
 
 
 def project_root() -> Path:
@@ -48,11 +48,18 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 
 BUCKET_SCHEMES = ("s3", "gs")  # object stores a storage URI may name (file:// is a local folder)
+STORAGE_PREFIXES = tuple(f"{scheme}://" for scheme in (*BUCKET_SCHEMES, "file"))  # s3://bucket/key ...
+MLFLOW_PREFIXES = ("runs:/", "models:/", "mlflow-artifacts:/")  # MLflow artefacts: runs:/<run id>/<path>
 
 
 def is_uri(location: str) -> bool:
     """Whether ``location`` is a URI such as ``s3://bucket/prefix`` (not a local path)."""
     return "://" in location
+
+
+def is_remote(source: str | os.PathLike) -> bool:
+    """Whether ``source`` (a weights file) is a storage or MLflow URI rather than a local path."""
+    return str(source).startswith(STORAGE_PREFIXES + MLFLOW_PREFIXES)
 
 
 def storage_root(configured: str | None = None) -> str:
@@ -66,7 +73,7 @@ def storage_root(configured: str | None = None) -> str:
     source = "config key 'storage'" if configured else f"${STORAGE_ENV}"
     value = (configured or os.environ.get(STORAGE_ENV, "")).strip()
     if not value:
-        return str(resolve_path(DEFAULT_STORAGE))
+        return str(resolve_path(RUNS))
     if STORAGE_PLACEHOLDER in value:
         raise ConfigError(
             f"{source}={value!r} still names the placeholder bucket: set your bucket in the "

@@ -25,16 +25,9 @@ import pyarrow.fs as pafs
 
 from clip2point import storage
 from clip2point.errors import InputError, StorageError
-from clip2point.paths import locked, resolve_path
+from clip2point.paths import STORAGE_PREFIXES, is_remote, locked, resolve_path
 
-STORAGE_SCHEMES = ("s3://", "gs://", "file://")
-MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 CACHE = "cache/checkpoints"
-
-
-def is_remote(source: str | os.PathLike) -> bool:
-    """Whether ``source`` is a storage or MLflow URI rather than a local path."""
-    return str(source).startswith(STORAGE_SCHEMES + MLFLOW_SCHEMES)
 
 
 def local_file(
@@ -46,7 +39,7 @@ def local_file(
     text = str(source)
     if not is_remote(text):
         return Path(source)
-    if text.startswith(STORAGE_SCHEMES):
+    if text.startswith(STORAGE_PREFIXES):
         try:
             found = storage.info(text)
         except StorageError as error:
@@ -66,7 +59,7 @@ def local_file(
 
 
 def _fetch(source: str, target: Path, tracking_uri: str | None) -> None:
-    if source.startswith(STORAGE_SCHEMES):
+    if source.startswith(STORAGE_PREFIXES):
         storage.download(source, target)
         return
     import mlflow.artifacts

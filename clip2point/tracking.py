@@ -31,6 +31,7 @@ from clip2point import __version__
 from clip2point.paths import project_root
 from clip2point.schema import flatten, to_dict
 
+TRACKING_ENV = "MLFLOW_TRACKING_URI"  # read by MLflow itself, and here
 MLFLOW_PARAM_LIMIT = 500  # MLflow's cap on the length of one param value
 
 
@@ -38,7 +39,7 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     """The tracking URI to use: ``configured``, else ``$MLFLOW_TRACKING_URI``, else the project's sqlite file."""
     if configured:
         return configured
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    env = os.environ.get(TRACKING_ENV)
     if env:
         return env
     return f"sqlite:///{project_root() / 'mlflow.db'}"
@@ -112,6 +113,19 @@ class Tracker:
     def attach(cls, uri: str, run_id: str) -> Tracker:
         """The same run, from another process (e.g. a Ray worker)."""
         return cls(uri, run_id)
+
+    def record(self) -> dict[str, str]:
+        """Where this run is, ``{"tracking_uri": ..., "run_id": ...}``: what a driver keeps in its storage
+        so that a later process can :meth:`resume` the run."""
+        return {"tracking_uri": self.uri, "run_id": self.run_id}
+
+    @classmethod
+    def resume(cls, record: Mapping[str, str]) -> Tracker:
+        """The run a :meth:`record` names, set RUNNING again: a resumed pre-training run, sweep or
+        reproduction continues its MLflow run."""
+        tracker = cls.attach(record["tracking_uri"], record["run_id"])
+        tracker.client.update_run(tracker.run_id, status="RUNNING")
+        return tracker
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

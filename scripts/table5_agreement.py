@@ -23,8 +23,9 @@ import torch
 
 from clip2point.commands.common import add_config_arguments, config_from_args
 from clip2point.config import ExperimentConfig
-from clip2point.engine.context import Experiment, ensure_toy_world
+from clip2point.engine.context import Experiment
 from clip2point.models.heads import zero_shot_logits
+from clip2point.prepare import prepare
 from clip2point.render import TABLE5_SETTINGS, DepthRenderer, RenderSettings
 
 PIXEL_SAMPLES = 64  # clouds whose depth maps are compared pixel by pixel
@@ -61,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python scripts/table5_agreement.py", description=__doc__.split("\n")[0]
     )
     add_config_arguments(parser)
-    config = config_from_args(parser.parse_args(argv))
-    ensure_toy_world(config)
+    config = prepare(config_from_args(parser.parse_args(argv)))
     experiment = Experiment.from_config(config, "cpu")
     names = experiment.dataset("test").class_names
     print(

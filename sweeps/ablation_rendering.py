@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Depth rendering ablation (Table 5): zero-shot and 16-shot top-1, CLIP without pre-training.
+"""Depth rendering ablation (Table 5): zero-shot and K-shot top-1 (the paper: 16 shots; the toy setting: 2), CLIP
+without pre-training.
 
 A Ray Tune sweep tracked in MLflow; `python sweeps/ablation_rendering.py --help` lists the options and examples."""
 

@@ -1,5 +1,7 @@
 """MLflow tracking against a real sqlite store, read back through MLflow's own client."""
 
+import json
+
 import pytest
 from mlflow import MlflowClient
 
@@ -83,3 +85,19 @@ def test_tracking_uri_precedence(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri() == "http://127.0.0.1:5000"
     assert resolve_tracking_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_a_recorded_run_resumes_running_and_ends_again(store):
+    """A driver records its run (as JSON in its storage); a later process resumes it from that record."""
+    first = Tracker.start(ExperimentConfig(), "interrupted", uri=store, experiment="tests")
+    first.log_metrics({"loss": 2.0}, step=1)
+    first.fail(KeyboardInterrupt())
+    client = MlflowClient(tracking_uri=store)
+    assert client.get_run(first.run_id).info.status == "KILLED"
+    record = json.loads(json.dumps(first.record()))  # as storage keeps it
+    assert record == {"tracking_uri": store, "run_id": first.run_id}
+    with Tracker.resume(record).active() as again:
+        assert client.get_run(first.run_id).info.status == "RUNNING"
+        again.log_metrics({"loss": 1.0}, step=2)
+    assert again.run_id == first.run_id and client.get_run(first.run_id).info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(first.run_id, "loss")] == [2.0, 1.0]

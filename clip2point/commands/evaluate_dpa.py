@@ -28,11 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # a bad key fails here, before torch is imported
     from clip2point.engine.context import Experiment
     from clip2point.engine.dpa import evaluate_dpa
     from clip2point.models import load_dpa
+    from clip2point.prepare import prepare
 
-    experiment = Experiment.from_config(config_from_args(args))
+    experiment = Experiment.from_config(prepare(config))
     classifier = load_dpa(experiment.bundle, args.checkpoint)
     result = evaluate_dpa(experiment, classifier, split=args.split)
     views = classifier.adapter.depth_adapter.views

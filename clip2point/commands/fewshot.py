@@ -32,10 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # a bad key fails here, before torch is imported
     from clip2point.engine.context import Experiment
     from clip2point.engine.fewshot import format_table, run_few_shot
+    from clip2point.prepare import prepare
 
-    experiment = Experiment.from_config(config_from_args(args))
+    experiment = Experiment.from_config(prepare(config))
     fs = experiment.config.fewshot
     result = run_few_shot(experiment, out_dir=args.out, track=not args.no_track)
     shots = "all training samples" if fs.shots is None else f"{fs.shots} shots per class"

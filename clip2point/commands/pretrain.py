@@ -16,9 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2point.engine.pretrain import run_pretraining
-
-    config = config_from_args(args)
+    config = config_from_args(args)  # a bad key fails here, before torch is imported
+    from clip2point.engine.pretrain import run_pretraining  # makes the config ready to run (prepare)
 
     def progress(epoch: int, metrics: dict[str, float]) -> None:
         print(

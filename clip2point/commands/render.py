@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from clip2point.commands.common import add_settings_arguments, settings_from_args
 from clip2point.errors import InputError
-from clip2point.render.settings import TABLE5_SETTINGS, RenderSettings
+from clip2point.settings import TABLE5_SETTINGS, RenderSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from clip2point.data.files import load_mesh, load_points
     from clip2point.render import DepthRenderer, align_modelnet, official_views
     from clip2point.render.preview import depth_gray, save_view_grid, view_titles
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _rgb_row(args, mesh, place, views):
     """RGB views ``(V, S, S, 3)`` uint8 of a mesh input, or None (not a mesh, ``--rgb off``, or no OpenGL)."""
+    import torch
+
     if args.rgb == "off":
         return None
     if mesh is None or len(mesh[1]) == 0:

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from clip2point.commands.common import add_config_arguments, config_from_args, format_accuracy
+from clip2point.paths import is_remote
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,15 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2point.engine.context import Experiment
-    from clip2point.engine.zeroshot import run_zero_shot
-    from clip2point.sources import is_remote
-
     encoder = {}
     if args.encoder:
         remote = is_remote(args.encoder)
         encoder["model.depth_encoder"] = args.encoder if remote else str(Path(args.encoder).resolve())
-    config = config_from_args(args, **encoder)
+    config = config_from_args(args, **encoder)  # a bad key fails here, before torch is imported
+    from clip2point.engine.context import Experiment
+    from clip2point.engine.zeroshot import run_zero_shot
+    from clip2point.prepare import prepare
+
+    config = prepare(config)
     result = run_zero_shot(
         Experiment.from_config(config), split=args.split, out_dir=args.out, track=not args.no_track
     )

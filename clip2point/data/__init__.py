@@ -30,8 +30,8 @@ from clip2point.data.files import (
     read_ply_mesh,
 )
 from clip2point.data.kshot import select_k_shot, select_validation
-from clip2point.data.registry import DATASET_NAMES, DATASETS, DatasetSpec
 from clip2point.data.sampling import farthest_point_sample, normalize_unit_sphere, resample, sample_surface
+from clip2point.registry import DATASET_NAMES, DATASETS, DatasetSpec
 
 __all__ = [
     "DATASETS",

@@ -39,7 +39,6 @@ from torch.utils.data import Dataset
 from clip2point.data import classnames
 from clip2point.data.cache import Samples, check_on_error, compute_samples, fingerprint, load_or_build
 from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
-from clip2point.data.registry import DATASET_NAMES, DATASETS
 from clip2point.data.sampling import (
     check_points,
     normalize_unit_sphere,
@@ -48,6 +47,7 @@ from clip2point.data.sampling import (
     sample_surface,
 )
 from clip2point.errors import InputError
+from clip2point.registry import DATASET_NAMES, DATASETS
 from clip2point.render.cameras import align_modelnet, official_views
 from clip2point.render.depth import OPENAI_CLIP_NORM
 

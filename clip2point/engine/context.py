@@ -14,9 +14,6 @@ depth maps and RGB renders reach the encoder the way its weights expect.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
@@ -29,73 +26,19 @@ from clip2point.data.datasets import PointCloudDataset
 from clip2point.engine.feature_cache import ViewFeatures, load_or_extract
 from clip2point.engine.features import resolve_device
 from clip2point.models import ClipBundle, encode_prompts, load_clip, load_depth_encoder
-from clip2point.paths import resolve_path, storage_root
+from clip2point.paths import RUNS, resolve_path
+from clip2point.prepare import resolve_paths
 from clip2point.render import DepthRenderer, Views, official_views
-from clip2point.schema import with_overrides
-from clip2point.sources import is_remote, local_file
-from clip2point.tracking import resolve_tracking_uri
+from clip2point.sources import local_file
 
 PRETRAIN_PAIRS = "shapenet55_pretrain"
-
-
-def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
-    """``config`` as every process must see it (Ray workers run in other directories, on other machines):
-    each path absolute (relative ones taken from the project root, :mod:`clip2point.paths`; a depth encoder
-    given as a storage or MLflow URI stays as it is, :mod:`clip2point.sources`), ``storage``
-    resolved (:func:`~clip2point.paths.storage_root`) and ``tracking.uri`` resolved
-    (:func:`~clip2point.tracking.resolve_tracking_uri`). Idempotent."""
-
-    def absolute(path: str | None) -> str | None:
-        return None if path is None else str(resolve_path(path))
-
-    encoder = config.model.depth_encoder
-
-    return with_overrides(
-        config,
-        {
-            "data.root": absolute(config.data.root),
-            "data.cache_dir": absolute(config.data.cache_dir),
-            "model.depth_encoder": encoder if encoder and is_remote(encoder) else absolute(encoder),
-            "fewshot.feature_cache": absolute(config.fewshot.feature_cache),
-            "sweep.results_dir": absolute(config.sweep.results_dir),
-            "storage": storage_root(config.storage),
-            "tracking.uri": resolve_tracking_uri(config.tracking.uri),
-        },
-    )
-
-
-def ensure_toy_world(config: ExperimentConfig, size: str = "default", progress: bool = True) -> None:
-    """Build the toy world under ``data.root`` if that is a toy root (its folder is named ``toy``) without
-    a finished world of this version of the code (``toy_world.json``; an older world is rebuilt). Built in a
-    sibling folder and renamed into place, so an interrupted build never leaves half a world. Call it in
-    the driver, before any worker reads data."""
-    from clip2point.toy.world import WORLD_VERSION, build_toy_world
-
-    root = resolve_path(config.data.root)
-    manifest = root / "toy_world.json"
-    if root.name != "toy" or (manifest.exists() and _world_version(manifest) == WORLD_VERSION):
-        return
-    print(f"building the toy world (version {WORLD_VERSION}) in {root}")
-    staging = root.with_name(f".toy-building-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    build_toy_world(staging, seed=0, size=size, progress=progress)
-    if root.exists():  # an empty or unfinished folder from before
-        shutil.rmtree(root)
-    os.replace(staging, root)
-
-
-def _world_version(manifest: Path) -> int | None:
-    """The version a toy world's manifest records (None: unreadable, or written before versions)."""
-    try:
-        return json.loads(manifest.read_text()).get("version")
-    except (OSError, ValueError):
-        return None
 
 
 class Experiment:
     """The parts of one experiment (see the module docstring); cheap to ask for twice.
 
-    ``config`` is kept with its paths resolved (:func:`resolve_paths`). ``device`` None follows
+    ``config``: as :func:`~clip2point.prepare.prepare` returns it in the driver; kept with its paths resolved
+    (:func:`~clip2point.prepare.resolve_paths`, idempotent) for one built elsewhere. ``device`` None follows
     ``config.device`` (``auto``: CUDA when available).
     """
 
@@ -170,6 +113,6 @@ class Experiment:
 
     def output_dir(self, kind: str, out_dir: str | Path | None = None) -> Path:
         """``out_dir`` (created), or ``<project>/runs/<kind>/<dataset>`` for a command's pictures."""
-        folder = Path(out_dir) if out_dir else resolve_path("runs") / kind / self.config.data.dataset
+        folder = Path(out_dir) if out_dir else resolve_path(RUNS) / kind / self.config.data.dataset
         folder.mkdir(parents=True, exist_ok=True)
         return folder

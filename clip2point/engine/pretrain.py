@@ -26,10 +26,10 @@ from pathlib import Path
 
 from clip2point import lease, storage
 from clip2point.config import ExperimentConfig, dump_config
-from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
 from clip2point.errors import Clip2PointError, ConfigError
 from clip2point.paths import check_name
+from clip2point.prepare import prepare
 from clip2point.tracking import Tracker
 
 RUN_FILE = "mlflow_run.json"
@@ -70,9 +70,7 @@ def open_run(config: ExperimentConfig, name: str, run_dir: str, resume: bool) ->
                 f"--resume: no run named {name!r} to continue ({record} not found); "
                 "allowed: the name of an earlier run in <storage>/pretrain"
             ) from None
-        tracker = Tracker.attach(saved["tracking_uri"], saved["run_id"])
-        tracker.client.update_run(tracker.run_id, status="RUNNING")
-        return tracker
+        return Tracker.resume(saved)
     if set(storage.list_names(run_dir)) - set(lease.FILES):
         raise ConfigError(
             f"a pre-training run named {name!r} already exists in {run_dir}; "
@@ -80,9 +78,7 @@ def open_run(config: ExperimentConfig, name: str, run_dir: str, resume: bool) ->
         )
     tracker = Tracker.start(config, name, tags={"stage": "pretrain", "run_dir": run_dir})
     with tracker.failing():
-        storage.write_text(
-            record, json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2)
-        )
+        storage.write_text(record, json.dumps(tracker.record(), indent=2))
         storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(config))
     return tracker
 
@@ -163,9 +159,7 @@ def run_pretraining(
     if resume and name is None:
         raise ConfigError("--resume needs the --name of the run to continue")
     name = check_name(default_run_name() if name is None else name)
-    config = resolve_paths(config)
-    storage.check_storage(config.storage)  # fail fast, before the MLflow run or anything else exists
-    ensure_toy_world(config)
+    config = prepare(config, probe_storage=True)  # fail fast, before the MLflow run or anything else exists
     run_dir = storage.join(runs_folder(config), name)
     with lease.held(run_dir, take_over=resume, stale_after=config.pretrain.lease_timeout,
                     what=f"pre-training run {name!r}"):  # fmt: skip

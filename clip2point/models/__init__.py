@@ -1,6 +1,6 @@
 """Everything between depth maps and logits: CLIP backbones, prompts, losses, adapters, checkpoints."""
 
-from clip2point.models.adapters import GDPA, AdapterSettings, GlobalViewAggregator, InterViewAdapter
+from clip2point.models.adapters import GDPA, GlobalViewAggregator, InterViewAdapter
 from clip2point.models.backbone import (
     ClipBundle,
     FrozenEncoder,
@@ -25,6 +25,7 @@ from clip2point.models.heads import cosine_logits, encode_views, zero_shot_logit
 from clip2point.models.losses import PretrainLoss, PretrainObjective, nt_xent
 from clip2point.models.prompts import encode_prompts, prompt_texts
 from clip2point.models.state import load_module, read_state_dict, save_module, save_safetensors, save_torch
+from clip2point.settings import AdapterSettings
 
 __all__ = [
     "GDPA",

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,46 +11,10 @@ from torch import nn
 
 from clip2point.errors import ConfigError, InputError
 from clip2point.models.heads import cosine_logits
-from clip2point.schema import Settings, described
+from clip2point.settings import AdapterSettings, Variant
 
 OFFICIAL_DROPOUT = 0.075
 OFFICIAL_VIEW_WEIGHT = 0.5
-Variant = Literal["paper", "official"]
-
-
-@dataclass(frozen=True)
-class AdapterSettings(Settings):
-    """The GDPA's switches (docs/method.md section 4), the config's ``fewshot.adapter`` section.
-
-    ``path``: ``single`` (depth-encoder features only) or ``dual`` (plus CLIP's visual features);
-    ``aggregator``: ``global`` (GDPA) or ``inter_view`` (PointCLIP's adapter, ``variant: paper`` only);
-    ``fusion`` (dual path): ``gate`` (paper), ``average`` (the authors' code) or ``none``; a single path
-    takes ``none``. ``variant``: the ``paper`` or ``official`` form of the global aggregator.
-    """
-
-    SECTION = "fewshot.adapter"
-
-    path: Literal["single", "dual"] = described("dual", "depth features only, or depth and CLIP")
-    aggregator: Literal["global", "inter_view"] = described("global", "global-view or inter-view adapter")
-    fusion: Literal["gate", "average", "none"] = described("gate", "how the dual path's two features meet")
-    variant: Variant = described("official", "the paper's or the authors' code's global aggregator")
-
-    def check(self) -> None:
-        if self.path == "single" and self.fusion != "none":
-            raise ConfigError(
-                f"config key 'fewshot.adapter.fusion': {self.fusion!r} needs the dual path; a single path "
-                "takes 'none'"
-            )
-        if self.aggregator == "inter_view" and self.variant != "paper":
-            raise ConfigError(
-                "config key 'fewshot.adapter.variant': 'official' applies to the global aggregator only; "
-                "the inter-view adapter takes 'paper'"
-            )
-
-    def label(self) -> str:
-        """``"dual global-view gate (official)"``: the switches as tables name them."""
-        aggregator = "global-view" if self.aggregator == "global" else "inter-view"
-        return f"{self.path} {aggregator} {self.fusion} ({self.variant})"
 
 
 def _check_views(x: torch.Tensor, views: int, dim: int) -> None:

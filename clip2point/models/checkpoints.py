@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from clip2point.errors import ConfigError, InputError
-from clip2point.models.adapters import GDPA, AdapterSettings
+from clip2point.models.adapters import GDPA
 from clip2point.models.backbone import ClipBundle, load_clip
 from clip2point.models.classifier import FewShotClassifier
 from clip2point.models.state import (
@@ -38,6 +38,7 @@ from clip2point.models.state import (
     save_module,
 )
 from clip2point.render.cameras import Views, official_views
+from clip2point.settings import AdapterSettings
 
 DEPTH_PREFIX = "point_model."
 IMAGE_PREFIX = "image_model."

@@ -1,4 +1,7 @@
-"""The few-shot classifier: frozen depth (and CLIP) encoders feeding a GDPA adapter."""
+"""A whole Dual-Path Adapter model in one module: the frozen depth (and CLIP) encoders feeding a GDPA, the
+layout of the authors' DPA checkpoint (``best_test.pth``). What ``import-official --kind dpa`` converts,
+:func:`~clip2point.models.load_dpa` loads and ``evaluate-dpa`` scores; few-shot training itself runs the
+adapter on cached per-view features (:mod:`clip2point.engine.fewshot`) and does not build it."""
 
 from __future__ import annotations
 

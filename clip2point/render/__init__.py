@@ -17,7 +17,7 @@ from clip2point.render.depth import (
     to_clip_input,
 )
 from clip2point.render.mesh import RGB_DISTANCE, MeshRenderer, rgb_renderer, triangle_soup
-from clip2point.render.settings import TABLE5_SETTINGS, RenderSettings
+from clip2point.settings import TABLE5_SETTINGS, RenderSettings
 
 __all__ = [
     "OPENAI_CLIP_NORM",

@@ -31,7 +31,7 @@ import torch
 
 from clip2point.errors import InputError
 from clip2point.render.cameras import view_transform
-from clip2point.render.settings import RenderSettings
+from clip2point.settings import RenderSettings
 
 FOREGROUND_SCALE = 200.0 / 255.0  # official normalisation: the farthest foreground depth maps to 200/255
 BACKGROUND_RAW = -1.0  # raw depth of an uncovered pixel (PyTorch3D's zbuf convention)

@@ -33,6 +33,7 @@ near parts larger than its far ones: RGB renders and depth maps of one view are 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,10 +47,15 @@ RGB_LIGHT = (0.2, 0.35, -1.0)  # towards the light, camera frame: slightly above
 
 _PROJECTIONS = ("orthographic", "perspective")
 
-_EGL_HELP = (
-    "headless OpenGL through EGL is unavailable ({err}). Mesh rendering needs Mesa's EGL (or a GPU driver's "
-    "EGL); on Debian/Ubuntu install: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri"
-)
+EGL_PACKAGES = Path(__file__).resolve().parents[1] / "assets" / "egl_packages.txt"  # Debian/Ubuntu names
+
+
+def egl_packages() -> list[str]:
+    """The Debian/Ubuntu packages of headless OpenGL (:data:`EGL_PACKAGES`; also read by scripts/test and
+    cluster/gpu.yaml)."""
+    lines = (line.strip() for line in EGL_PACKAGES.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
 
 _VERTEX_SHADER = """
 #version 330
@@ -234,7 +240,10 @@ class MeshRenderer:
         try:
             self._ctx = moderngl.create_standalone_context(**kwargs)
         except Exception as err:
-            raise RuntimeError(_EGL_HELP.format(err=err)) from err
+            raise RuntimeError(
+                f"headless OpenGL through EGL is unavailable ({err}). Mesh rendering needs Mesa's EGL (or a GPU "
+                f"driver's EGL); on Debian/Ubuntu install: apt-get install {' '.join(egl_packages())}"
+            ) from err
         self._prog = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
         uniforms = {
             "light": _direction(light),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from clip2point.commands.common import add_config_arguments, config_from_args
 from clip2point.config import ExperimentConfig
-from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.errors import Clip2PointError
+from clip2point.prepare import prepare
 from clip2point.sweep.report import print_table, write_results
 from clip2point.sweep.runner import SweepOutcome, run_study
 from clip2point.sweep.study import Study
@@ -47,9 +47,9 @@ def run_and_report(
 ) -> SweepOutcome:
     """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it.
     ``within``: an MLflow run to nest the sweep's parent run under."""
-    ensure_toy_world(config)
+    config = prepare(config)  # the storage is probed by run_study (and run_pretraining), before they start
     if study.prepare is not None:
-        config = study.prepare(resolve_paths(config))
+        config = study.prepare(config)
     outcome = run_study(study, config, resume=resume, verbose=verbose, within=within)
     md, png = write_results(study, config, outcome, command)
     parent = Tracker.attach(outcome.tracking_uri, outcome.parent_run_id)

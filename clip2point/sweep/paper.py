@@ -113,7 +113,7 @@ def write_paper(state: dict, stages: Sequence, config: ExperimentConfig, command
         f"- command: `{command}`",
         f"- backbone `{config.model.name}` (`{config.model.pretrained}`), data under `{display_root(config.data.root)}`",
         f"- date {datetime.date.today().isoformat()}, revision `{git_revision()[:12]}`, MLflow parent run "
-        f"`{state.get('parent_run_id')}` (every stage's sweep is nested under it)",
+        f"`{state.get('parent', {}).get('run_id')}` (every stage's sweep is nested under it)",
         f"- minutes per stage (last attempt): {times}",
         "- each measured cell: mean +- sample std over the seeds (n) and the 95% confidence interval of the "
         "mean (Student t, n - 1 degrees of freedom); differences are paired over the same seeds",

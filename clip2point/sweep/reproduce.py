@@ -32,8 +32,8 @@ from typing import Any
 
 from clip2point import storage
 from clip2point.config import ExperimentConfig, load_config
-from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.errors import InputError
+from clip2point.prepare import prepare
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.paper import write_paper
 from clip2point.sweep.runner import SweepOutcome
@@ -76,8 +76,8 @@ class Layers:
     overrides: Mapping[str, Any] | None = None
 
     def base(self) -> ExperimentConfig:
-        """The reproduction's own config (storage, tracking, data root...), paths resolved."""
-        return resolve_paths(load_config(self.config, self.overrides, preset=self.preset))
+        """The reproduction's own config (storage, tracking, data root...), ready to run (storage probed)."""
+        return prepare(load_config(self.config, self.overrides, preset=self.preset), probe_storage=True)
 
     def for_stage(self, stage: Stage, storage: str, encoder: str | None) -> ExperimentConfig:
         """The stage's config: the study's YAML, then the user's file and overrides, then the
@@ -119,7 +119,6 @@ def run_reproduction(layers: Layers, *, fresh: bool = False, command: str = "", 
     """Run (or continue) the reproduction; returns the path of ``results/paper.md``."""
     base = layers.base()
     folder = storage.join(base.storage, "reproduce")
-    storage.check_storage(folder)
     state = State.load(folder, fresh)
     tracker = _parent(base, state)
     try:
@@ -140,12 +139,10 @@ def run_reproduction(layers: Layers, *, fresh: bool = False, command: str = "", 
 
 def _parent(config: ExperimentConfig, state: State) -> Tracker:
     """The reproduction's MLflow parent run: the recorded one (set RUNNING again), or a new one."""
-    if "parent_run_id" in state.data:
-        tracker = Tracker.attach(state.data["tracking_uri"], state.data["parent_run_id"])
-        tracker.client.update_run(tracker.run_id, status="RUNNING")
-        return tracker
+    if "parent" in state.data:
+        return Tracker.resume(state.data["parent"])
     tracker = Tracker.start(config, "reproduce", tags={"kind": "reproduction"})
-    state.data |= {"parent_run_id": tracker.run_id, "tracking_uri": tracker.uri}
+    state.data["parent"] = tracker.record()
     state.save()
     return tracker
 
@@ -155,8 +152,7 @@ def _run_stage(stage, record, layers, state, tracker, storage, command, verbose)
     encoder = state.stage("pretrain").get("encoder")
     if stage.needs_encoder and encoder is None:
         raise InputError(f"stage {stage.key} needs the pre-training stage's encoder, which is not recorded")
-    config = layers.for_stage(stage, storage, encoder)
-    ensure_toy_world(config)
+    config = layers.for_stage(stage, storage, encoder)  # made ready to run by run_and_report
     resume = record["attempts"] > 0
     record["attempts"] += 1
     record["status"] = "running"

@@ -22,8 +22,8 @@ from typing import Any
 from clip2point import storage
 from clip2point.cluster import init_ray
 from clip2point.config import ExperimentConfig
-from clip2point.engine.context import resolve_paths
 from clip2point.paths import check_name
+from clip2point.prepare import prepare
 from clip2point.schema import with_overrides
 from clip2point.sweep.resources import concurrent_trials
 from clip2point.sweep.study import SearchSetup, Study
@@ -75,11 +75,10 @@ def run_study(
     import ray
     from ray import tune
 
-    config = resolve_paths(config)
+    config = prepare(config, probe_storage=True)
     uri = config.tracking.uri
     path = storage.join(sweep_storage(config), check_name(study.name, "study name"))
     state = storage.join(path, STATE_FILE)
-    storage.check_storage(config.storage)
     if not ray.is_initialized():
         init_ray(uri, include_dashboard=False, log_to_driver=verbose > 0)
     max_concurrent = concurrent_trials(study, config)
@@ -90,8 +89,7 @@ def run_study(
     if not restoring:
         storage.remove(path)  # the previous sweep's resumable state; its results and runs stay in MLflow
     if restoring:
-        parent = Tracker.attach(uri, json.loads(storage.read_text(state))["parent_run_id"])
-        parent.client.update_run(parent.run_id, status="RUNNING")
+        parent = Tracker.resume(json.loads(storage.read_text(state)))
         _close_stale_children(parent, "resumed sweep: the driver stopped while this trial ran")
     else:
         parent = Tracker.start(config, study.name, parent=within, tags={"study": study.name, "kind": "sweep"})
@@ -123,7 +121,7 @@ def run_study(
                     verbose=verbose,
                 ),
             )
-            storage.write_text(state, json.dumps({"parent_run_id": parent.run_id, "tracking_uri": uri}))
+            storage.write_text(state, json.dumps(parent.record()))
         grid = tuner.fit()
     except BaseException as error:
         parent.fail(error)

@@ -41,8 +41,8 @@ def test_cpu_fallback_runs_every_part_and_writes_the_report(tmp_path):
     assert report.startswith("# GPU check (CPU fallback)") and "outcome: every check passed" in report
     assert f"--device cpu --out {out}" in report and "torch 2." in report
     rows = report.splitlines()
-    for depth, footprint, extra in gpu_check.SETTINGS:  # CPU against CPU: identical
-        row = next(r for r in rows if r.startswith(f"| {gpu_check.label(depth, footprint, extra)} | "))
+    for settings in gpu_check.SETTINGS:  # CPU against CPU: identical
+        row = next(r for r in rows if r.startswith(f"| {settings.label()} | "))
         assert "| 0 | 0.00e+00 | 0.00e+00 |" in row and row.endswith("| ok |")
     assert "| fp32 | " in report and "| bf16 | " in report
     # the same seeds on the same device twice: Ray Train pre-training and few-shot exactly equal
@@ -101,3 +101,16 @@ def test_compare_devices_counts_what_differs():
     points = torch.tensor([[[-0.35, 0.1, 0.0], [0.2, -0.3, 0.4]]])
     same = gpu_check.compare_devices(renderer, points, FRONT, torch.device("cpu"))
     assert same == {"coverage": 0, "covered": 8, "depth": 0.0, "image": 0.0}  # 2 points x 2 x 2 pixels
+    # a device render that differs: one pixel covered on the CPU only, one on the device only, one depth
+    # 0.25 apart (the background's 0.0 difference at the first two does not count), one image value 0.5
+    cpu_raw = renderer.raw_depth(points, *FRONT)
+    dev_raw = cpu_raw.clone()
+    covered = (cpu_raw != gpu_check.BACKGROUND_RAW).nonzero().tolist()
+    dev_raw[tuple(covered[0])] = gpu_check.BACKGROUND_RAW
+    dev_raw[0, 0, 0, 0] = 0.5
+    dev_raw[tuple(covered[1])] += 0.25
+    images = renderer(points, *FRONT)
+    moved = images.clone()
+    moved[0, 0, 1, 5, 7] -= 0.5
+    found = gpu_check.differences(cpu_raw, dev_raw, images, moved)
+    assert found == {"coverage": 2, "covered": 8, "depth": pytest.approx(0.25), "image": pytest.approx(0.5)}

@@ -43,6 +43,15 @@ def trim_world(root: Path) -> None:
             extra.unlink()
 
 
+def consistent(result, tested: tuple[str, ...]) -> bool:
+    """Whether an :class:`~clip2point.engine.metrics.Accuracy` over one test sample of each class of
+    ``tested`` agrees with its confusion matrix: one sample per tested class, overall = its trace / 3."""
+    rows = dict(zip(MODELNET10, result.confusion.sum(axis=1).tolist(), strict=True))
+    return rows == {name: int(name in tested) for name in MODELNET10} and result.overall == pytest.approx(
+        100.0 * result.confusion.trace() / len(tested)
+    )
+
+
 def test_paper_preset_with_vit_b_32_end_to_end(ray_session, tmp_path):
     root = tmp_path / "toy"
     build_toy_world(root, seed=0, size="small", progress=False)
@@ -80,10 +89,15 @@ def test_paper_preset_with_vit_b_32_end_to_end(ray_session, tmp_path):
 
     zeroshot = run_zero_shot(experiment, out_dir=tmp_path / "zeroshot", track=False, progress=False)
     assert zeroshot.num_samples == 3 and tuple(zeroshot.per_class) == MODELNET10
-    assert 0.0 <= zeroshot.overall <= 100.0
+    assert consistent(zeroshot, tested=("chair", "night_stand", "sofa"))
 
     fewshot = run_few_shot(experiment, out_dir=tmp_path / "fewshot", track=False, progress=False)
     assert fewshot.protocol == "best test epoch, as the paper"
     (seed,) = fewshot.seeds
-    assert seed.selection == "test" and seed.epoch in (1, 2) and 0.0 <= seed.test_acc <= 100.0
+    tested = [h.test_acc for h in seed.history]  # test top-1 after every epoch; the best one is reported
+    assert seed.selection == "test" and [h.epoch for h in seed.history] == [1, 2]
+    assert seed.test_acc == max(tested) and seed.epoch == tested.index(max(tested)) + 1
+    assert seed.test_acc == seed.accuracy.overall and consistent(
+        seed.accuracy, ("chair", "night_stand", "sofa")
+    )
     assert len(list((tmp_path / "features").glob("*.safetensors"))) == 4  # 2 encoders x train, test

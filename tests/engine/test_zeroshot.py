@@ -117,7 +117,7 @@ def test_zeroshot_command_prints_logs_and_draws(tiny_name, tiny_modelnet, tmp_pa
 @pytest.mark.slow
 def test_ensure_toy_world_builds_once_and_only_for_toy_roots(tmp_path):
     from clip2point.config import load_config
-    from clip2point.engine.context import ensure_toy_world
+    from clip2point.prepare import ensure_toy_world
 
     toy = tmp_path / "toy"
     toy.mkdir()  # an unfinished earlier attempt

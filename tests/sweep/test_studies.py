@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from PIL import Image
 
 from clip2point.config import load_config
 from clip2point.sweep.cli import run_and_report
@@ -83,7 +84,9 @@ def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
         for cell in rendering.CELLS:
             assert f"ablation_rendering/{cell.name}" in dom
         shot = screenshot(runs_page, ROOT / "test-artifacts" / "mlflow_ui_sweep.png", base / "chrome-c")
-        assert shot.stat().st_size > 20_000
+        gray = Image.open(shot).convert("L")
+        assert gray.size == (1400, 900)
+        assert max(gray.histogram()) < 0.97 * 1400 * 900  # a page drawn, not a blank or single-colour one
 
 
 def test_a_study_without_a_depth_encoder_pretrains_one_first_and_then_reuses_it(ray_session, toy_setup):

@@ -53,16 +53,22 @@ def test_assets_fit_the_budget_and_describe_a_small_resnet():
 
 @pytest.mark.slow
 def test_distinct_prompts_and_zero_shot_on_held_out_objects(bundle):
-    """The numbers of the README: prompt separation, RGB and depth zero-shot on 3 seeds x 40 objects."""
+    """The numbers the README quotes for the shipped weights: the closest prompts (cosine 0.51, dresser /
+    sofa); on 3 seeds x 40 held-out objects, RGB 95.5-97.0% per render and 100% per object, depth maps
+    17-20% per render and 20% per object (almost every depth map read as "table")."""
     assert bundle.image_size == SIZE
     report = held_out_report(bundle.visual, bundle.text, bundle.image_size)
     print("\nToyCLIP zero-shot on held-out toy objects\n" + format_report(report))
-    assert report["closest_prompts"]["cosine"] <= 0.90
+    closest = report["closest_prompts"]
+    assert closest["pair"] == ["dresser", "sofa"] and closest["cosine"] == pytest.approx(0.51, abs=0.005)
     assert list(report["held_out"]) == list(HELD_OUT_SEEDS)
     for seed, acc in report["held_out"].items():
-        assert acc["rgb"]["view"] >= 0.90, seed
+        assert 0.9549 <= acc["rgb"]["view"] <= 0.9701 and acc["rgb"]["object"] == 1.0, seed
         for name in ("depth_disk", "depth_square2"):  # the domain gap CLIP2Point's pre-training closes
-            assert acc[name]["view"] < acc["rgb"]["view"], (seed, name)
+            assert 0.1699 <= acc[name]["view"] <= 0.2001 and acc[name]["object"] == pytest.approx(0.2), (
+                seed,
+                name,
+            )
 
 
 @pytest.mark.slow

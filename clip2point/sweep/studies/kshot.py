@@ -50,20 +50,19 @@ def plot_curves(study: Study, rows, path: Path, toy: bool, config: ExperimentCon
     plt = pyplot()
     papers = paper_values(study, config)
     by_name = dict(rows)
-    datasets = sorted({name.split(",")[0] for name, _ in rows})
+    datasets = config.sweep.datasets  # the cells' (see cells)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
-    for ax, title in zip(axes[0], datasets, strict=True):
+    for ax, dataset in zip(axes[0], datasets, strict=True):
         for arm, _ in ARMS:
             means, errors = [], []
             for shots in SHOTS:
-                name = f"{title}, {shots}-shot, {arm}"
-                trial = by_name.get(name)
+                trial = by_name.get(cell_name(dataset, shots, arm))
                 values = list(seed_values(dict(trial.metrics), "fewshot_acc").values()) if trial else []
                 summary = estimate(values) if values else None
                 means.append(summary.mean if summary else math.nan)
                 errors.append(summary.std if summary else 0.0)
             line = ax.errorbar(SHOTS, means, yerr=errors, marker="o", capsize=3, label=arm)
-            paper = papers.get(f"{title}, 16-shot, {arm}", {}).get("fewshot_acc")
+            paper = papers.get(cell_name(dataset, 16, arm), {}).get("fewshot_acc")
             if paper is not None:
                 ax.plot([16], [paper], marker="*", markersize=12, color=line[0].get_color(), linestyle="none",
                         label=f"{arm} (paper)")  # fmt: skip
@@ -72,7 +71,7 @@ def plot_curves(study: Study, rows, path: Path, toy: bool, config: ExperimentCon
         ax.set_xlabel("shots per class (K)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(DATASETS[dataset].title, fontsize=10)
         ax.legend(fontsize=7)
     fig.suptitle(study.title + (" - toy world" if toy else ""), fontsize=10)
     return save_figure(fig, path)
