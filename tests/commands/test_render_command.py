@@ -6,7 +6,7 @@ from PIL import Image
 
 from clip2point.cli import main
 from clip2point.toy import make_shape
-from clip2point.toy.world import object_rng
+from clip2point.toy.world import object_rng, write_mesh_formats
 from tests.data.data_writers import write_h5, write_off
 
 
@@ -26,6 +26,21 @@ def test_compare_grid_has_an_rgb_row_and_one_row_per_setting(chair_off, tmp_path
     assert "7 rows x 6 views" in capsys.readouterr().out
     without = Image.open(out).size
     assert with_rgb[0] == without[0] and with_rgb[1] > without[1]  # one row taller
+
+
+@pytest.mark.parametrize("suffix", ["obj", "stl", "glb"])
+def test_other_mesh_formats_render_like_the_off_file(chair_off, tmp_path, suffix, capsys):
+    mesh = make_shape(2, object_rng(0, "modelnet", 2, 0))
+    other = next(p for p in write_mesh_formats(tmp_path, mesh) if p.suffix == f".{suffix}")
+    grids = []
+    for path in (chair_off, other):
+        out = tmp_path / f"{path.suffix[1:]}.png"
+        assert main(["render", str(path), "--out", str(out), "--size", "32", "--views", "6"]) == 0
+        assert "2 rows x 6 views, 32 px" in capsys.readouterr().out  # the RGB row and the depth row
+        grids.append(np.asarray(Image.open(out)))
+    # Same triangles, same seed: the same sampled cloud and RGB views, so the same picture below the title
+    # (which names the file; another chair differs in 8% of these pixels).
+    assert np.array_equal(grids[0][40:], grids[1][40:])
 
 
 def test_single_setting_and_point_cloud_inputs(tmp_path, capsys):
