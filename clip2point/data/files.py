@@ -8,9 +8,7 @@ Vertices come back as float64 ``(V, 3)``, faces as int64 ``(F, 3)`` triangles (p
 
 from __future__ import annotations
 
-import logging
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from clip2point.errors import InputError
+from clip2point.logs import quiet_logger
 from clip2point.paths import write_text_atomic
 from clip2point.render.depth import OPENAI_CLIP_NORM, ImageNorm
 
@@ -400,7 +399,7 @@ def read_trimesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise InputError(f"cannot read mesh file {path}: no such file")
     try:
-        with _quiet_trimesh():
+        with quiet_logger("trimesh"):  # its guesses (units, materials): errors say what matters
             scene = trimesh.load_scene(
                 path, file_type=path.suffix.lower()[1:], process=False, skip_materials=True
             )
@@ -413,18 +412,6 @@ def read_trimesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     _check_finite(path, np.asarray(mesh.vertices))
     mesh.merge_vertices(merge_tex=True, merge_norm=True)
     return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
-
-
-@contextmanager
-def _quiet_trimesh():
-    """trimesh logs its guesses (units, missing materials) as warnings: an error here says what matters."""
-    logger = logging.getLogger("trimesh")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
