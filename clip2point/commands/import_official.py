@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from clip2point.models.checkpoints import convert_official
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -25,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clip2point.models.checkpoints import convert_official
     from clip2point.sources import local_file
 
     path = local_file(args.file)

@@ -1,63 +1,59 @@
-"""Everything between depth maps and logits: CLIP backbones, prompts, losses, adapters, checkpoints."""
+"""Everything between depth maps and logits: CLIP backbones, prompts, losses, adapters, checkpoints.
 
-from clip2point.models.adapters import GDPA, AdapterSettings, GlobalViewAggregator, InterViewAdapter
-from clip2point.models.backbone import (
-    ClipBundle,
-    FrozenEncoder,
-    TextEncoder,
-    load_clip,
-    toy_assets_dir,
-    uses_quick_gelu,
-    wants_quick_gelu,
-)
-from clip2point.models.checkpoints import (
-    ImportReport,
-    convert_official,
-    export_official_depth,
-    export_official_dpa,
-    load_depth_encoder,
-    load_dpa,
-    load_official_depth,
-    load_official_dpa,
-)
-from clip2point.models.classifier import FewShotClassifier
-from clip2point.models.heads import cosine_logits, encode_views, zero_shot_logits
-from clip2point.models.losses import PretrainLoss, PretrainObjective, nt_xent
-from clip2point.models.prompts import encode_prompts, prompt_texts
-from clip2point.models.state import load_module, read_state_dict, save_module, save_safetensors, save_torch
+The names below are imported from their modules on first use (PEP 562), so that a command which needs only
+:class:`~clip2point.models.adapters.AdapterSettings` (every config does) does not import open_clip.
+"""
 
-__all__ = [
-    "GDPA",
-    "AdapterSettings",
-    "ClipBundle",
-    "FewShotClassifier",
-    "FrozenEncoder",
-    "GlobalViewAggregator",
-    "ImportReport",
-    "InterViewAdapter",
-    "PretrainLoss",
-    "PretrainObjective",
-    "TextEncoder",
-    "convert_official",
-    "cosine_logits",
-    "encode_prompts",
-    "encode_views",
-    "export_official_depth",
-    "export_official_dpa",
-    "load_clip",
-    "load_depth_encoder",
-    "load_dpa",
-    "load_module",
-    "load_official_depth",
-    "load_official_dpa",
-    "nt_xent",
-    "prompt_texts",
-    "read_state_dict",
-    "save_module",
-    "save_safetensors",
-    "save_torch",
-    "toy_assets_dir",
-    "uses_quick_gelu",
-    "wants_quick_gelu",
-    "zero_shot_logits",
-]
+from __future__ import annotations
+
+from importlib import import_module
+
+_HOMES = {
+    "GDPA": "adapters",
+    "AdapterSettings": "adapters",
+    "ClipBundle": "backbone",
+    "FewShotClassifier": "classifier",
+    "FrozenEncoder": "backbone",
+    "GlobalViewAggregator": "adapters",
+    "ImportReport": "checkpoints",
+    "InterViewAdapter": "adapters",
+    "PretrainLoss": "losses",
+    "PretrainObjective": "losses",
+    "TextEncoder": "backbone",
+    "convert_official": "checkpoints",
+    "cosine_logits": "heads",
+    "encode_prompts": "prompts",
+    "encode_views": "heads",
+    "export_official_depth": "checkpoints",
+    "export_official_dpa": "checkpoints",
+    "load_clip": "backbone",
+    "load_depth_encoder": "checkpoints",
+    "load_dpa": "checkpoints",
+    "load_module": "state",
+    "load_official_depth": "checkpoints",
+    "load_official_dpa": "checkpoints",
+    "nt_xent": "losses",
+    "prompt_texts": "prompts",
+    "read_state_dict": "state",
+    "save_module": "state",
+    "save_safetensors": "state",
+    "save_torch": "state",
+    "toy_assets_dir": "backbone",
+    "uses_quick_gelu": "backbone",
+    "wants_quick_gelu": "backbone",
+    "zero_shot_logits": "heads",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    """``clip2point.models.<name>``: imported from its module the first time it is asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

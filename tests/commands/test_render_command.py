@@ -1,5 +1,8 @@
 """`clip2point render`: a PNG grid of what the encoder sees, RGB views of a mesh on top."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -68,3 +71,16 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert "c.npy: the cloud has 10 points, fewer than the 1024 asked for" in capsys.readouterr().err
     assert main(["render", str(cloud), "--points", "8", "--rgb", "on", "--out", str(tmp_path / "x.png")]) == 2
     assert "needs a mesh with faces" in capsys.readouterr().err
+
+
+def test_render_imports_no_clip_model_code(chair_off, tmp_path):
+    """What slowed `clip2point render` down most (2-5 s of 6-9 s): every verb's import pulled in open_clip."""
+    out = tmp_path / "grid.png"
+    code = (
+        "import sys; from clip2point.cli import main; "
+        f"assert main(['render', {str(chair_off)!r}, '--out', {str(out)!r}, '--size', '16', '--views', '6']) == 0; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'torchvision', 'ray', 'mlflow')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
