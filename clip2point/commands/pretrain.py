@@ -6,11 +6,9 @@ Prints a header, one line per epoch and the result; ``--verbose`` adds Ray's log
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
+import os
 
 from clip2point.commands.common import add_config_arguments, config_from_args
-from clip2point.logs import quiet_logger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +35,11 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    quiet = (
-        contextlib.nullcontext() if args.verbose else quiet_logger("mlflow", logging.WARNING)
-    )  # INFO notes
-    with quiet:
-        result = run_pretraining(
-            config, args.name, resume=args.resume, progress=progress, verbose=args.verbose
-        )
+    if (
+        not args.verbose
+    ):  # MLflow's INFO notes (database tables created ...); read whenever it sets its loggers
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    result = run_pretraining(config, args.name, resume=args.resume, progress=progress, verbose=args.verbose)
     print(
         f"zero-shot {config.pretrain.eval_dataset} test: {result.baseline_test_acc:.2f}% before pre-training, "
         f"{result.best_test_acc:.2f}% at the best val epoch {result.best_epoch} "

@@ -67,14 +67,20 @@ def cluster_capacity() -> tuple[Bundle, list[Bundle], str, bool]:
 
 
 def _v1_autoscaler() -> bool:
-    """Whether a v1 autoscaler runs: its monitor writes a status record into the GCS key-value store."""
+    """Whether a v1 autoscaler that can add nodes runs. Its monitor writes a status record into the GCS
+    key-value store, with the node type of each node; a plain ``ray.init()`` instance's monitor writes one
+    too, but there every node's type is just ``node_<its id>`` (Ray's read-only provider)."""
+    import json
+
     from ray._private import ray_constants
     from ray.experimental.internal_kv import _internal_kv_get
 
     try:
-        return _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) is not None
+        status = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or "{}")
     except Exception:  # a private API: without it, no autoscaler is assumed
         return False
+    types = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return any(name != f"node_{node}" for node, name in types.items())
 
 
 def _pick(resources) -> Bundle:
