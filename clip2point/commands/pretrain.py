@@ -1,8 +1,12 @@
-"""Pre-train a depth encoder (image-depth contrastive learning on Ray Train)."""
+"""Pre-train a depth encoder (image-depth contrastive learning on Ray Train).
+
+Prints a header, one line per epoch and the result; ``--verbose`` adds Ray's logs and the workers' output.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from clip2point.commands.common import add_config_arguments, config_from_args
 
@@ -12,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="run name: folder under <storage>/pretrain and MLflow run name")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run --name from its last checkpoint"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show Ray's logs and every worker's output"
     )
 
 
@@ -27,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    result = run_pretraining(config, args.name, resume=args.resume, on_epoch_end=progress)
+    if (
+        not args.verbose
+    ):  # MLflow's INFO notes (database tables created ...); read whenever it sets its loggers
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    result = run_pretraining(config, args.name, resume=args.resume, progress=progress, verbose=args.verbose)
     print(
         f"zero-shot {config.pretrain.eval_dataset} test: {result.baseline_test_acc:.2f}% before pre-training, "
         f"{result.best_test_acc:.2f}% at the best val epoch {result.best_epoch} "

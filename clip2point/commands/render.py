@@ -18,7 +18,9 @@ from clip2point.settings import TABLE5_SETTINGS, RenderSettings
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("input", type=Path, help="a .off/.ply mesh or cloud, a .npy cloud, or an .h5 file")
+    parser.add_argument(
+        "input", type=Path, help="a .off/.ply/.obj/.stl/.glb/.gltf mesh, a .ply/.npy cloud, or an .h5 file"
+    )
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
     add_settings_arguments(
         parser.add_argument_group("rendering (the config's render section)"), RenderSettings
@@ -44,13 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from clip2point.data.files import load_mesh, load_points
+    from clip2point.data.files import MESH_SUFFIXES, load_mesh, load_points, mesh_cloud
     from clip2point.render import DepthRenderer, align_modelnet, official_views
     from clip2point.render.preview import depth_gray, save_view_grid, view_titles
 
     if not args.input.exists():
         raise InputError(f"input file {args.input} does not exist")
-    cloud = load_points(args.input, num_points=args.points, seed=args.seed, index=args.index, normalize=False)
+    mesh = load_mesh(args.input) if args.input.suffix.lower() in MESH_SUFFIXES else None
+    if mesh is not None:  # read once: the cloud and the RGB row
+        cloud = mesh_cloud(*mesh, args.points, args.seed, args.input)
+    else:
+        cloud = load_points(
+            args.input, num_points=args.points, seed=args.seed, index=args.index, normalize=False
+        )
     centre = cloud.mean(dim=0)
     scale = (cloud - centre).norm(dim=-1).max().clamp_min(1e-12)
 
@@ -66,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         (settings.label(), depth_gray(DepthRenderer(args.size, settings), points, views))
         for settings in (TABLE5_SETTINGS if args.compare else (chosen,))
     ]
-    mesh = load_mesh(args.input) if args.input.suffix.lower() in (".off", ".ply") else None
     rgb = _rgb_row(args, mesh, place, views)
     if rgb is not None:
         rows.insert(0, ("RGB (mesh)", rgb))

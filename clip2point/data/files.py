@@ -1,4 +1,5 @@
-"""Readers for the on-disk formats of docs/method.md section 5: OFF and PLY meshes, .npy and .h5 clouds, PNG renders.
+"""Readers for the on-disk formats of docs/method.md section 5: OFF and PLY meshes, .npy and .h5 clouds, PNG renders,
+and the mesh formats other tools ship (.obj, .stl, .glb, .gltf) through trimesh.
 
 Every reader raises :class:`~clip2point.errors.InputError` naming the file (and, for text formats, the line)
 when the content is malformed: truncated, non-numeric, out-of-range face indices, NaN/inf coordinates.
@@ -15,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from clip2point.errors import InputError
+from clip2point.logs import quiet_logger
 from clip2point.paths import write_text_atomic
 from clip2point.render.depth import OPENAI_CLIP_NORM, ImageNorm
 
@@ -396,49 +398,98 @@ def write_off(path: str | Path, vertices, polygons) -> Path:
 
 # ------------------------------------------------------------------------------------------- any format
 
-MESH_SUFFIXES = (".off", ".ply")
-CLOUD_SUFFIXES = (".off", ".ply", ".npy", ".h5")
+TRIMESH_SUFFIXES = (".obj", ".stl", ".glb", ".gltf")  # ShapeNet's .obj, Objaverse's .glb, CAD's .stl
+MESH_SUFFIXES = (".off", ".ply", *TRIMESH_SUFFIXES)
+CLOUD_SUFFIXES = (*MESH_SUFFIXES, ".npy", ".h5")
+
+
+def read_trimesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """An .obj, .stl, .glb or .gltf file through trimesh: ``(vertices (V, 3) float64, faces (F, 3) int64)``.
+
+    A scene (a glTF's node tree, an OBJ's objects and groups) is flattened: every triangle mesh placed by
+    its node transform, all concatenated; points and lines are left out. Materials and textures are not
+    read (an OBJ's missing .mtl is no error). Vertices at the same position are merged (an STL repeats
+    them for every triangle, an OBJ splits them by texture coordinate). Units are kept as the file has
+    them: every consumer normalises the shape into the unit sphere, so millimetres and metres render alike.
+    """
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"cannot read mesh file {path}: no such file")
+    try:
+        with quiet_logger("trimesh"):  # its guesses (units, materials): errors say what matters
+            scene = trimesh.load_scene(
+                path, file_type=path.suffix.lower()[1:], process=False, skip_materials=True
+            )
+            geometries = [g for g in scene.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    except Exception as exc:  # trimesh's loaders raise anything from KeyError to struct.error
+        raise InputError(f"cannot read mesh file {path}: {type(exc).__name__}: {exc}") from exc
+    if not geometries:
+        raise InputError(f"{path}: no triangle mesh in the file (empty, or only points or lines)")
+    mesh = trimesh.util.concatenate(geometries)
+    _check_finite(path, np.asarray(mesh.vertices))
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)
+    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
 
 
 def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A triangle mesh ``(vertices (V, 3) float64, faces (F, 3) int64)`` from an .off or .ply file."""
+    """A triangle mesh ``(vertices (V, 3) float64, faces (F, 3) int64)`` from a file of
+    :data:`MESH_SUFFIXES` (.off, .ply by this module's readers; the others by :func:`read_trimesh`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".off":
         return read_off(path)
     if suffix == ".ply":
         return read_ply_mesh(path)
+    if suffix in TRIMESH_SUFFIXES:
+        return read_trimesh(path)
     raise InputError(f"{path}: unsupported mesh format {suffix!r}; allowed: {', '.join(MESH_SUFFIXES)}")
+
+
+def mesh_cloud(vertices: np.ndarray, faces: np.ndarray, num_points: int, seed: int, source: str | Path):
+    """The cloud ``(num_points, 3)`` float32 of a mesh read by :func:`load_mesh`: ``num_points`` surface
+    samples drawn with ``seed``, or, for a mesh without faces (a PLY point cloud), its vertices reduced by
+    farthest point sampling. Not normalised; errors name ``source``."""
+    from clip2point.data.sampling import resample, sample_surface
+
+    if len(faces):
+        cloud = sample_surface(vertices, faces, num_points, seed, source=str(source))
+    else:
+        cloud = check_cloud(vertices, source)
+    return resample(
+        torch.from_numpy(np.ascontiguousarray(cloud, dtype=np.float32)), num_points, source=str(source)
+    )
 
 
 def load_points(
     path: str | Path, num_points: int = 1024, seed: int = 0, index: int = 0, normalize: bool = True
 ) -> torch.Tensor:
-    """A point cloud ``(num_points, 3)`` float32 from any .off/.ply/.npy/.h5 file.
+    """A point cloud ``(num_points, 3)`` float32 from any file of :data:`CLOUD_SUFFIXES`.
 
-    Meshes (.off, .ply with faces) are surface-sampled with ``seed``; clouds (.npy, .ply without faces,
-    sample ``index`` of an .h5 file) are reduced by farthest point sampling and must hold at least
-    ``num_points`` points. With ``normalize`` the cloud is centred and scaled into the unit sphere.
+    Meshes (.off, .obj, .stl, .glb, .gltf, .ply with faces) are surface-sampled with ``seed``; clouds (.npy,
+    .ply without faces, sample ``index`` of an .h5 file) are reduced by farthest point sampling and must
+    hold at least ``num_points`` points (:func:`mesh_cloud`). With ``normalize`` the cloud is centred and
+    scaled into the unit sphere.
     """
-    from clip2point.data.sampling import normalize_unit_sphere, resample, sample_surface
+    from clip2point.data.sampling import normalize_unit_sphere, resample
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in CLOUD_SUFFIXES:
         raise InputError(f"{path}: unsupported format {suffix!r}; allowed: {', '.join(CLOUD_SUFFIXES)}")
     if suffix in MESH_SUFFIXES:
-        vertices, faces = load_mesh(path)
-        if len(faces):
-            cloud = sample_surface(vertices, faces, num_points, seed, source=str(path))
-        else:
-            cloud = check_cloud(vertices, path)
-    elif suffix == ".npy":
-        cloud = read_npy(path)
+        points = mesh_cloud(*load_mesh(path), num_points, seed, path)
     else:
-        data, _ = read_h5(path)
-        if not 0 <= index < len(data):
-            raise InputError(f"{path}: sample index {index} out of range; the file holds {len(data)} samples")
-        cloud = data[index]
-    cloud_t = torch.from_numpy(np.ascontiguousarray(cloud, dtype=np.float32))
-    points = resample(cloud_t, num_points, source=str(path))
+        if suffix == ".npy":
+            cloud = read_npy(path)
+        else:
+            data, _ = read_h5(path)
+            if not 0 <= index < len(data):
+                raise InputError(
+                    f"{path}: sample index {index} out of range; the file holds {len(data)} samples"
+                )
+            cloud = data[index]
+        points = resample(torch.from_numpy(np.ascontiguousarray(cloud, dtype=np.float32)), num_points,
+                          source=str(path))  # fmt: skip
     return normalize_unit_sphere(points) if normalize else points

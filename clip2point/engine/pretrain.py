@@ -27,6 +27,7 @@ from pathlib import Path
 from clip2point import lease, storage
 from clip2point.config import ExperimentConfig, dump_config
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
+from clip2point.engine.progress import EpochCallback, EpochHooks, driver_progress
 from clip2point.errors import Clip2PointError, ConfigError
 from clip2point.paths import check_name
 from clip2point.prepare import prepare
@@ -140,12 +141,28 @@ def summarise(tracker: Tracker, name: str, run_dir: str) -> PretrainResult:
     )  # fmt: skip
 
 
+def connect(config: ExperimentConfig, verbose: bool) -> None:
+    """Join Ray (:func:`~clip2point.cluster.init_ray`: the running cluster, or a local instance) unless this
+    process already has; ``verbose`` forwards the workers' output and Ray's own logs, else only errors."""
+    import logging
+
+    import ray
+
+    from clip2point.cluster import init_ray
+
+    if not ray.is_initialized():
+        level = logging.INFO if verbose else logging.ERROR
+        init_ray(config.tracking.uri, include_dashboard=False, log_to_driver=verbose, logging_level=level)
+
+
 def run_pretraining(
     config: ExperimentConfig,
     name: str | None = None,
     *,
     resume: bool = False,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    progress: EpochCallback | None = None,
+    verbose: bool = False,
     log: Callable[[str], None] = print,
 ) -> PretrainResult:
     """Pre-train a depth encoder as ``config`` says; see the module docstring.
@@ -153,21 +170,29 @@ def run_pretraining(
     ``name``: the run's folder name under ``<storage>/pretrain`` and MLflow run name (default
     ``pretrain-<date>-<time>``; :func:`~clip2point.paths.check_name`'s characters, ``/`` groups);
     ``resume``: continue the run of that name from its latest checkpoint (the config may raise
-    ``pretrain.epochs``), taking over its lease if its driver died. ``on_epoch_end(epoch, metrics)`` runs on the rank-0 worker after
-    each epoch (it must be picklable). The MLflow run ends FINISHED, or FAILED with the traceback.
+    ``pretrain.epochs``), taking over its lease if its driver died. ``on_epoch_end(epoch, metrics)`` runs
+    on the rank-0 worker after each epoch (it must be picklable), ``progress(epoch, metrics)`` on this
+    process (the driver). ``verbose``: when this call starts Ray, forward the workers' output and Ray's logs
+    (else errors only). The workers must fit the cluster
+    (:func:`~clip2point.sweep.resources.check_pretraining_fits`, a :class:`ConfigError` before anything
+    starts). The MLflow run ends FINISHED, or FAILED with the traceback.
     """
+    from clip2point.sweep.resources import check_pretraining_fits
+
     if resume and name is None:
         raise ConfigError("--resume needs the --name of the run to continue")
     name = check_name(default_run_name() if name is None else name)
     config = prepare(config, probe_storage=True)  # fail fast, before the MLflow run or anything else exists
+    connect(config, verbose)
+    check_pretraining_fits(config)
     run_dir = storage.join(runs_folder(config), name)
     with lease.held(run_dir, take_over=resume, stale_after=config.pretrain.lease_timeout,
                     what=f"pre-training run {name!r}"):  # fmt: skip
         tracker = open_run(config, name, run_dir, resume)
-        with tracker.active():
+        log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
+        with tracker.active(), driver_progress(progress) as queue:
             job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri,
-                   "run_id": tracker.run_id, "on_epoch_end": on_epoch_end}  # fmt: skip
-            log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
+                   "run_id": tracker.run_id, "on_epoch_end": EpochHooks(queue, on_epoch_end)}  # fmt: skip
             try:
                 make_trainer(config, name, job).fit()
             except Exception as error:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from clip2point.errors import ConfigError, InputError
+from clip2point.logs import quiet_logger
 from clip2point.models.state import load_checked, read_metadata, read_state_dict, strip_prefix
 from clip2point.render.depth import ImageNorm
 
@@ -160,7 +159,7 @@ def _create(name: str, pretrained: str | None, quick_gelu: bool, weights: Path |
         return open_clip.create_model(name, pretrained, force_quick_gelu=quick_gelu)
     if weights is not None:
         # open_clip warns that the model is randomly initialised; its weights are loaded right below.
-        with _quiet_open_clip():
+        with quiet_logger():  # open_clip logs its warnings to the root logger
             model = open_clip.create_model(name, None, force_quick_gelu=quick_gelu)
         state = read_state_dict(weights)
         if all(k.startswith("module.") for k in state):
@@ -168,18 +167,6 @@ def _create(name: str, pretrained: str | None, quick_gelu: bool, weights: Path |
         load_checked(model, state, f"weights file {weights}")
         return model
     return open_clip.create_model(name, None, force_quick_gelu=quick_gelu)
-
-
-@contextmanager
-def _quiet_open_clip():
-    """Hold back open_clip's warnings (it logs to the root logger) for the duration of the block."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def load_clip(

@@ -1,13 +1,15 @@
-"""Does a sweep fit its cluster? Checked before ``Tuner.fit``, because a trial whose Ray Train workers cannot
-be placed waits for resources forever.
+"""Does a sweep, or a pre-training run, fit its cluster? Checked before ``Tuner.fit`` and ``TorchTrainer.fit``,
+because a trial or run whose Ray Train workers cannot be placed waits for resources forever.
 
 A trial reserves ``sweep.cpus_per_trial`` CPUs and ``sweep.gpus_per_trial`` GPUs; a study whose trials run
 Ray Train (:attr:`~clip2point.sweep.study.Study.train_workers`) also needs, beside that reservation,
 ``pretrain.num_workers`` workers of ``pretrain.cpus_per_worker`` CPUs and, with ``pretrain.use_gpu``, one
 GPU each. The cluster's capacity is what its autoscaler can grow to (the node types' maxima, where the
-autoscaler reports them) or else the nodes it has now. Each reservation must fit on one node, the sum on
-the cluster; and Tune may run only as many such trials at once as the cluster holds whole, or their
-workers would wait on each other's trials.
+autoscaler reports them) or else the nodes it has now; under an autoscaler that does not report them (Ray's
+v1: ``ray up``, ``ray start --autoscaling-config``) nothing is refused. Each reservation must fit on one
+node, the sum on the cluster; and Tune may run only as many such trials at once as the cluster holds whole,
+or their workers would wait on each other's trials. A pre-training run needs its workers alone (Ray Train's
+controller takes no CPU).
 """
 
 from __future__ import annotations
@@ -23,18 +25,26 @@ KINDS = ("CPU", "GPU")
 _EPS = 1e-9
 
 
+def worker_bundles(config: ExperimentConfig) -> list[tuple[str, Bundle]]:
+    """What Ray Train's workers reserve: ``pretrain.num_workers`` x (``pretrain.cpus_per_worker`` CPUs and,
+    with ``pretrain.use_gpu``, one GPU)."""
+    pre = config.pretrain
+    worker = {"CPU": float(pre.cpus_per_worker), "GPU": 1.0 if pre.use_gpu else 0.0}
+    return [("a Ray Train worker", worker)] * pre.num_workers
+
+
 def trial_bundles(study: Study, config: ExperimentConfig) -> list[tuple[str, Bundle]]:
     """What one trial reserves: ``(label, resources)`` for the trial and for each Ray Train worker."""
-    sweep, pre = config.sweep, config.pretrain
+    sweep = config.sweep
     bundles = [("the trial", {"CPU": sweep.cpus_per_trial, "GPU": sweep.gpus_per_trial})]
-    if study.train_workers:
-        worker = {"CPU": float(pre.cpus_per_worker), "GPU": 1.0 if pre.use_gpu else 0.0}
-        bundles += [("a Ray Train worker", worker)] * pre.num_workers
-    return bundles
+    return bundles + (worker_bundles(config) if study.train_workers else [])
 
 
-def cluster_capacity() -> tuple[Bundle, list[Bundle], str]:
-    """(total CPUs/GPUs, each node's or node type's CPUs/GPUs, a description) of the connected cluster."""
+def cluster_capacity() -> tuple[Bundle, list[Bundle], str, bool]:
+    """(total CPUs/GPUs, each node's or node type's CPUs/GPUs, a description, whether that is all it can
+    have) of the connected cluster. The last is False under Ray's v1 autoscaler (``ray up``, ``ray start
+    --autoscaling-config``), which adds nodes but does not report how many it may: then the cluster is
+    described as it is now, and may grow."""
     import ray
 
     nodes = [_pick(n["Resources"]) for n in ray.nodes() if n["Alive"]]
@@ -45,41 +55,93 @@ def cluster_capacity() -> tuple[Bundle, list[Bundle], str]:
         config, limits = None, None
     if config is not None and limits:
         types = [_pick(dict(group.resources)) for group in config.node_group_configs if group.max_count != 0]
-        return _pick(limits), nodes + types, "at most (its autoscaler's node types at their maximum counts)"
-    return _pick(ray.cluster_resources()), nodes, "(its nodes now)"
+        return (
+            _pick(limits),
+            nodes + types,
+            "at most (its autoscaler's node types at their maximum counts)",
+            True,
+        )
+    if _v1_autoscaler():
+        return _pick(ray.cluster_resources()), nodes, "(its nodes now; its autoscaler may add more)", False
+    return _pick(ray.cluster_resources()), nodes, "(its nodes now)", True
+
+
+def _v1_autoscaler() -> bool:
+    """Whether a v1 autoscaler that can add nodes runs. Its monitor writes a status record into the GCS
+    key-value store, with the node type of each node; a plain ``ray.init()`` instance's monitor writes one
+    too, but there every node's type is just ``node_<its id>`` (Ray's read-only provider)."""
+    import json
+
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    try:
+        status = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or "{}")
+    except Exception:  # a private API: without it, no autoscaler is assumed
+        return False
+    types = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return any(name != f"node_{node}" for node, name in types.items())
 
 
 def _pick(resources) -> Bundle:
     return {kind: float(resources.get(kind, 0.0)) for kind in KINDS}
 
 
+def check_fit(
+    who: str, whole: str, bundles: list[tuple[str, Bundle]], parts: str, keys: str
+) -> tuple[Bundle, Bundle]:
+    """``(need, total)``: the CPUs/GPUs ``bundles`` need together, and the connected cluster's capacity.
+    Raises :class:`ConfigError` naming the numbers and ``keys`` (the config keys that set them) when one
+    bundle fits no node or all of them exceed the cluster (unless its autoscaler may grow it beyond what
+    it reports: :func:`cluster_capacity`). Messages start with ``who`` (``"sweep <name>"``);
+    ``whole`` names what the bundles make up (``"one trial"``), ``parts`` lists them (``"2 Ray Train
+    workers + the trial"``)."""
+    total, nodes, described, known = cluster_capacity()
+    need = {kind: sum(b[kind] for _, b in bundles) for kind in KINDS}
+    if not known:  # the autoscaler may add larger nodes, or more: nothing to refuse
+        return need, total
+    for label, bundle in bundles:
+        if not any(all(bundle[k] <= node[k] + _EPS for k in KINDS) for node in nodes):
+            raise ConfigError(
+                f"{who}: {label} needs {_show(bundle)} on one node, but no node of the cluster has that "
+                f"(largest: {_show(_largest(nodes))}); allowed: fewer or smaller {keys}, or larger nodes"
+            )
+    if any(need[k] > total[k] + _EPS for k in KINDS):
+        raise ConfigError(
+            f"{who}: {whole} needs {_show(need)} ({parts}), but the cluster has {described} {_show(total)}; "
+            f"allowed: fewer or smaller {keys}, or a larger cluster"
+        )
+    return need, total
+
+
+def check_pretraining_fits(config: ExperimentConfig) -> None:
+    """Raise :class:`ConfigError` unless the run's Ray Train workers fit the connected cluster."""
+    pre = config.pretrain
+    check_fit(
+        "pre-training",
+        "the run",
+        worker_bundles(config),
+        f"{pre.num_workers} Ray Train worker{'s' if pre.num_workers != 1 else ''}",
+        "workers (pretrain.num_workers, pretrain.cpus_per_worker, pretrain.use_gpu)",
+    )
+
+
 def concurrent_trials(study: Study, config: ExperimentConfig) -> int | None:
     """How many trials may run at once: ``sweep.max_concurrent``, lowered for a Ray Train study to what the
     cluster holds whole. Raises :class:`ConfigError` naming the numbers when one trial cannot fit."""
     bundles = trial_bundles(study, config)
-    total, nodes, described = cluster_capacity()
-    need = {kind: sum(b[kind] for _, b in bundles) for kind in KINDS}
-    for label, bundle in bundles:
-        if not any(all(bundle[k] <= node[k] + _EPS for k in KINDS) for node in nodes):
-            raise ConfigError(
-                f"sweep {study.name}: {label} needs {_show(bundle)} on one node, but no node of the cluster "
-                f"has that (largest: {_show(_largest(nodes))}); allowed: smaller per-trial or per-worker "
-                "resources (sweep.cpus_per_trial, sweep.gpus_per_trial, pretrain.cpus_per_worker, "
-                "pretrain.use_gpu), or larger nodes"
-            )
     parts = f"{len(bundles) - 1} Ray Train workers + the trial" if study.train_workers else "the trial"
-    short = [k for k in KINDS if need[k] > total[k] + _EPS]
-    if short:
-        raise ConfigError(
-            f"sweep {study.name}: one trial needs {_show(need)} ({parts}), but the cluster has "
-            f"{described} {_show(total)}; allowed: fewer or smaller workers (pretrain.num_workers, "
-            "pretrain.cpus_per_worker, pretrain.use_gpu), less per trial (sweep.cpus_per_trial, "
-            "sweep.gpus_per_trial), or a larger cluster"
-        )
+    keys = (
+        "workers (pretrain.num_workers, pretrain.cpus_per_worker, pretrain.use_gpu), less per trial "
+        "(sweep.cpus_per_trial, sweep.gpus_per_trial)"
+    )
+    need, total = check_fit(f"sweep {study.name}", "one trial", bundles, parts, keys)
     limit = config.sweep.max_concurrent
     if not study.train_workers:
         return limit
-    whole = min(math.floor((total[k] + _EPS) / need[k]) for k in KINDS if need[k] > 0)
+    whole = max(
+        1, min(math.floor((total[k] + _EPS) / need[k]) for k in KINDS if need[k] > 0)
+    )  # >= 1: growing
     return whole if limit is None else min(limit, whole)
 
 

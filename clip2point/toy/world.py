@@ -10,6 +10,9 @@ Layout under ``out_dir``::
     ScanObjectNN/main_split_nobg/{training,test}_objectdataset.h5                      OBJ_ONLY
     ScanObjectNN/main_split/{training,test}_objectdataset.h5                           OBJ_BG
     ScanObjectNN/main_split/{training,test}_objectdataset_augmentedrot_scale75.h5      PB_T50_RS
+    meshes/chair.{obj,stl,glb}                             the chair of ModelNet10/chair/train/chair_0001.off,
+                                                           Y up, in the formats ShapeNet, CAD tools and
+                                                           Objaverse ship (the .glb with its face colours)
     toy_world.json                                         seed, size, counts, class mappings
 
 The RGB renders (the pre-training images) are made as the paper's ShapeNet renders were, not as the depth
@@ -59,8 +62,9 @@ SIZES = {
     "default": {"modelnet": (40, 40), "shapenet": (50, 40), "scan": (30, 45)},
 }
 _PARTS = {"modelnet": 1, "shapenet": 2, "scan": 3}  # seed-stream ids
-WORLD_VERSION = 3  # bump when what a seed builds changes (2: perspective lit RGB renders, 400-object tests;
-#                   3: OFF vertices with 9 significant digits)
+WORLD_VERSION = 4  # bump when what a seed builds changes (2: perspective lit RGB renders, 400-object tests;
+#                   3: OFF vertices with 9 significant digits; 4: meshes/ in .obj, .stl, .glb)
+MESH_FORMATS = ("obj", "stl", "glb")
 SHAPENET_POINTS = 8192
 SCAN_POINTS = 2048
 
@@ -138,6 +142,8 @@ def build_toy_world(out_dir: str | Path, seed: int = 0, size: str = "default", p
         scanner.release()
     _write_lists(out, lists)
     _write_scans(out, scans)
+    chair = CLASSES.index("chair")
+    write_mesh_formats(out / "meshes", make_shape(chair, object_rng(seed, "modelnet", chair, 0)))
     manifest = {
         "version": WORLD_VERSION,
         "seed": seed,
@@ -159,6 +165,17 @@ def _write_shapenet(out: Path, synset: str, model: str, mesh: ToyMesh, rng, rgb:
     image_dir.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(render_rgb(rgb, mesh, *views)):
         Image.fromarray(image).save(image_dir / f"{i}.png", compress_level=1)
+
+
+def write_mesh_formats(folder: Path, mesh: ToyMesh) -> list[Path]:
+    """``mesh`` as ``<folder>/<class>.<format>`` for each of :data:`MESH_FORMATS` (trimesh's writers, with
+    face colours where the format keeps them); returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = trimesh.Trimesh(mesh.vertices, mesh.faces, face_colors=mesh.face_colors, process=False)
+    paths = [folder / f"{mesh.name}.{suffix}" for suffix in MESH_FORMATS]
+    for path in paths:
+        shape.export(path, file_type=path.suffix[1:])
+    return paths
 
 
 def _write_lists(out: Path, lists: dict[str, list[str]]) -> None:

@@ -105,3 +105,33 @@ def test_local_yaml_starts_and_scales_to_every_worker_node(tmp_path, monkeypatch
     assert status.returncode == 0, status.stderr[-3000:]
     for name, spec in workers.items():
         assert f" {spec['max_workers']} {name}\n" in status.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_pretraining_on_the_local_cluster_prints_a_header_one_line_per_epoch_and_the_result(tmp_path):
+    """`clip2point pretrain -o pretrain.num_workers=2` as the README rehearses it: at default verbosity no Ray
+    or worker chatter (1,788 lines for one epoch before: cleaner warnings, epoch lines four times, ...)."""
+    from clip2point.config import dump_config
+    from tests.engine.pretrain_fixtures import tiny_config_for
+
+    config = tmp_path / "config.yaml"
+    config.write_text(dump_config(tiny_config_for(tmp_path, **{"pretrain.epochs": 1})))
+    command = [sys.executable, "-m", "clip2point.cli", "pretrain", "--config", str(config)]
+    with fake_cluster(LOCAL) as cluster:
+        run = subprocess.run(
+            [*command, "-o", "pretrain.num_workers=2", "-o", "pretrain.cpus_per_worker=1", "--name", "quiet"],
+            env={**cluster.env, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+        )
+    lines = run.stdout.splitlines()
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert len(lines) <= 60, run.stdout
+    assert lines[0].startswith("pre-training run 'quiet': "), run.stdout
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1/1"], run.stdout
+    assert any(line.startswith("zero-shot modelnet10 test: ") for line in lines), run.stdout
+    noise = ("PlacementGroupCleaner", "multiple active Ray instances", "Reporting training result", "Warning")
+    assert not [line for line in lines if any(word in line for word in noise)], run.stdout

@@ -56,6 +56,70 @@ def write_ply(path: Path, vertices, polygons=None, fmt: str = "ascii") -> Path:
     return path
 
 
+def write_obj(path: Path, vertices, polygons, extra: str = "") -> Path:
+    """Write a Wavefront OBJ: a missing material library, ``v`` lines, one texture coordinate per vertex, an
+    object name, then ``f v/vt`` polygons (1-based); ``extra`` lines are appended as they are."""
+    lines = ["mtllib missing.mtl", "o shape"]
+    lines += [f"v {x!r} {y!r} {z!r}" for x, y, z in np.asarray(vertices, dtype=np.float64).tolist()]
+    lines += [f"vt {i / max(len(vertices) - 1, 1)!r} 0" for i in range(len(vertices))]
+    lines += ["usemtl wood"] + ["f " + " ".join(f"{i + 1}/{i + 1}" for i in p) for p in polygons]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def write_stl(path: Path, vertices, triangles) -> Path:
+    """Write a binary STL: an 80-byte header, the count, then per triangle a zero normal, its three corners
+    (float32) and a zero attribute word; every triangle repeats its corners, as STL does."""
+    corners = np.asarray(vertices, dtype=np.float32)[np.asarray(triangles)]  # (F, 3, 3)
+    record = np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attr", "<u2")])
+    rows = np.zeros(len(corners), record)
+    rows["corners"] = corners
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"written by the tests".ljust(80, b" ") + np.uint32(len(rows)).tobytes() + rows.tobytes()
+    )
+    return path
+
+
+def write_gltf(path: Path, vertices, triangles, translations) -> Path:
+    """Write a glTF 2.0 scene, ``.glb`` (binary) or ``.gltf`` (JSON, buffer inline as a data URI) by the
+    suffix: one mesh ``vertices (V, 3)`` / ``triangles (F, 3)`` placed by one node per translation."""
+    import base64
+    import json
+
+    vertices = np.asarray(vertices, dtype="<f4")
+    indices = np.asarray(triangles, dtype="<u4").reshape(-1)
+    blob = indices.tobytes() + vertices.tobytes()
+    doc = {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": list(range(len(translations)))}],
+        "nodes": [{"mesh": 0, "translation": [float(t) for t in tr]} for tr in translations],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 1}, "indices": 0, "mode": 4}]}],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5125, "count": len(indices), "type": "SCALAR"},
+            {"bufferView": 1, "componentType": 5126, "count": len(vertices), "type": "VEC3"},
+        ],
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": 0, "byteLength": indices.nbytes},
+            {"buffer": 0, "byteOffset": indices.nbytes, "byteLength": vertices.nbytes},
+        ],
+        "buffers": [{"byteLength": len(blob)}],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gltf":
+        doc["buffers"][0]["uri"] = "data:application/octet-stream;base64," + base64.b64encode(blob).decode()
+        path.write_text(json.dumps(doc))
+        return path
+    text = json.dumps(doc).encode().ljust(-(-len(json.dumps(doc)) // 4) * 4, b" ")
+    blob = blob.ljust(-(-len(blob) // 4) * 4, b"\0")
+    chunks = [(text, b"JSON"), (blob, b"BIN\0")]
+    body = b"".join(np.uint32(len(data)).tobytes() + kind + data for data, kind in chunks)
+    path.write_bytes(b"glTF" + np.uint32(2).tobytes() + np.uint32(12 + len(body)).tobytes() + body)
+    return path
+
+
 def write_h5(path: Path, data, label) -> Path:
     import h5py
 

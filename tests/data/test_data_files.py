@@ -16,10 +16,20 @@ from clip2point.data.files import (
     read_off,
     read_ply,
     read_ply_mesh,
+    read_trimesh,
 )
 from clip2point.errors import InputError
 from clip2point.render import OPENAI_CLIP_NORM
-from tests.data.data_writers import CUBE_QUADS, CUBE_V, write_h5, write_off, write_ply
+from tests.data.data_writers import (
+    CUBE_QUADS,
+    CUBE_V,
+    write_gltf,
+    write_h5,
+    write_obj,
+    write_off,
+    write_ply,
+    write_stl,
+)
 
 # The 12 triangles a fan over each cube quad gives: (p0, p1, p2), (p0, p2, p3).
 CUBE_TRIS = np.array([t for q in CUBE_QUADS for t in ([q[0], q[1], q[2]], [q[0], q[2], q[3]])])
@@ -209,7 +219,67 @@ def test_load_points_every_format(tmp_path):
         load_points(h5, 20, index=2)
     with pytest.raises(InputError, match=r"c\.npy: the cloud has 40 points, fewer than the 100 asked for"):
         load_points(tmp_path / "c.npy", 100)
-    with pytest.raises(InputError, match=r"x\.obj: unsupported format '\.obj'"):
-        load_points(tmp_path / "x.obj")
+    with pytest.raises(InputError, match=r"x\.xyz: unsupported format '\.xyz'"):
+        load_points(tmp_path / "x.xyz")
     with pytest.raises(InputError, match=r"c\.npy: unsupported mesh format"):
         load_mesh(tmp_path / "c.npy")
+
+
+def corner_set(vertices: np.ndarray, faces: np.ndarray) -> list:
+    """Each triangle as its sorted corner coordinates, sorted: equal for the same surface, whatever the
+    vertex order or numbering."""
+    return sorted(tuple(sorted(map(tuple, vertices[f].round(6).tolist()))) for f in faces)
+
+
+SHIFT = np.array([3.0, 0.0, 0.0])  # where the glTF scenes' second node puts its copy of the cube
+
+
+@pytest.mark.parametrize(
+    "name, write, copies",
+    [
+        ("cube.obj", lambda p: write_obj(p, CUBE_V, CUBE_QUADS), 1),  # quads, texture coords, no .mtl
+        ("cube.stl", lambda p: write_stl(p, CUBE_V, CUBE_TRIS), 1),  # 36 corners merged into 8
+        ("two.glb", lambda p: write_gltf(p, CUBE_V, CUBE_TRIS, [(0, 0, 0), SHIFT]), 2),  # a scene, flattened
+        ("two.gltf", lambda p: write_gltf(p, CUBE_V, CUBE_TRIS, [(0, 0, 0), SHIFT]), 2),
+    ],
+)
+def test_trimesh_formats_give_the_written_triangles(tmp_path, name, write, copies):
+    v, f = load_mesh(write(tmp_path / name))
+    assert v.shape == (8 * copies, 3) and v.dtype == np.float64
+    assert f.shape == (12 * copies, 3) and f.dtype == np.int64
+    placed = np.concatenate([CUBE_V + k * SHIFT for k in range(copies)])
+    tris = np.concatenate([CUBE_TRIS + 8 * k for k in range(copies)])
+    assert corner_set(v, f) == corner_set(placed, tris)
+
+
+def test_a_trimesh_format_is_sampled_on_its_surface(tmp_path):
+    side = 25.4  # a unit cube in millimetres, as CAD tools write it
+    raw = load_points(write_stl(tmp_path / "mm.stl", CUBE_V * side, CUBE_TRIS), 3000, seed=1, normalize=False)
+    assert raw.shape == (3000, 3) and float(raw.min()) >= 0 and float(raw.max()) <= side + 1e-4
+    gap = torch.minimum(raw, side - raw).amin(dim=1)  # distance to the nearest face plane
+    assert float(gap.max()) < 1e-3  # every point on the surface
+    faces = torch.where(raw < 1e-3, 0, 1) + 2 * torch.arange(
+        3
+    )  # which face: axis k at 0 -> 2k, at side -> 2k+1
+    counts = torch.bincount(faces[gap.unsqueeze(1) == torch.minimum(raw, side - raw)], minlength=6)
+    assert (
+        counts.sum() == 3000 and (counts - 500).abs().max() < 5 * (3000 * 1 / 6 * 5 / 6) ** 0.5
+    )  # area-uniform
+    torch.testing.assert_close(load_points(tmp_path / "mm.stl", 100).norm(dim=1).max(), torch.tensor(1.0))
+
+
+def test_trimesh_formats_bad_files_are_clear_errors(tmp_path):
+    with pytest.raises(InputError, match=r"cannot read mesh file .*missing\.glb: no such file"):
+        load_mesh(tmp_path / "missing.glb")
+    (tmp_path / "bad.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage")
+    with pytest.raises(InputError, match=r"cannot read mesh file .*bad\.glb: ValueError"):
+        load_mesh(tmp_path / "bad.glb")
+    (tmp_path / "lines.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nl 1 2 3\n")
+    with pytest.raises(InputError, match=r"lines\.obj: no triangle mesh in the file"):
+        read_trimesh(tmp_path / "lines.obj")
+    broken = CUBE_V.copy()
+    broken[3, 1] = np.nan
+    with pytest.raises(InputError, match=r"nan\.obj: vertex 3 has a non-finite coordinate"):
+        load_mesh(write_obj(tmp_path / "nan.obj", broken, CUBE_QUADS))
+    with pytest.raises(InputError, match=r"far\.obj: IndexError"):
+        load_mesh(write_obj(tmp_path / "far.obj", CUBE_V, [*CUBE_QUADS, [0, 1, 20]]))

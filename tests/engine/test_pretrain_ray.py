@@ -72,3 +72,18 @@ def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_session, tmp_pat
 
     with pytest.raises(ConfigError, match="no run named 'nothing'"):
         run_pretraining(config, "nothing", resume=True, log=lambda _: None)
+
+
+def test_a_run_that_cannot_fit_fails_before_anything_starts(ray_session, tmp_path):
+    """The sweeps' resource-fit check: 3 workers of 1 CPU on 2 CPUs would wait for resources forever."""
+    config = tiny_config_for(tmp_path, **{"pretrain.num_workers": 3})
+    with pytest.raises(
+        ConfigError,
+        match=r"pre-training: the run needs 3 CPUs, 0 GPUs \(3 Ray Train workers\), but the cluster has "
+        r"\(its nodes now\) 2 CPUs, 0 GPUs; allowed: fewer or smaller workers \(pretrain.num_workers",
+    ):
+        run_pretraining(config, "too-big", log=lambda _: None)
+    with pytest.raises(ConfigError, match=r"a Ray Train worker needs 1 CPU, 1 GPU on one node, but no node"):
+        run_pretraining(tiny_config_for(tmp_path, **{"pretrain.use_gpu": True}), "gpu", log=lambda _: None)
+    assert not (tmp_path / "runs" / "pretrain").exists()  # no run folder, no MLflow run
+    assert MlflowClient(config.tracking.uri).search_runs(["0"]) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -48,6 +49,7 @@ def grads(model: nn.Module) -> dict[str, torch.Tensor]:
 def shard_worker(rank: int, port: int, queue) -> None:
     """Rank ``rank`` of 2: its half of the batch through DDP, for global and per-worker negatives."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    warnings.simplefilter("error", FutureWarning)  # e.g. a deprecated collective: each worker printed one
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from clip2point.commands import toy as toy_command
 from clip2point.data.classnames import SCANOBJECTNN
+from clip2point.data.files import load_mesh
 from clip2point.errors import InputError
 from clip2point.render.cameras import align_modelnet, official_views
 from clip2point.render.mesh import RGB_DISTANCE, MeshRenderer, rgb_renderer
@@ -76,6 +77,18 @@ def test_modelnet_off_files(world):
         expected = make_shape(label, object_rng(3, "modelnet", label, start))
         assert np.array_equal(faces[:, 1:], expected.faces)
         assert np.allclose(align_modelnet(torch.from_numpy(vertices)).numpy(), expected.vertices, atol=2e-6)
+
+
+@pytest.mark.slow
+def test_meshes_in_other_formats_are_the_modelnet_chair(world):
+    chair = CLASSES.index("chair")
+    expected = make_shape(chair, object_rng(3, "modelnet", chair, 0))  # ModelNet10/chair/train/chair_0001.off
+    for suffix in ("obj", "stl", "glb"):
+        vertices, faces = load_mesh(world / "meshes" / f"chair.{suffix}")
+        assert vertices.shape == expected.vertices.shape and faces.shape == expected.faces.shape
+        assert np.allclose(np.sort(vertices, axis=0), np.sort(expected.vertices, axis=0), atol=1e-6)
+        area = trimesh.Trimesh(vertices, faces, process=False).area
+        assert area == pytest.approx(expected.trimesh().area, rel=1e-6)
 
 
 @pytest.mark.slow
