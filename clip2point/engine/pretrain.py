@@ -183,11 +183,11 @@ def run_pretraining(
         raise ConfigError("--resume needs the --name of the run to continue")
     name = check_name(default_run_name() if name is None else name)
     config = prepare(config, probe_storage=True)  # fail fast, before the MLflow run or anything else exists
-    connect(config, verbose)
-    check_pretraining_fits(config)
     run_dir = storage.join(runs_folder(config), name)
     with lease.held(run_dir, take_over=resume, stale_after=config.pretrain.lease_timeout,
                     what=f"pre-training run {name!r}"):  # fmt: skip
+        connect(config, verbose)
+        check_pretraining_fits(config)
         tracker = open_run(config, name, run_dir, resume)
         log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
         with tracker.active(), driver_progress(progress) as queue:
