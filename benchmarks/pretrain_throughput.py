@@ -197,7 +197,7 @@ def print_comparison(timings: list[StepTiming]) -> None:
     )
     for t in timings:
         print(
-            f"{t.micro_batch:>11} {t.samples_per_second:>10.2f} {t.peak_mib:>9,.0f} {t.step_mib:>9,.0f} "
+            f"{t.micro_batch:>11} {t.samples_per_second:>10.3g} {t.peak_mib:>9,.0f} {t.step_mib:>9,.0f} "
             f"{t.total / first.total:>10.2f} {first.peak_mib / t.peak_mib:>9.2f}x "
             f"{first.step_mib / t.step_mib:>16.2f}x"
         )
