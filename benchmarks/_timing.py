@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import time
 from collections.abc import Callable
@@ -41,3 +43,20 @@ def unit_ball_clouds(batch: int, points: int, seed: int = 0) -> torch.Tensor:
 def peak_rss_mib() -> float:
     """The process's peak resident set so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def resident_mib(field: str = "VmRSS") -> float:
+    """A line of ``/proc/self/status`` in MiB: ``VmRSS`` (resident now) or ``VmHWM`` (its peak). Linux."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def reset_peak_resident() -> float:
+    """Free what Python and the C allocator hold without using it (``gc``, ``malloc_trim``), then restart
+    the peak resident set (``VmHWM``) from the current one; returns that, MiB. Linux (glibc)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return resident_mib()

@@ -88,6 +88,10 @@ class PretrainConfig(Settings):
     ``keep_checkpoints``: how many epoch checkpoints Ray Train keeps. Runs are stored under
     ``<storage>/pretrain/<name>``. ``lease_timeout``: seconds after its last heartbeat that a run's lease
     (:mod:`clip2point.lease`) counts as its holder's death, so that ``--resume`` may take the run over.
+    ``micro_batch``: how many samples a worker pushes through the depth encoder at once (null: its whole
+    ``batch_size / num_workers``); smaller, the step caches gradients (:mod:`clip2point.engine.grad_cache`):
+    the same gradients, the contrastive batch still ``batch_size``, the memory of a micro batch, one more
+    depth-encoder forward. It must divide the per-worker batch.
     """
 
     SECTION = "pretrain"
@@ -117,6 +121,18 @@ class PretrainConfig(Settings):
     export_official: bool = False
     keep_checkpoints: int = bounded(2, low=1)
     lease_timeout: float = bounded(120.0, low=0.0, low_open=True)
+    micro_batch: int | None = bounded(
+        None, low=1, help="samples per depth-encoder pass on a worker (null: its whole batch)"
+    )
+
+    def check(self) -> None:
+        per_worker, rest = divmod(self.batch_size, self.num_workers)
+        if self.micro_batch is not None and not rest and per_worker % self.micro_batch:
+            raise ConfigError(
+                f"config key 'pretrain.micro_batch': {self.micro_batch} does not divide the per-worker batch "
+                f"pretrain.batch_size / pretrain.num_workers = {self.batch_size} / {self.num_workers} = "
+                f"{per_worker}; allowed: a divisor of {per_worker}, or null (the whole per-worker batch)"
+            )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ waiting; the epoch's losses are summed on the device (:func:`loss_terms`) and re
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -17,13 +19,26 @@ from clip2point.render.cameras import jitter_distance
 from clip2point.render.depth import DepthRenderer
 
 
+class Replay(NamedTuple):
+    """What a micro batch back-propagates in the last pass of a gradient-cached step
+    (:mod:`clip2point.engine.grad_cache`): ``feature_grad (m, K, C)``, the loss's gradient with respect to the
+    micro batch's depth features, and ``objective_grads``, the gradients of the objective's trainable
+    parameters (``s``) for the micro batch that adds them (empty for the others)."""
+
+    feature_grad: torch.Tensor
+    objective_grads: tuple[torch.Tensor, ...] = ()
+
+
 class DepthImageContrast(nn.Module):
     """The trainable part of pre-training: the depth encoder ``E_d`` and the objective (with its ``s``).
 
     ``forward(depth_images (b, K, 3, S, S), image_features (b, C)) -> PretrainLoss``: K = 2 distance-jittered
     depth maps per sample with the intra loss, K = 1 undistorted map without it. ``global_negatives``:
     gather features from every DDP rank (:func:`gather_with_grad`) so the contrastive negatives are the whole
-    global batch; otherwise each rank contrasts within its own ``b`` samples.
+    global batch; otherwise each rank contrasts within its own ``b`` samples. ``forward(depth_images,
+    replay=Replay(...))`` is a gradient-cached step's last pass over one micro batch (through DDP, so that
+    DDP reduces its gradients): the scalar ``sum(features * feature_grad) + sum(p * grad_p)`` over the
+    objective's parameters ``p``, whose gradient is exactly the cached one.
     """
 
     def __init__(self, depth_encoder: nn.Module, objective: PretrainObjective, global_negatives: bool = True):
@@ -32,15 +47,38 @@ class DepthImageContrast(nn.Module):
         self.objective = objective
         self.global_negatives = global_negatives
 
-    def forward(self, depth_images: torch.Tensor, image_features: torch.Tensor) -> PretrainLoss:
+    def forward(
+        self,
+        depth_images: torch.Tensor,
+        image_features: torch.Tensor | None = None,
+        replay: Replay | None = None,
+    ) -> PretrainLoss | torch.Tensor:
+        if replay is None:
+            return self.contrast(self.encode(depth_images), image_features)
+        surrogate = (self.encode(depth_images) * replay.feature_grad).sum()
+        for p, grad in zip(self.objective_parameters(), replay.objective_grads, strict=False):
+            surrogate = surrogate + (p * grad).sum()
+        return surrogate
+
+    def encode(self, depth_images: torch.Tensor) -> torch.Tensor:
+        """Depth features ``(b, K, C)`` float32 of ``depth_images (b, K, 3, S, S)``."""
         b, k = depth_images.shape[:2]
-        depth = self.depth_encoder(depth_images.flatten(0, 1)).float().view(b, k, -1)
+        return self.depth_encoder(depth_images.flatten(0, 1)).float().view(b, k, -1)
+
+    def contrast(self, depth: torch.Tensor, image_features: torch.Tensor) -> PretrainLoss:
+        """The objective of depth features ``(b, K, C)`` against ``image_features (b, C)`` (gathered from every
+        rank first with global negatives)."""
+        k = depth.shape[1]
         image = image_features.float()
         if self.global_negatives:
             depth, image = gather_with_grad(depth), gather_with_grad(image)
         if k == 2:
             return self.objective(image, depth[:, 0], depth[:, 1])
         return self.objective(image, depth[:, 0])
+
+    def objective_parameters(self) -> list[nn.Parameter]:
+        """The objective's trainable parameters (``[s]`` with the intra loss, none without)."""
+        return [p for p in self.objective.parameters() if p.requires_grad]
 
 
 def distance_factors(

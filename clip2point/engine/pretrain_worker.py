@@ -9,11 +9,13 @@ depth encoder to the run folder in storage (:mod:`clip2point.storage`: a bucket 
 node rank 0 is on), writes the checkpoint that Ray Train persists there, and logs the epoch to MLflow
 exactly once (also across restarts). A restarted worker (``FailureConfig``) or a resumed run continues from
 the newest checkpoint that reads back completely. At every (re)start rank 0 tags the run with the Ray node
-of each worker.
+of each worker. A ``pretrain.micro_batch`` below the worker's batch runs the depth encoder in micro batches
+with cached gradients (:mod:`clip2point.engine.grad_cache`): the same step in less memory.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
 from clip2point.engine.features import autocast
+from clip2point.engine.grad_cache import contrastive_backward
 from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_state import checkpoint_folder, read_newest, restore_state, write_state
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
@@ -107,7 +110,9 @@ class Worker:
                 f"config key 'pretrain.batch_size': {pre.batch_size} is not divisible by "
                 f"pretrain.num_workers={self.world}; allowed: a multiple of the number of workers"
             )
+        self.micro_batch = pre.micro_batch or pre.batch_size // self.world
         self.device = ray.train.torch.get_device()
+        self.precision = functools.partial(autocast, self.device, self.config.precision)
         torch.set_num_threads(max(1, int(pre.cpus_per_worker)))  # a fraction of a CPU: one thread
         torch.manual_seed(self.config.seed)
         self.experiment = Experiment.from_config(self.config, self.device)
@@ -176,9 +181,11 @@ class Worker:
             with torch.no_grad():
                 depth = render_pair(self.experiment.renderer, points, azim, elev, dist_, factors)
             with autocast(self.device, self.config.precision):
-                loss = self.trainable(depth, self.image_encoder(image))
+                image_features = self.image_encoder(image)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
+            loss = contrastive_backward(
+                self.trainable, depth, image_features, self.micro_batch, self.precision
+            )
             self.optimizer.step()
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
             self.scheduler.step()

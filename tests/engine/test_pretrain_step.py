@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from clip2point.config import PretrainConfig
+from clip2point.engine.grad_cache import contrastive_backward
 from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
 from clip2point.models import FrozenEncoder, PretrainObjective
@@ -169,8 +170,8 @@ def test_render_pair_renders_each_sample_at_its_own_jittered_view():
 
 
 def test_a_training_step_makes_no_host_sync(tiny_bundle):
-    """The worker's step (render the pair, frozen image encoder, depth encoder + loss, backward, LAMB,
-    schedule, the loss sums) on meta tensors under no_host_sync: on a GPU the host never waits for the
+    """The worker's step (render the pair, frozen image encoder, depth encoder + loss, backward in one pass
+    and in micro batches, LAMB, schedule, the loss sums) on meta tensors under no_host_sync: on a GPU the host never waits for the
     device within a step, so it queues the next step while the device computes."""
     meta = torch.device("meta")
     model = DepthImageContrast(tiny_bundle.depth_encoder(), PretrainObjective()).to(meta)  # global negatives
@@ -184,13 +185,13 @@ def test_a_training_step_makes_no_host_sync(tiny_bundle):
     image = torch.empty(4, 3, SIZE, SIZE, device=meta)
     sums = torch.zeros(3, dtype=torch.float64, device=meta)
     with no_host_sync():
-        for _ in range(2):
+        for micro_batch in (4, 2):  # one pass, then cached gradients in micro batches
             factors = distance_factors(4, 0, 1, generator)  # drawn on the CPU, as the worker does
             with torch.no_grad():
                 depth = render_pair(renderer, points, azim, elev, dist_, factors)
-            loss = model(depth, image_encoder(image))
+            image_features = image_encoder(image)
             optimiser.zero_grad(set_to_none=True)
-            loss.total.backward()
+            loss = contrastive_backward(model, depth, image_features, micro_batch)
             optimiser.step()
             scheduler.step()
             sums += loss_terms(loss)
