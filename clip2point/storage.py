@@ -99,7 +99,7 @@ def filesystem(location: str, *, fail_fast: bool = False) -> tuple[pafs.FileSyst
     if scheme in ("gs", "gcs"):  # Google's default credentials: GOOGLE_APPLICATION_CREDENTIALS or the VM's
         options = {"retry_time_limit": timedelta(seconds=10)} if fail_fast else {}
         return pafs.GcsFileSystem(**options), path
-    with _reported(location, "open"):
+    with reported(location, "open"):
         fs, _ = pafs.FileSystem.from_uri(location)  # whatever else pyarrow knows
     return fs, path
 
@@ -111,7 +111,7 @@ def _s3(location: str, bucket: str, endpoint: str | None, region: str | None, fa
     if endpoint:
         options["endpoint_override"] = endpoint  # with its scheme: http:// for a local server
     if region is None and endpoint is None:
-        with _reported(location, "find the region of the bucket"):
+        with reported(location, "find the region of the bucket"):
             region = _bucket_region(bucket)
     if fail_fast:
         options |= {"connect_timeout": 3.0, "request_timeout": 10.0,
@@ -139,7 +139,7 @@ def _reason(error: BaseException) -> str:
 
 
 @contextmanager
-def _reported(location: str, action: str) -> Iterator[None]:
+def reported(location: str, action: str) -> Iterator[None]:
     """Turn an ``OSError`` of the storage layer into a :class:`StorageError` naming ``location``."""
     try:
         yield
@@ -157,7 +157,7 @@ def _reported(location: str, action: str) -> Iterator[None]:
 
 def info(location: str) -> pafs.FileInfo:
     fs, path = filesystem(location)
-    with _reported(location, "look up"):
+    with reported(location, "look up"):
         return fs.get_file_info(path)
 
 
@@ -169,7 +169,7 @@ def exists(location: str) -> bool:
 def read_bytes(location: str) -> bytes:
     """The content of the file at ``location``; :class:`FileNotFoundError` if there is none."""
     fs, path = filesystem(location)
-    with _reported(location, "read"):
+    with reported(location, "read"):
         if fs.get_file_info(path).type != pafs.FileType.File:
             raise FileNotFoundError(f"no file at {location}")
         with fs.open_input_stream(path) as stream:
@@ -183,7 +183,7 @@ def read_text(location: str) -> str:
 def write_bytes(location: str, data: bytes) -> str:
     """Write ``data`` to the file at ``location`` atomically (see the module docstring); return ``location``."""
     fs, path = filesystem(location)
-    with _reported(location, "write"):
+    with reported(location, "write"):
         if isinstance(fs, pafs.LocalFileSystem):
             atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
         else:
@@ -210,7 +210,7 @@ def download(location: str, local: str | os.PathLike) -> Path:
 def remove(location: str) -> None:
     """Delete the file or folder (recursively) at ``location``; nothing there is fine."""
     fs, path = filesystem(location)
-    with _reported(location, "delete"):
+    with reported(location, "delete"):
         kind = fs.get_file_info(path).type
         if kind == pafs.FileType.Directory:
             fs.delete_dir(path)
@@ -225,17 +225,17 @@ def check_storage(location: str) -> None:
     fs, path = filesystem(location, fail_fast=True)
     probe = f"{path}/{PROBE_PREFIX}{uuid.uuid4().hex}"
     token = uuid.uuid4().bytes
-    with _reported(location, "write a probe file"):
+    with reported(location, "write a probe file"):
         if isinstance(fs, pafs.LocalFileSystem):
             fs.create_dir(path)
         with fs.open_output_stream(probe) as stream:
             stream.write(token)
     try:
-        with _reported(location, "read the probe file back"), fs.open_input_stream(probe) as stream:
+        with reported(location, "read the probe file back"), fs.open_input_stream(probe) as stream:
             if stream.read() != token:
                 raise StorageError(
                     f"storage {location}: the probe file read back differs from what was written"
                 )
     finally:
-        with _reported(location, "delete the probe file"):
+        with reported(location, "delete the probe file"):
             fs.delete_file(probe)
