@@ -29,7 +29,7 @@ from clip2point.data.datasets import PointCloudDataset
 from clip2point.engine.feature_cache import ViewFeatures, load_or_extract
 from clip2point.engine.features import resolve_device
 from clip2point.models import ClipBundle, encode_prompts, load_clip, load_depth_encoder
-from clip2point.paths import resolve_path, storage_root
+from clip2point.paths import is_uri, resolve_path, storage_root
 from clip2point.render import DepthRenderer, Views, official_views
 from clip2point.schema import with_overrides
 from clip2point.sources import is_remote, local_file
@@ -48,7 +48,7 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
     def absolute(path: str | None) -> str | None:
         return None if path is None else str(resolve_path(path))
 
-    encoder = config.model.depth_encoder
+    encoder, pack = config.model.depth_encoder, config.pretrain.data
 
     return with_overrides(
         config,
@@ -58,6 +58,7 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
             "model.depth_encoder": encoder if encoder and is_remote(encoder) else absolute(encoder),
             "fewshot.feature_cache": absolute(config.fewshot.feature_cache),
             "sweep.results_dir": absolute(config.sweep.results_dir),
+            "pretrain.data": pack if pack is None or is_uri(pack) else absolute(pack),
             "storage": storage_root(config.storage),
             "tracking.uri": resolve_tracking_uri(config.tracking.uri),
         },

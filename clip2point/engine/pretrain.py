@@ -24,9 +24,12 @@ from pathlib import Path
 
 from clip2point import storage
 from clip2point.config import ExperimentConfig, dump_config
+from clip2point.data.pack import Encoder, check_encoder, read_manifest
 from clip2point.engine.context import ensure_toy_world, resolve_paths
+from clip2point.engine.features import compute_precision
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
 from clip2point.errors import ConfigError
+from clip2point.models import load_clip
 from clip2point.tracking import Tracker
 
 RUN_FILE = "mlflow_run.json"
@@ -78,6 +81,16 @@ def open_run(config: ExperimentConfig, name: str, run_dir: str, resume: bool) ->
     storage.write_text(record, json.dumps({"tracking_uri": tracker.uri, "run_id": tracker.run_id}, indent=2))
     storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(config))
     return tracker
+
+
+def check_pack(config: ExperimentConfig) -> None:
+    """Refuse a ``pretrain.data`` pack that cannot serve this run: unreadable, or its image features made by
+    another backbone, preprocessing or precision (:func:`~clip2point.data.pack.check_encoder`)."""
+    manifest = read_manifest(config.pretrain.data)
+    bundle = load_clip(config.model.name, config.model.pretrained, "cpu")
+    device = "cuda" if config.pretrain.use_gpu else "cpu"
+    run = Encoder.of(bundle, compute_precision(device, config.precision))
+    check_encoder(manifest.encoder, run, config.pretrain.data)
 
 
 def runs_folder(config: ExperimentConfig) -> str:
@@ -146,6 +159,8 @@ def run_pretraining(
         raise ConfigError("--resume needs the --name of the run to continue")
     config = resolve_paths(config)
     storage.check_storage(config.storage)  # fail fast, before the MLflow run or anything else exists
+    if config.pretrain.data:
+        check_pack(config)
     ensure_toy_world(config)
     name = name or default_run_name()
     run_dir = storage.join(runs_folder(config), name)
