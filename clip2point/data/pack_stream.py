@@ -27,6 +27,7 @@ from clip2point import storage
 from clip2point.data.datasets import pretrain_view, shapenet_points
 from clip2point.data.pack import Manifest, decode
 
+SORT_PARTITION = 4096  # samples per partition of the sort into the sampler's order: bounds a task's memory
 COLUMNS = ["index", "record", "label", "source", "cloud", "features", "cameras"]
 
 
@@ -95,4 +96,7 @@ class PackStream:
         files = [f"{path}/{shard.file}" for shard in self.manifest.shards]
         data = ray.data.read_parquet(files, filesystem=fs, columns=COLUMNS)
         data = data.map_batches(serve, batch_format="numpy", fn_kwargs=self.options | {"epoch": epoch})
-        yield from data.sort("order").iter_torch_batches(batch_size=self.batch_size, drop_last=True)
+        count = len(self) * self.batch_size  # this rank's samples: orders 0 .. count - 1
+        boundaries = list(range(SORT_PARTITION, count, SORT_PARTITION)) or [count]
+        ordered = data.sort("order", boundaries=boundaries)
+        yield from ordered.iter_torch_batches(batch_size=self.batch_size, drop_last=True)
