@@ -6,8 +6,9 @@ filesystem of :mod:`clip2point.storage`: nothing is copied to the node), keeps t
 serves each one (:func:`serve`) in Ray Data tasks and sorts them into the sampler's order. So the workers
 together see every object once per epoch (up to the sampler's ``drop_last`` remainder), in a shuffle that
 is new every epoch and the same on every run, and a pack gives the same samples, in the same order, as
-the raw files with the same seed. A worker holds a few batches at a time, whatever the pack's size;
-Ray Data spills what its sort holds to disk when the object store is full.
+the raw files with the same seed. A worker holds a few batches at a time, whatever the pack's size; the
+sort works in partitions of :data:`SORT_PARTITION` samples, and Ray Data spills what it holds to disk when
+the object store is full. The serve tasks hold the epoch's sampler order, 8 bytes per object.
 
 A served sample: the cloud reduced to ``num_points`` as the raw files do (FPS, or the random subset of
 ``(seed, epoch, record)``; :func:`~clip2point.data.datasets.shapenet_points`), the render of
