@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -118,7 +118,6 @@ class Manifest:
     shards: tuple[Shard, ...]
     skipped: tuple[tuple[str, str], ...] = ()
     format: int = FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -143,7 +142,6 @@ class Manifest:
                 num_objects=int(raw["num_objects"]), embed_dim=int(raw["embed_dim"]),
                 class_names=tuple(raw["class_names"]), shards=tuple(Shard(**s) for s in raw["shards"]),
                 skipped=tuple(tuple(s) for s in raw.get("skipped", ())), format=version,
-                extra=raw.get("extra", {}),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: malformed pack manifest ({type(exc).__name__}: {exc})") from exc
