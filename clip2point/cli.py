@@ -16,6 +16,7 @@ VERBS = {
     "import-official": "import_official",
     "zeroshot": "zeroshot",
     "toy": "toy",
+    "data": "data",
     "pretrain": "pretrain",
     "fewshot": "fewshot",
     "evaluate-dpa": "evaluate_dpa",

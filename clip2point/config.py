@@ -85,6 +85,9 @@ class PretrainConfig(Settings):
     per (seed, epoch, record), the authors' code). ``cpus_per_worker``: the CPUs Ray reserves for each worker,
     and its torch threads (the whole part, at least 1; a fraction such as 0.99 lets two single-threaded runs
     share a 2-CPU machine beside their Tune trials). ``loader_workers``: data-loading processes per worker.
+    ``data``: the storage location of a pack (:mod:`clip2point.data.pack`: a folder, ``s3://``, ``gs://``) whose
+    clouds, stored image features and cameras are streamed to the workers through Ray Data instead of
+    reading ``data.root``'s files (the validation and zero-shot probes still read ``data.root``).
     ``keep_checkpoints``: how many epoch checkpoints Ray Train keeps. Runs are stored under
     ``<storage>/pretrain/<name>``. ``lease_timeout``: seconds after its last heartbeat that a run's lease
     (:mod:`clip2point.lease`) counts as its holder's death, so that ``--resume`` may take the run over.
@@ -111,6 +114,9 @@ class PretrainConfig(Settings):
     loader_workers: int = bounded(0, low=0)
     sampling: Literal["fps", "random"] = described(
         "fps", "ShapeNet points: farthest point sampling, or a fresh random subset per epoch (the authors')"
+    )
+    data: str | None = described(
+        None, "a pack (`clip2point data pack`) to stream the training pairs from; null: the raw files"
     )
     optimizer: Literal["lamb", "timm_lamb"] = described(
         "lamb", "LAMB as the authors built it (torch-optimizer) or timm's (bias correction, clipping)"

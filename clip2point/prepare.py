@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clip2point import storage
 from clip2point.config import ExperimentConfig
-from clip2point.paths import is_remote, resolve_path, storage_root
+from clip2point.paths import is_remote, is_uri, resolve_path, storage_root
 from clip2point.schema import with_overrides
 from clip2point.tracking import resolve_tracking_uri
 
@@ -41,7 +41,7 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
     def absolute(path: str | None) -> str | None:
         return None if path is None else str(resolve_path(path))
 
-    encoder = config.model.depth_encoder
+    encoder, pack = config.model.depth_encoder, config.pretrain.data
 
     return with_overrides(
         config,
@@ -51,6 +51,7 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
             "model.depth_encoder": encoder if encoder and is_remote(encoder) else absolute(encoder),
             "fewshot.feature_cache": absolute(config.fewshot.feature_cache),
             "sweep.results_dir": absolute(config.sweep.results_dir),
+            "pretrain.data": pack if pack is None or is_uri(pack) else absolute(pack),
             "storage": storage_root(config.storage),
             "tracking.uri": resolve_tracking_uri(config.tracking.uri),
         },

@@ -392,12 +392,33 @@ class ShapeNet55(PointCloudDataset):
         return {**super().settings(), "sampling": self.sampling, "epoch": self.epoch}
 
     def compute(self, record: int) -> np.ndarray:
-        cloud, source = torch.from_numpy(read_npy(self.sources[record])), self.source_of(record)
-        if self.sampling == "fps":
-            return _finish(resample(cloud, self.num_points, source=source), align=False)
-        stream = (self.seed, self.epoch, record, self.SUBSET_STREAM, 1 + SPLITS.index(self.split))
-        subset = random_subset(cloud, self.num_points, np.random.default_rng(stream), source=source)
-        return _finish(subset, align=False)
+        cloud = read_npy(self.sources[record])
+        return shapenet_points(
+            cloud, self.num_points, self.sampling, (self.seed, self.epoch, record), self.split,
+            self.source_of(record),
+        )  # fmt: skip
+
+
+def shapenet_points(
+    cloud: np.ndarray, num_points: int, sampling: str, key: tuple[int, int, int], split: str, source: str
+) -> np.ndarray:
+    """A stored ShapeNet cloud ``(P, 3)`` float32 as served: ``(num_points, 3)`` float32, by farthest point
+    sampling (``"fps"``) or the per-epoch random subset of ``key = (seed, epoch, record)`` (``"random"``),
+    then normalised into the unit sphere. The raw files and a pack (:mod:`clip2point.data.pack`) both
+    serve their clouds through it."""
+    cloud = torch.from_numpy(cloud)
+    if sampling == "fps":
+        return _finish(resample(cloud, num_points, source=source), align=False)
+    stream = (*key, ShapeNet55.SUBSET_STREAM, 1 + SPLITS.index(split))
+    return _finish(
+        random_subset(cloud, num_points, np.random.default_rng(stream), source=source), align=False
+    )
+
+
+def pretrain_view(key: tuple[int, int, int], views: int) -> int:
+    """The render a pre-training pair uses in an epoch: drawn from ``views`` by
+    ``numpy.random.default_rng(key)``, ``key = (seed, epoch, record)`` (raw files and packs alike)."""
+    return int(np.random.default_rng(key).integers(views))
 
 
 def missing_renders(
@@ -472,7 +493,7 @@ class ShapeNet55Pretrain(ShapeNet55):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = super().__getitem__(index)
         record = int(self.records[index % len(self)])
-        view = int(np.random.default_rng((self.seed, self.epoch, record)).integers(self.NUM_VIEWS))
+        view = pretrain_view((self.seed, self.epoch, record), self.NUM_VIEWS)
         synset, model = self.model_ids[record]
         image = read_image(self.render_root / f"{synset}_{model}" / f"{view}.png", self.image_size, self.norm)
         return {

@@ -26,9 +26,12 @@ from pathlib import Path
 
 from clip2point import lease, storage
 from clip2point.config import ExperimentConfig, dump_config
+from clip2point.data.pack import Encoder, check_encoder, read_manifest
+from clip2point.engine.features import compute_precision
 from clip2point.engine.pretrain_worker import BEST_FILE, train_loop_per_worker
 from clip2point.engine.progress import EpochCallback, EpochHooks, driver_progress
 from clip2point.errors import Clip2PointError, ConfigError
+from clip2point.models import load_clip
 from clip2point.paths import check_name
 from clip2point.prepare import prepare
 from clip2point.tracking import Tracker
@@ -82,6 +85,16 @@ def open_run(config: ExperimentConfig, name: str, run_dir: str, resume: bool) ->
         storage.write_text(record, json.dumps(tracker.record(), indent=2))
         storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(config))
     return tracker
+
+
+def check_pack(config: ExperimentConfig) -> None:
+    """Refuse a ``pretrain.data`` pack that cannot serve this run: unreadable, or its image features made by
+    another backbone, preprocessing or precision (:func:`~clip2point.data.pack.check_encoder`)."""
+    manifest = read_manifest(config.pretrain.data)
+    bundle = load_clip(config.model.name, config.model.pretrained, "cpu")
+    device = "cuda" if config.pretrain.use_gpu else "cpu"
+    run = Encoder.of(bundle, compute_precision(device, config.precision))
+    check_encoder(manifest.encoder, run, config.pretrain.data)
 
 
 def runs_folder(config: ExperimentConfig) -> str:
@@ -183,6 +196,8 @@ def run_pretraining(
         raise ConfigError("--resume needs the --name of the run to continue")
     name = check_name(default_run_name() if name is None else name)
     config = prepare(config, probe_storage=True)  # fail fast, before the MLflow run or anything else exists
+    if config.pretrain.data:
+        check_pack(config)
     run_dir = storage.join(runs_folder(config), name)
     with lease.held(run_dir, take_over=resume, stale_after=config.pretrain.lease_timeout,
                     what=f"pre-training run {name!r}"):  # fmt: skip

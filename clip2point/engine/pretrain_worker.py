@@ -1,8 +1,10 @@
 """The Ray Train per-worker loop of pre-training (docs/method.md section 2), for 1 worker or N DDP workers.
 
-Each worker reads its shard of the ShapeNet55 pre-training pairs (``DistributedSampler``, seeded, one
+Each worker reads its shard of the ShapeNet55 pre-training pairs, from the raw files or streamed from a pack
+(``pretrain.data``, :mod:`clip2point.engine.pretrain_data`; ``DistributedSampler``'s order, seeded, one
 ``set_epoch`` per epoch), renders every cloud at its sampled view at two jittered distances, encodes the
-depth maps with the trainable depth encoder and the RGB render with the frozen image encoder, and steps
+depth maps with the trainable depth encoder and the RGB render with the frozen image encoder (a pack holds
+its output), and steps
 LAMB on the objective, with the cosine warm-restart schedule stepped every iteration. After every epoch
 rank 0 measures zero-shot accuracy (pre-training val split and the downstream test set), uploads the best-val
 depth encoder to the run folder in storage (:mod:`clip2point.storage`: a bucket or a shared folder, whichever
@@ -28,14 +30,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from clip2point import storage
 from clip2point.config import ExperimentConfig
-from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
+from clip2point.engine.context import Experiment
 from clip2point.engine.features import autocast
 from clip2point.engine.grad_cache import contrastive_backward
 from clip2point.engine.optim import build_optimizer
+from clip2point.engine.pretrain_data import pretrain_batches
 from clip2point.engine.pretrain_state import checkpoint_folder, read_newest, restore_state, write_state
 from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
 from clip2point.engine.zeroshot import evaluate_zero_shot
@@ -125,22 +127,15 @@ class Worker:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.trainable = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.train_set = self.experiment.dataset("train", PRETRAIN_PAIRS)
-        self.sampler = DistributedSampler(
-            self.train_set, self.world, self.rank, shuffle=True, seed=self.config.seed, drop_last=True
-        )
-        self.loader = DataLoader(
-            self.train_set, batch_size=pre.batch_size // self.world, sampler=self.sampler, drop_last=True,
-            num_workers=pre.loader_workers, pin_memory=self.device.type == "cuda",
-        )  # fmt: skip
-        if len(self.loader) == 0:
+        self.batches = pretrain_batches(self.experiment, self.rank, self.world, pre.batch_size // self.world)
+        if len(self.batches) == 0:
             raise ConfigError(
-                f"config key 'pretrain.batch_size': {pre.batch_size} exceeds the {len(self.train_set)} "
+                f"config key 'pretrain.batch_size': {pre.batch_size} exceeds the {self.batches.size} "
                 "pre-training samples; allowed: at most the number of samples"
             )
         self.optimizer = build_optimizer(pre, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.optimizer, T_0=pre.restart_epochs * len(self.loader), T_mult=1, eta_min=pre.eta_min
+            self.optimizer, T_0=pre.restart_epochs * len(self.batches), T_mult=1, eta_min=pre.eta_min
         )
         self.run_dir: str = job["run_dir"]  # a storage location
         self.taken: set[str] = set()  # the run folder's names, so that checkpoint folder names never repeat
@@ -164,16 +159,13 @@ class Worker:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over this worker's shard; the global batch's mean losses, ``s``, lr and timing."""
         pre = self.config.pretrain
-        self.sampler.set_epoch(epoch)
-        self.train_set.set_epoch(epoch)
         generator = epoch_generator(self.config.seed, epoch)
         self.trainable.train()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # read once, after the epoch
         start = time.perf_counter()
-        for batch in self.loader:
-            points, image, azim, elev, dist_ = (
-                batch[k].to(self.device, non_blocking=True)
-                for k in ("points", "image", "azim", "elev", "dist")
+        for batch in self.batches.epoch(epoch):
+            points, azim, elev, dist_ = (
+                batch[k].to(self.device, non_blocking=True) for k in ("points", "azim", "elev", "dist")
             )
             factors = (
                 distance_factors(pre.batch_size, self.rank, self.world, generator) if pre.intra else None
@@ -181,7 +173,7 @@ class Worker:
             with torch.no_grad():
                 depth = render_pair(self.experiment.renderer, points, azim, elev, dist_, factors)
             with autocast(self.device, self.config.precision):
-                image_features = self.image_encoder(image)
+                image_features = self.image_features(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss = contrastive_backward(
                 self.trainable, depth, image_features, self.micro_batch, self.precision
@@ -193,13 +185,19 @@ class Worker:
         if self.world > 1:
             dist.all_reduce(sums)
             sums /= self.world
-        total, intra, cross = (sums / len(self.loader)).tolist()
+        total, intra, cross = (sums / len(self.batches)).tolist()
         seconds = time.perf_counter() - start
         metrics = {"loss_total": total, "loss_cross": cross, "lr": lr}
         if pre.intra:
             metrics |= {"loss_intra": intra, "s": self.model.objective.s.item()}
-        samples = len(self.loader) * pre.batch_size
+        samples = len(self.batches) * pre.batch_size
         return metrics | {"epoch_seconds": seconds, "samples_per_second": samples / seconds}
+
+    def image_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's frozen image features ``(b, C)``: stored in a pack, else the image encoder's output."""
+        if "features" in batch:
+            return batch["features"].to(self.device, non_blocking=True)
+        return self.image_encoder(batch["image"].to(self.device, non_blocking=True))
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """Rank 0: zero-shot accuracies; a val accuracy at least as good as the best so far saves the depth

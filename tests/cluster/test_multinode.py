@@ -10,6 +10,8 @@ of ``cluster/gpu.yaml``), reaches the bucket through the standard AWS environmen
 - DDP pre-training with 2 workers on 2 nodes (gloo) ends epoch 1 where 1 worker with the same global batch
   and seed does;
 - a sweep's trials spread over the nodes, one parent run and a FINISHED child per trial in the server;
+- a pack written to the bucket by Ray tasks: the two ranks' streams hold every object once per epoch, and 2
+  workers on 2 nodes pre-train from it with no training file in the data folder;
 - pre-training on 2 nodes with the storage in the bucket: checkpoints, run record and best encoder land
   there; removing the node of a worker after epoch 1 makes Ray Train restart from the bucket's epoch-1
   checkpoint on the nodes left, and MLflow holds every epoch exactly once; then, with every local trace of
@@ -323,3 +325,48 @@ def test_pretraining_in_the_bucket_survives_a_node_loss_and_resumes_from_it_alon
     state = storage.download(f"{run_dir}/epoch_0003/state.pt", tmp_path / "state3" / "state.pt")
     assert read_state(state.parent)["epoch"] == 3
     assert not (elsewhere / "runs").exists()
+
+
+def test_two_nodes_stream_a_pack_from_the_bucket_each_object_once_per_epoch(
+    cluster, tracking, shared_bucket, tmp_path
+):
+    """A pack written to the bucket by Ray tasks on the nodes; the two ranks' streams hold every object once
+    per epoch, in a new order every epoch; 2 workers on 2 nodes pre-train from the bucket with no training
+    file (cloud or render) left in the data folder."""
+    from clip2point.data.pack import read_manifest
+    from clip2point.data.pack_stream import PackStream
+    from clip2point.engine.pack import pack_dataset
+    from clip2point.schema import with_overrides
+
+    settings = {"pretrain.num_workers": 2, "pretrain.epochs": 2, "pretrain.sampling": "random",
+                "tracking.uri": tracking, "storage": f"s3://{shared_bucket}/streamed"}  # fmt: skip
+    config = tiny_config_for(tmp_path, **settings)
+    pack = f"s3://{shared_bucket}/packs/tiny"
+    pack_dataset(config, pack, shard_size=4, log=quiet)
+    manifest = read_manifest(pack)
+    orders = []
+    for epoch in (1, 2):
+        per_rank = [
+            [r for batch in PackStream(pack, manifest, seed=config.seed, rank=rank, world=2, batch_size=2,
+                                       num_points=64, sampling="random").epoch(epoch)
+             for r in batch["record"].tolist()]
+            for rank in (0, 1)
+        ]  # fmt: skip
+        counts = Counter(per_rank[0] + per_rank[1])
+        assert sorted(counts) == list(range(16)) and set(counts.values()) == {1}, counts
+        assert len(per_rank[0]) == len(per_rank[1]) == 8
+        orders.append(per_rank)
+    assert orders[0] != orders[1]  # reshuffled every epoch
+
+    root = Path(config.data.root)
+    shutil.rmtree(root / "rendering")
+    for cloud in (root / "ShapeNet55" / "shapenet_pc").glob("*-m*.npy"):  # the train split's clouds
+        cloud.unlink()
+    result = run_pretraining(with_overrides(config, {"pretrain.data": pack}), "streamed", log=quiet)
+    client = MlflowClient(tracking)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and result.epochs == 2
+    placed = run.data.tags["worker_nodes"].split(",")
+    assert len(set(placed)) == 2 and set(placed) <= worker_node_ids(cluster)
+    assert [s for s, _ in history(client, result.run_id, "loss_total")] == [1, 2]
+    assert {s: v for s, v in history(client, result.run_id, "samples_per_second")}.keys() == {1, 2}
