@@ -46,8 +46,8 @@ def test_yaml_values_are_converted_and_validated(tmp_path):
             r"'fewshot.adapter.fusion': 'gate' needs the dual path; a single path takes 'none'",
         ),
         (
-            {"fewshot": {"adapter": {"aggregator": "inter_view"}}},
-            r"'fewshot.adapter.variant': 'official' applies to the global aggregator only",
+            {"fewshot": {"adapter": {"aggregator": "inter_view", "variant": "pointclip"}}},
+            r"'fewshot.adapter.variant': 'pointclip' is not allowed; expected one of 'paper', 'official'",
         ),
         ({"data": {"dataset": "modelnet"}}, r"'data.dataset': 'modelnet' is not allowed; expected one of"),
         (
