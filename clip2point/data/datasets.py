@@ -41,6 +41,7 @@ from clip2point.data.cache import Samples, check_on_error, compute_samples, fing
 from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
 from clip2point.data.registry import DATASET_NAMES, DATASETS
 from clip2point.data.sampling import (
+    KERNEL_EXCLUSION,
     check_points,
     normalize_unit_sphere,
     random_subset,
@@ -257,7 +258,8 @@ class ScanObjectNN(PointCloudDataset):
     """ScanObjectNN h5 files (keys ``data (M, 2048, 3)``, ``label (M,)``); no "rot".
 
     As the authors' code: each scan is normalised into the unit sphere on all its points, then reduced to
-    ``num_points`` by farthest point sampling, and not normalised again.
+    ``num_points`` by farthest point sampling as their CUDA kernel does it (no point within
+    ``sqrt(1e-3)`` of the centre is picked after the first), and not normalised again.
 
     ``variant``: "obj_only" (``main_split_nobg/``), "obj_bg" (``main_split/``) or "pb_t50_rs"
     (``main_split/*_augmentedrot_scale75.h5``). The split folder is looked for under ``<root>``,
@@ -302,13 +304,17 @@ class ScanObjectNN(PointCloudDataset):
     def source_of(self, record: int) -> str:
         return f"{self.path} sample {record}"
 
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {"fps_exclusion": KERNEL_EXCLUSION}
+
     def compute(self, record: int) -> np.ndarray:
         cloud, source = (
             torch.from_numpy(np.ascontiguousarray(self._data[record])).float(),
             self.source_of(record),
         )
         check_points(cloud, source)
-        return resample(normalize_unit_sphere(cloud), self.num_points, source=source).numpy()
+        centred = normalize_unit_sphere(cloud)
+        return resample(centred, self.num_points, source=source, exclude_below=KERNEL_EXCLUSION).numpy()
 
 
 def _shapenet_taxonomy(path: Path) -> dict[str, str]:

@@ -144,11 +144,16 @@ def test_modelnet40_ply(tmp_path):
 def test_scanobjectnn_variants_fps_and_bad_samples(tmp_path):
     rng = np.random.default_rng(1)
     data = rng.normal(size=(4, 64, 3))
+    data[3] = 0.0  # six unit points on the axes, 58 at the centre: FPS as the authors' kernel skips those
+    data[3, :6] = [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]
     write_h5(tmp_path / "main_split_nobg" / "test_objectdataset.h5", data, [3, 0, 14, 7])
     ds = ScanObjectNN(tmp_path, "test", 16, variant="obj_only")
     assert len(ds) == 4 and ds.labels.tolist() == [3, 0, 14, 7] and ds.class_names[14] == "toilet"
     cloud = normalize_unit_sphere(torch.from_numpy(data[2].astype(np.float32)))  # all points, once
-    torch.testing.assert_close(ds[2]["points"], cloud[farthest_point_sample(cloud[None], 16)[0]])
+    picked = farthest_point_sample(cloud[None], 16, exclude_below=1e-3)[0]
+    torch.testing.assert_close(ds[2]["points"], cloud[picked])
+    axes = torch.from_numpy(data[3, [0, 1, 2, 3, 4, 5] + [0] * 10].astype(np.float32))
+    torch.testing.assert_close(ds[3]["points"], axes)  # the six, then index 0 again: no centre point
     pb = (
         tmp_path
         / "ScanObjectNN"
