@@ -218,6 +218,22 @@ def test_shapenet_eval_and_pretrain_pairs(tmp_path):
     assert batch["image"].shape == (3, 3, 8, 8) and batch["azim"].shape == (3,)
 
 
+def test_shapenet_clouds_leave_out_the_authors_listed_model(tmp_path):
+    """The validation list without the one model the authors drop (10,518 lines -> 10,517 models)."""
+    entries = [("03001627", "udf068a6b-1a2b"), ("03001627", "udf068a6bx"), ("02691156", "a1")]
+    make_shapenet(tmp_path, entries, split="test", views=0)
+    val = ShapeNet55(tmp_path, "test", N)
+    assert len(val) == 2 and val.labels.tolist() == [18, 0]
+    assert val.skipped == [
+        (str(tmp_path / "ShapeNet55" / "shapenet_pc" / "03001627-udf068a6b-1a2b.npy"),
+         "left out by the authors' list (a model without renders)")
+    ]  # fmt: skip
+    assert [p.name for p in val.sources] == [
+        "03001627-udf068a6bx.npy",
+        "02691156-a1.npy",
+    ]  # not a prefix match
+
+
 def test_shapenet_bad_inputs(tmp_path):
     with pytest.raises(InputError, match=r"ShapeNet55/ShapeNet-55 not found; expected layout: ShapeNet55/"):
         ShapeNet55(tmp_path, "train", N)
