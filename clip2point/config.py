@@ -178,7 +178,9 @@ class SweepConfig(Settings):
     Each trial reserves ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (fractions share a GPU);
     ``max_concurrent`` caps parallel trials (None: as many as the cluster's resources fit); ``num_samples``
     is the number of trials of a search study (hpo_fewshot); ``datasets``: the datasets of the studies that
-    evaluate on several (Tables 1 and 2: one row per dataset). The sweep's state is kept under
+    evaluate on several (Tables 1 and 2: one row per dataset); ``zeroshot_views``: the views of Table 1's
+    zero-shot cells (None: ``render.views``; the paper gives no count, the authors' zero-shot script
+    defaults to 6). The sweep's state is kept under
     ``<storage>/sweeps/<study>``; ``results_dir`` is where the study's table and plot go.
     """
 
@@ -189,6 +191,9 @@ class SweepConfig(Settings):
     max_concurrent: int | None = bounded(None, low=1)
     num_samples: int = bounded(8, low=1)
     datasets: tuple[DatasetName, ...] = ("modelnet10",)
+    zeroshot_views: Literal[6, 10] | None = described(
+        None, "Table 1's zero-shot views; null: render.views (the paper preset: 6, the authors' script)"
+    )
     results_dir: str = "results"
 
 
@@ -207,7 +212,8 @@ class ExperimentConfig(Settings):
     """The whole configuration of one run. ``storage``: where runs and sweeps keep what must survive
     (checkpoints, best encoders, sweep state); None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs``.
     ``precision``: what every encoder pass computes in (pre-training steps, zero-shot and few-shot
-    features): ``bf16`` autocast on CUDA, or ``fp32`` as the authors' code; on the CPU always float32."""
+    features): ``bf16`` autocast on CUDA, ``fp32`` (full float32), or ``tf32`` (float32 with TF32 matmuls on
+    CUDA: the authors' fp32 code on their PyTorch 1.11, whose default that was); on the CPU always float32."""
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -219,7 +225,7 @@ class ExperimentConfig(Settings):
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    precision: Literal["fp32", "bf16"] = "bf16"
+    precision: Literal["fp32", "tf32", "bf16"] = "bf16"
 
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"

@@ -159,12 +159,13 @@ def test_a_file_may_build_on_a_preset(tmp_path):
 # The paper's and the authors' pre-training and adapter recipe (docs/method.md sections 2 and 4), written
 # out here so that neither the preset nor a sweep's paper YAML can drift from it unnoticed.
 PAPER_RECIPE = {
-    "model.name": "ViT-B-32", "model.pretrained": "openai", "precision": "fp32",
+    "model.name": "ViT-B-32", "model.pretrained": "openai", "precision": "tf32",
     "render.views": 10, "render.footprint": "disk", "render.radius": 0.02, "render.depth": "minimum",
     "render.projection": "orthographic", "data.prompts": "official",
     "pretrain.epochs": 100, "pretrain.batch_size": 256, "pretrain.lr": 0.006, "pretrain.weight_decay": 1e-4,
     "pretrain.restart_epochs": 2, "pretrain.eta_min": 1e-5, "pretrain.temperature": 0.07,
     "pretrain.optimizer": "lamb", "pretrain.sampling": "random", "pretrain.intra": True,
+    "pretrain.export_official": True, "sweep.zeroshot_views": 6,
     "fewshot.shots": 16, "fewshot.epochs": 100, "fewshot.batch_size": 32, "fewshot.lr": 1e-3,
     "fewshot.weight_decay": 1e-4, "fewshot.dropout": 0.075,
 }  # fmt: skip

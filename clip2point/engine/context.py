@@ -27,7 +27,7 @@ from clip2point.config import ExperimentConfig
 from clip2point.data import DATASETS, build_dataset
 from clip2point.data.datasets import PointCloudDataset
 from clip2point.engine.feature_cache import ViewFeatures, load_or_extract
-from clip2point.engine.features import resolve_device
+from clip2point.engine.features import resolve_device, set_matmul_precision
 from clip2point.models import ClipBundle, encode_prompts, load_clip, load_depth_encoder
 from clip2point.paths import resolve_path, storage_root
 from clip2point.render import DepthRenderer, Views, official_views
@@ -102,6 +102,7 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, device: torch.device | str | None = None):
         self.config = resolve_paths(config)
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
+        set_matmul_precision(self.device, config.precision)
         self.bundle: ClipBundle = load_clip(config.model.name, config.model.pretrained, self.device)
         self.views: Views = official_views(config.render.views)
         self.renderer = DepthRenderer(self.bundle.image_size, config.render, norm=self.bundle.norm)

@@ -86,7 +86,7 @@ TABLES = (
     ),
     PaperTable(
         "pretrain",
-        "The intra-modality loss (Sec. 5.4)",
+        "The intra-modality loss (Sec. 5.6)",
         "Zero-shot top-1 of the best (by validation) encoder of each pre-training run. One "
         "pre-training run per setting, so n = 1 and no interval. Difference: without minus with.",
         _against("with intra-modality loss"),

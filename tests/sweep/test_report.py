@@ -6,7 +6,7 @@ import pytest
 from clip2point.config import load_config
 from clip2point.sweep.report import write_results
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
-from clip2point.sweep.studies import STUDIES
+from clip2point.sweep.studies import STUDIES, zeroshot
 
 
 @pytest.fixture
@@ -34,6 +34,18 @@ def test_protocol_names_the_shots_the_cells_train_on(config):
         kshot.protocol(load_config(overrides={"fewshot.selection": "test"}))
         == "best test epoch, as the paper"
     )
+
+
+def test_table1_zero_shot_runs_at_the_authors_six_views_under_the_paper_preset(config):
+    study = STUDIES["table1_zeroshot"]
+    paper = load_config(preset="paper", overrides={"sweep.datasets": ["modelnet40"]})
+    views = {c.name: c.overrides.get("render.views") for c in study.cells_for(paper)}
+    assert views == {"ModelNet40, CLIP": 6, "ModelNet40, pre-trained": 6, zeroshot.CHECK: None}
+    chosen = load_config(preset="paper", overrides={"sweep.zeroshot_views": 10})
+    assert {c.overrides.get("render.views") for c in study.cells_for(chosen)} == {10, None}
+    assert {c.overrides.get("render.views") for c in study.cells_for(config)} == {
+        None
+    }  # default: render.views
 
 
 def test_header_lists_each_rows_dataset_and_the_table_its_values(config, tmp_path):
