@@ -179,8 +179,12 @@ class ModelNet(PointCloudDataset):
 
     Each mesh is surface-sampled (area-weighted, seed ``(seed, record)``) to ``num_points``, normalised,
     and by default aligned with the official ModelNet "rot" (``align``). ``variant`` is "modelnet10"
-    (folder ``ModelNet10``) or "modelnet40" (folder ``ModelNet40_manually_aligned``).
+    (folder ``ModelNet10``) or "modelnet40" (folder ``ModelNet40_manually_aligned``). ``resample``: sample
+    every mesh anew for every epoch (:meth:`set_epoch`), seed ``(seed, epoch, record, 3)``, as the
+    authors' few-shot script does on every load; such samples are not cached.
     """
+
+    RESAMPLE_STREAM = 3  # seed-sequence word that sets the per-epoch samples apart from the fixed ones
 
     FOLDERS: ClassVar[dict[str, str]] = {
         "modelnet10": "ModelNet10",
@@ -189,12 +193,13 @@ class ModelNet(PointCloudDataset):
 
     def __init__(
         self, root, split="test", num_points=1024, variant="modelnet40", align=True, seed=0, cache_dir=None,
-        on_error="raise",
+        on_error="raise", resample=False,
     ) -> None:  # fmt: skip
         if variant not in self.FOLDERS:
             raise InputError(f"ModelNet variant {variant!r} is not allowed; use {', '.join(self.FOLDERS)}")
         _check_split(split)
         super().__init__(f"{variant}-{split}", num_points, seed, cache_dir, on_error)
+        self.per_epoch = resample
         self.class_names = classnames.class_names(variant)
         self.root, self.align = Path(root), align
         layout = f"{self.FOLDERS[variant]}/<class>/{{train,test}}/*.off"
@@ -207,11 +212,15 @@ class ModelNet(PointCloudDataset):
         self._prepare(np.asarray(labels), self.sources)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "align": self.align}
+        resampled = {"resample": True, "epoch": self.epoch} if self.per_epoch else {}
+        return {**super().settings(), "align": self.align, **resampled}
 
     def compute(self, record: int) -> np.ndarray:
         vertices, faces = read_off(self.sources[record])
-        seed, source = (self.seed, record), self.source_of(record)
+        seed = (
+            (self.seed, self.epoch, record, self.RESAMPLE_STREAM) if self.per_epoch else (self.seed, record)
+        )
+        source = self.source_of(record)
         cloud = sample_surface(vertices, faces, self.num_points, seed, source=source)
         return _finish(torch.from_numpy(cloud), self.align)
 
@@ -521,7 +530,8 @@ def build_dataset(
     Names: modelnet10, modelnet40, modelnet40_ply (test only), scanobjectnn_obj_only, scanobjectnn_obj_bg,
     scanobjectnn_pb_t50_rs, shapenet55 (clouds + labels, zero-shot evaluation), shapenet55_pretrain (cloud
     and RGB render pairs). ``options`` go to the dataset class: ``seed``, ``cache_dir``, ``on_error`` for
-    all; ``align`` for the ModelNet ones; ``image_size``, ``norm``, ``render_root`` for shapenet55_pretrain.
+    all; ``align`` for the ModelNet ones, ``resample`` for those read from meshes; ``image_size``, ``norm``,
+    ``render_root`` for shapenet55_pretrain.
     """
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")

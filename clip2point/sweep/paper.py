@@ -22,6 +22,7 @@ from clip2point.sweep.report import (
     results_dir,
 )
 from clip2point.sweep.studies import STUDIES
+from clip2point.sweep.study import AUTHORS
 from clip2point.tracking import git_revision
 
 
@@ -148,13 +149,22 @@ def _section(table: PaperTable, study, record: dict) -> list[str]:
     with_paper = bool(record.get("cells"))
     compared = any(table.reference(name) is not None for name in order)
     titles = {column.metric: record["columns"].get(column.metric, column.label) for column in study.columns}
+    authors = record.get("authors_protocol")  # the authors' protocol ran beside the configured one
+    shown = {
+        c.metric: [c.metric, c.metric + AUTHORS] if c.fewshot and authors else [c.metric]
+        for c in study.columns
+    }
     header = ["setting"]
     for column in study.columns:
-        header += [titles[column.metric], "paper"] if with_paper else [titles[column.metric]]
+        header += [titles[column.metric]]
+        header += [f"{titles[column.metric]}, the authors' protocol"] if len(shown[column.metric]) > 1 else []
+        header += ["paper"] if with_paper else []
     header += [f"difference ({titles.get(metric, metric)})"] if compared else []
     out = [f"## {table.heading}", "", table.about, ""]
     if any(column.fewshot for column in study.columns):
         out += [f"Protocol (the epoch behind each number): {record['protocol']}.", ""]
+        if authors:
+            out += [f"Beside it, the authors' protocol (one run, labelled so): {authors}.", ""]
     out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in order:
         trial = trials.get(name)
@@ -162,9 +172,10 @@ def _section(table: PaperTable, study, record: dict) -> list[str]:
         row = [name if with_paper else describe_params(trial["params"])]
         for column in study.columns:
             paper = (trial or {}).get("paper", {}).get(column.metric)
-            row.append(
-                measured(metrics, column.metric, "-" if with_paper else STOPPED_EARLY) if trial else "not run"
-            )
+            for key in shown[column.metric]:
+                row.append(
+                    measured(metrics, key, "-" if with_paper else STOPPED_EARLY) if trial else "not run"
+                )
             row += ["-" if paper is None else f"{paper:.2f}"] if with_paper else []
         if compared:
             reference = table.reference(name)

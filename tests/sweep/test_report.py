@@ -75,3 +75,25 @@ def test_a_search_has_no_paper_columns(config):
         "| test top-1 at the selected epoch (measured; selected on validation) |"
     )
     assert table[2:] == ["| lr=0.01 | 80.00 | 90.00 |", "| lr=0.001 | 70.00 | stopped early |"]
+
+
+def test_the_authors_protocol_stands_beside_ours_both_labelled(tmp_path):
+    study = STUDIES["ablation_adapter"]
+    config = load_config(
+        overrides={"sweep.results_dir": str(tmp_path), "fewshot.shots": 16, "sweep.authors_protocol": True}
+    )
+    seeds = {"fewshot_acc": 81.0, "fewshot_acc/seed0": 80.0, "fewshot_acc/seed1": 82.0}
+    trials = [TrialOutcome(study.cells[0].name, {}, seeds | {"fewshot_acc_authors": 84.5})]
+    md, _ = write_results(study, config, outcome(study, trials), "python sweeps/ablation_adapter.py")
+    text = md.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0] == (
+        "| setting | 16-shot (measured; selected on validation) | 16-shot (measured; the authors' protocol) "
+        "| 16-shot (paper; best test epoch) |"
+    )
+    assert table[2] == "| single, inter-view | 81.00 +- 1.41 (n=2; 95% CI 68.29 to 93.71) | 84.50 | 86.06 |"
+    assert table[3] == "| single, global-view | not run | not run | 87.32 |"
+    assert (
+        "- beside it, the authors' protocol (`sweep.authors_protocol`): best test epoch, as the paper; "
+        "one run (seed 0); clouds re-sampled every epoch\n" in text
+    )

@@ -18,7 +18,7 @@ from clip2point.engine.zeroshot import zero_shot_accuracy
 from clip2point.render import TABLE5_SETTINGS, RenderSettings
 from clip2point.render.preview import depth_gray, save_view_grid, view_titles
 from clip2point.schema import to_dict
-from clip2point.sweep.studies.common import CLIP_SINGLE_PATH
+from clip2point.sweep.studies.common import CLIP_SINGLE_PATH, authors_metrics
 from clip2point.sweep.study import Cell, Column, Metrics, Report, Study
 from clip2point.tracking import Tracker
 
@@ -69,7 +69,7 @@ def rendering_trial(config: ExperimentConfig, tracker: Tracker, report: Report) 
         tracker.log_artifact(picture)
         fewshot = run_few_shot(experiment, out_dir=scratch, track=False, progress=False)
         tracker.log_artifact(Path(scratch) / f"confusion_seed{config.fewshot.seeds[0]}.png")
-    return {"zeroshot_acc": zeroshot.overall} | fewshot.metrics("fewshot_acc")
+    return {"zeroshot_acc": zeroshot.overall} | fewshot.metrics("fewshot_acc") | authors_metrics(config)
 
 
 STUDY = Study(
