@@ -4,7 +4,9 @@ the cells ran under, and a search study has no paper columns."""
 import pytest
 
 from clip2point.config import load_config
+from clip2point.sweep.paper import write_paper
 from clip2point.sweep.report import write_results
+from clip2point.sweep.reproduce import STAGES
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
 from clip2point.sweep.studies import STUDIES, zeroshot
 
@@ -96,4 +98,41 @@ def test_the_authors_protocol_stands_beside_ours_both_labelled(tmp_path):
     assert (
         "- beside it, the authors' protocol (`sweep.authors_protocol`): best test epoch, as the paper; "
         "one run (seed 0); clouds re-sampled every epoch\n" in text
+    )
+
+
+def test_paper_md_sets_the_authors_protocol_beside_ours_and_table5_against_the_disk(tmp_path):
+    config = load_config(overrides={"sweep.results_dir": str(tmp_path)})
+    ours = {"fewshot_acc/seed0": 80.0, "fewshot_acc/seed1": 82.0, "fewshot_acc": 81.0}
+    disk = {"fewshot_acc/seed0": 79.0, "fewshot_acc/seed1": 80.0, "fewshot_acc": 79.5}
+    record = {
+        "status": "finished", "seconds": 60.0, "protocol": "selected on validation",
+        "authors_protocol": "best test epoch, as the paper; one run (seed 0); clouds re-sampled every epoch",
+        "columns": {"zeroshot_acc": "zero-shot", "fewshot_acc": "16-shot"},
+        "cells": ["minimum square R=2", "minimum disk r=0.02"],
+        "trials": [
+            {"name": "minimum square R=2", "metrics": ours | {"zeroshot_acc": 30.0, "fewshot_acc_authors": 85.25},
+             "params": {}, "paper": {"zeroshot_acc": 29.71, "fewshot_acc": 87.46}},
+            {"name": "minimum disk r=0.02", "metrics": disk | {"zeroshot_acc": 31.0, "fewshot_acc_authors": 84.0},
+             "params": {}, "paper": {"zeroshot_acc": 29.71, "fewshot_acc": 87.46}},
+        ],
+    }  # fmt: skip
+    text = write_paper(
+        {"stages": {"table5": record}}, STAGES, config, "python sweeps/reproduce.py"
+    ).read_text()
+    assert (
+        "Beside it, the authors' protocol (one run, labelled so): best test epoch, as the paper; one run"
+        in text
+    )
+    assert (
+        "| setting | zero-shot | paper | 16-shot | 16-shot, the authors' protocol | paper | difference (16-shot) |"
+        in text
+    )
+    assert (
+        "| minimum square R=2 | 30.00 | 29.71 | 81.00 +- 1.41 (n=2; 95% CI 68.29 to 93.71) | 85.25 | 87.46 | "
+        "+1.50 +- 0.71 (n=2; 95% CI -4.85 to 7.85) vs minimum disk r=0.02 |" in text
+    )
+    assert (
+        "| minimum disk r=0.02 | 31.00 | 29.71 | 79.50 +- 0.71 (n=2; 95% CI 73.15 to 85.85) | 84.00 | 87.46 | - |"
+        in text
     )
