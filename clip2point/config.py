@@ -12,6 +12,7 @@ Nothing here imports torch, so a config error is quick. Relative paths are taken
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,11 @@ class FewShotConfig(Settings):
     disjoint from the K shots; full: ``val_fraction`` of each class, taken out of training), seeded per seed;
     the epoch with the best validation top-1 is selected and test is evaluated once, with that epoch's
     adapter. The HPO study searches on the same selection metric.
+
+    ``resample``: the training and test clouds are sampled anew from their meshes for every epoch, seeded
+    per ``(seed, epoch, record)`` (the authors' script samples on every load); mesh datasets only. Their
+    features change every epoch, so the feature cache is bypassed (features are rendered and encoded every
+    epoch). :meth:`authors` is the authors' whole reporting protocol.
     """
 
     SECTION = "fewshot"
@@ -174,25 +180,38 @@ class FewShotConfig(Settings):
     )
     val_shots: int = bounded(4, low=1, help="K-shot: validation samples per class, beside the K shots")
     val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True, help="full: share held out")
+    resample: bool = described(False, "sample the train and test clouds anew every epoch (the authors')")
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
+
+    def authors(self) -> FewShotConfig:
+        """The authors' reporting protocol on this setting: one run (the first seed), the best test epoch,
+        training and test clouds sampled anew every epoch."""
+        return dataclasses.replace(self, seeds=self.seeds[:1], selection="test", resample=True)
 
     def protocol(self, detail: bool = False, shots: str | None = None) -> str:
         """How the reported epoch is chosen, as tables say it: ``"best test epoch, as the paper"`` or
-        ``"selected on validation"``; with ``detail`` also what the validation split is (``shots``: how
-        to name the training shots, e.g. ``"K"`` for a table over several; default ``fewshot.shots``)."""
+        ``"selected on validation"``, with ``"; clouds re-sampled every epoch"`` under ``resample`` and
+        ``"; one run (seed s)"`` for a single seed under ``selection: test``; with ``detail`` also what the
+        validation split is (``shots``: how to name the training shots, e.g. ``"K"`` for a table over
+        several; default ``fewshot.shots``)."""
+        resampled = "; clouds re-sampled every epoch" if self.resample else ""
         if self.selection == "test":
-            return "best test epoch, as the paper" + (
-                " (test top-1 after every epoch, the maximum reported)" if detail else ""
+            single = f"; one run (seed {self.seeds[0]})" if len(self.seeds) == 1 else ""
+            return (
+                "best test epoch, as the paper"
+                + single
+                + resampled
+                + (" (test top-1 after every epoch, the maximum reported)" if detail else "")
             )
         if not detail:
-            return "selected on validation"
+            return "selected on validation" + resampled
         held = (
             f"up to {self.val_shots} samples per class from the train split, beside the "
             f"{shots or self.shots} shots"
             if self.shots is not None
             else f"{self.val_fraction:.0%} of each class of the train split, held out"
         )
-        return f"selected on validation ({held}); test evaluated once, at the selected epoch"
+        return f"selected on validation ({held}); test evaluated once, at the selected epoch{resampled}"
 
 
 @dataclass(frozen=True)
@@ -202,7 +221,12 @@ class SweepConfig(Settings):
     Each trial reserves ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (fractions share a GPU);
     ``max_concurrent`` caps parallel trials (None: as many as the cluster's resources fit); ``num_samples``
     is the number of trials of a search study (hpo_fewshot); ``datasets``: the datasets of the studies that
-    evaluate on several (Tables 1 and 2: one row per dataset). The sweep's state is kept under
+    evaluate on several (Tables 1 and 2: one row per dataset); ``authors_protocol``: every few-shot cell
+    of Tables 2 to 5 also runs the authors' reporting protocol (:meth:`FewShotConfig.authors`: one run, best
+    test epoch, clouds re-sampled every epoch) and the tables show it beside the configured protocol, both
+    labelled; ``zeroshot_views``: the views of Table 1's
+    zero-shot cells (None: ``render.views``; the paper gives no count, the authors' zero-shot script
+    defaults to 6). The sweep's state is kept under
     ``<storage>/sweeps/<study>``; ``results_dir`` is where the study's table and plot go.
     """
 
@@ -213,6 +237,13 @@ class SweepConfig(Settings):
     max_concurrent: int | None = bounded(None, low=1)
     num_samples: int = bounded(8, low=1)
     datasets: tuple[DatasetName, ...] = ("modelnet10",)
+    authors_protocol: bool = described(
+        False,
+        "few-shot studies also report the authors' protocol (fewshot.authors) beside the configured one",
+    )
+    zeroshot_views: Literal[6, 10] | None = described(
+        None, "Table 1's zero-shot views; null: render.views (the paper preset: 6, the authors' script)"
+    )
     results_dir: str = "results"
 
 
@@ -231,7 +262,8 @@ class ExperimentConfig(Settings):
     """The whole configuration of one run. ``storage``: where runs and sweeps keep what must survive
     (checkpoints, best encoders, sweep state); None: ``$CLIP2POINT_STORAGE`` or ``<project>/runs``.
     ``precision``: what every encoder pass computes in (pre-training steps, zero-shot and few-shot
-    features): ``bf16`` autocast on CUDA, or ``fp32`` as the authors' code; on the CPU always float32."""
+    features): ``bf16`` autocast on CUDA, ``fp32`` (full float32), or ``tf32`` (float32 with TF32 matmuls on
+    CUDA: the authors' fp32 code on their PyTorch 1.11, whose default that was); on the CPU always float32."""
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -243,7 +275,7 @@ class ExperimentConfig(Settings):
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    precision: Literal["fp32", "bf16"] = "bf16"
+    precision: Literal["fp32", "tf32", "bf16"] = "bf16"
 
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"

@@ -14,18 +14,20 @@ class DatasetSpec:
     """``title``: the name tables use; ``reader``: the class in :mod:`clip2point.data.datasets`; ``options``:
     its fixed keyword arguments; ``aligned``: the dataset is in ModelNet's frame and takes the "rot"
     alignment (``data.align``); ``pretraining``: ShapeNet55 clouds, sampled as ``pretrain.sampling`` says
-    (FPS or per-epoch subsets)."""
+    (FPS or per-epoch subsets); ``meshes``: clouds sampled from meshes, which can be sampled anew every
+    epoch (``fewshot.resample``)."""
 
     title: str
     reader: str
     options: Mapping[str, Any] = field(default_factory=dict)
     aligned: bool = False
     pretraining: bool = False
+    meshes: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "modelnet10": DatasetSpec("ModelNet10", "ModelNet", {"variant": "modelnet10"}, aligned=True),
-    "modelnet40": DatasetSpec("ModelNet40", "ModelNet", {"variant": "modelnet40"}, aligned=True),
+    "modelnet10": DatasetSpec("ModelNet10", "ModelNet", {"variant": "modelnet10"}, aligned=True, meshes=True),
+    "modelnet40": DatasetSpec("ModelNet40", "ModelNet", {"variant": "modelnet40"}, aligned=True, meshes=True),
     "modelnet40_ply": DatasetSpec("ModelNet40 (.ply samples)", "ModelNet40Ply", aligned=True),
     "scanobjectnn_obj_only": DatasetSpec("ScanObjectNN OBJ_ONLY", "ScanObjectNN", {"variant": "obj_only"}),
     "scanobjectnn_obj_bg": DatasetSpec("ScanObjectNN OBJ_BG", "ScanObjectNN", {"variant": "obj_bg"}),

@@ -17,7 +17,7 @@ from typing import Literal
 from clip2point.errors import ConfigError
 from clip2point.schema import Settings, bounded, described
 
-Variant = Literal["paper", "official"]  # the global aggregator's form: the paper's or the authors' code's
+Variant = Literal["paper", "official"]  # an aggregator's form: the paper's or the authors' code's
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,10 @@ class AdapterSettings(Settings):
     """The GDPA's switches (docs/method.md section 4), the config's ``fewshot.adapter`` section.
 
     ``path``: ``single`` (depth-encoder features only) or ``dual`` (plus CLIP's visual features);
-    ``aggregator``: ``global`` (GDPA) or ``inter_view`` (PointCLIP's adapter, ``variant: paper`` only);
+    ``aggregator``: ``global`` (GDPA) or ``inter_view`` (PointCLIP's adapter);
     ``fusion`` (dual path): ``gate`` (paper), ``average`` (the authors' code) or ``none``; a single path
-    takes ``none``. ``variant``: the ``paper`` or ``official`` form of the global aggregator.
+    takes ``none``. ``variant``: the ``paper`` form (the equations) or the ``official`` form (the authors'
+    code) of either aggregator.
     """
 
     SECTION = "fewshot.adapter"
@@ -75,18 +76,13 @@ class AdapterSettings(Settings):
     path: Literal["single", "dual"] = described("dual", "depth features only, or depth and CLIP")
     aggregator: Literal["global", "inter_view"] = described("global", "global-view or inter-view adapter")
     fusion: Literal["gate", "average", "none"] = described("gate", "how the dual path's two features meet")
-    variant: Variant = described("official", "the paper's or the authors' code's global aggregator")
+    variant: Variant = described("official", "the paper's or the authors' code's aggregator")
 
     def check(self) -> None:
         if self.path == "single" and self.fusion != "none":
             raise ConfigError(
                 f"config key 'fewshot.adapter.fusion': {self.fusion!r} needs the dual path; a single path "
                 "takes 'none'"
-            )
-        if self.aggregator == "inter_view" and self.variant != "paper":
-            raise ConfigError(
-                "config key 'fewshot.adapter.variant': 'official' applies to the global aggregator only; "
-                "the inter-view adapter takes 'paper'"
             )
 
     def label(self) -> str:

@@ -47,8 +47,8 @@ def test_yaml_values_are_converted_and_validated(tmp_path):
             r"'fewshot.adapter.fusion': 'gate' needs the dual path; a single path takes 'none'",
         ),
         (
-            {"fewshot": {"adapter": {"aggregator": "inter_view"}}},
-            r"'fewshot.adapter.variant': 'official' applies to the global aggregator only",
+            {"fewshot": {"adapter": {"aggregator": "inter_view", "variant": "pointclip"}}},
+            r"'fewshot.adapter.variant': 'pointclip' is not allowed; expected one of 'paper', 'official'",
         ),
         ({"data": {"dataset": "modelnet"}}, r"'data.dataset': 'modelnet' is not allowed; expected one of"),
         (
@@ -160,12 +160,13 @@ def test_a_file_may_build_on_a_preset(tmp_path):
 # The paper's and the authors' pre-training and adapter recipe (docs/method.md sections 2 and 4), written
 # out here so that neither the preset nor a sweep's paper YAML can drift from it unnoticed.
 PAPER_RECIPE = {
-    "model.name": "ViT-B-32", "model.pretrained": "openai", "precision": "fp32",
+    "model.name": "ViT-B-32", "model.pretrained": "openai", "precision": "tf32",
     "render.views": 10, "render.footprint": "disk", "render.radius": 0.02, "render.depth": "minimum",
     "render.projection": "orthographic", "data.prompts": "official",
     "pretrain.epochs": 100, "pretrain.batch_size": 256, "pretrain.lr": 0.006, "pretrain.weight_decay": 1e-4,
     "pretrain.restart_epochs": 2, "pretrain.eta_min": 1e-5, "pretrain.temperature": 0.07,
     "pretrain.optimizer": "lamb", "pretrain.sampling": "random", "pretrain.intra": True,
+    "pretrain.export_official": True, "sweep.zeroshot_views": 6,
     "fewshot.shots": 16, "fewshot.epochs": 100, "fewshot.batch_size": 32, "fewshot.lr": 1e-3,
     "fewshot.weight_decay": 1e-4, "fewshot.dropout": 0.075,
 }  # fmt: skip

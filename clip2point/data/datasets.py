@@ -40,6 +40,7 @@ from clip2point.data import classnames
 from clip2point.data.cache import Samples, check_on_error, compute_samples, fingerprint, load_or_build
 from clip2point.data.files import read_h5, read_image, read_npy, read_off, read_ply
 from clip2point.data.sampling import (
+    KERNEL_EXCLUSION,
     check_points,
     normalize_unit_sphere,
     random_subset,
@@ -178,8 +179,12 @@ class ModelNet(PointCloudDataset):
 
     Each mesh is surface-sampled (area-weighted, seed ``(seed, record)``) to ``num_points``, normalised,
     and by default aligned with the official ModelNet "rot" (``align``). ``variant`` is "modelnet10"
-    (folder ``ModelNet10``) or "modelnet40" (folder ``ModelNet40_manually_aligned``).
+    (folder ``ModelNet10``) or "modelnet40" (folder ``ModelNet40_manually_aligned``). ``resample``: sample
+    every mesh anew for every epoch (:meth:`set_epoch`), seed ``(seed, epoch, record, 3)``, as the
+    authors' few-shot script does on every load; such samples are not cached.
     """
+
+    RESAMPLE_STREAM = 3  # seed-sequence word that sets the per-epoch samples apart from the fixed ones
 
     FOLDERS: ClassVar[dict[str, str]] = {
         "modelnet10": "ModelNet10",
@@ -188,12 +193,13 @@ class ModelNet(PointCloudDataset):
 
     def __init__(
         self, root, split="test", num_points=1024, variant="modelnet40", align=True, seed=0, cache_dir=None,
-        on_error="raise",
+        on_error="raise", resample=False,
     ) -> None:  # fmt: skip
         if variant not in self.FOLDERS:
             raise InputError(f"ModelNet variant {variant!r} is not allowed; use {', '.join(self.FOLDERS)}")
         _check_split(split)
         super().__init__(f"{variant}-{split}", num_points, seed, cache_dir, on_error)
+        self.per_epoch = resample
         self.class_names = classnames.class_names(variant)
         self.root, self.align = Path(root), align
         layout = f"{self.FOLDERS[variant]}/<class>/{{train,test}}/*.off"
@@ -206,11 +212,15 @@ class ModelNet(PointCloudDataset):
         self._prepare(np.asarray(labels), self.sources)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "align": self.align}
+        resampled = {"resample": True, "epoch": self.epoch} if self.per_epoch else {}
+        return {**super().settings(), "align": self.align, **resampled}
 
     def compute(self, record: int) -> np.ndarray:
         vertices, faces = read_off(self.sources[record])
-        seed, source = (self.seed, record), self.source_of(record)
+        seed = (
+            (self.seed, self.epoch, record, self.RESAMPLE_STREAM) if self.per_epoch else (self.seed, record)
+        )
+        source = self.source_of(record)
         cloud = sample_surface(vertices, faces, self.num_points, seed, source=source)
         return _finish(torch.from_numpy(cloud), self.align)
 
@@ -257,7 +267,8 @@ class ScanObjectNN(PointCloudDataset):
     """ScanObjectNN h5 files (keys ``data (M, 2048, 3)``, ``label (M,)``); no "rot".
 
     As the authors' code: each scan is normalised into the unit sphere on all its points, then reduced to
-    ``num_points`` by farthest point sampling, and not normalised again.
+    ``num_points`` by farthest point sampling as their CUDA kernel does it (no point within
+    ``sqrt(1e-3)`` of the centre is picked after the first), and not normalised again.
 
     ``variant``: "obj_only" (``main_split_nobg/``), "obj_bg" (``main_split/``) or "pb_t50_rs"
     (``main_split/*_augmentedrot_scale75.h5``). The split folder is looked for under ``<root>``,
@@ -302,13 +313,17 @@ class ScanObjectNN(PointCloudDataset):
     def source_of(self, record: int) -> str:
         return f"{self.path} sample {record}"
 
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {"fps_exclusion": KERNEL_EXCLUSION}
+
     def compute(self, record: int) -> np.ndarray:
         cloud, source = (
             torch.from_numpy(np.ascontiguousarray(self._data[record])).float(),
             self.source_of(record),
         )
         check_points(cloud, source)
-        return resample(normalize_unit_sphere(cloud), self.num_points, source=source).numpy()
+        centred = normalize_unit_sphere(cloud)
+        return resample(centred, self.num_points, source=source, exclude_below=KERNEL_EXCLUSION).numpy()
 
 
 def _shapenet_taxonomy(path: Path) -> dict[str, str]:
@@ -326,6 +341,15 @@ def _shapenet_taxonomy(path: Path) -> dict[str, str]:
     ):
         raise InputError(f'{path} must map synset ids to class names, e.g. {{"02691156": "airplane"}}')
     return {k: mapping[k] for k in sorted(mapping)}
+
+
+# The authors' ShapeNet loader leaves out list entries whose "<synset>-<first part of the model id>" is here:
+# eight chair models without renders (one in the test list); the table and ashcan entries match no line.
+AUTHORS_DROPPED = frozenset(
+    ("03001627-udf068a6b", "03001627-u6028f63e", "03001627-uca24feec", "04379243-", "02747177-",
+     "03001627-u481ebf18", "03001627-u45c7b89f", "03001627-ub5d972a1", "03001627-u1e22cc04",
+     "03001627-ue639c33f")
+)  # fmt: skip
 
 
 class ShapeNet55(PointCloudDataset):
@@ -383,8 +407,20 @@ class ShapeNet55(PointCloudDataset):
 
     def _drop_incomplete(self) -> dict[int, tuple[str, str]]:
         """Remove the list entries that lack a file besides their cloud from ``sources``/``model_ids``;
-        return them as ``{list index: (source, reason)}``. ShapeNet55 clouds need nothing else."""
-        return {}
+        return them as ``{list index: (source, reason)}``. ShapeNet55 clouds need nothing else, but the
+        entries on the authors' fixed list (:data:`AUTHORS_DROPPED`: models without renders, which their
+        loader leaves out of both lists) are left out here too, so the validation split of pre-training
+        has the authors' 10,517 models."""
+        dropped = {
+            i: (str(self.sources[i]), "left out by the authors' list (a model without renders)")
+            for i, (synset, model) in enumerate(self.model_ids)
+            if f"{synset}-{model.split('-')[0]}" in AUTHORS_DROPPED
+        }
+        if dropped:
+            log.info("%s: %d models on the authors' list left out", self.name, len(dropped))
+            self.sources = [s for i, s in enumerate(self.sources) if i not in dropped]
+            self.model_ids = [m for i, m in enumerate(self.model_ids) if i not in dropped]
+        return dropped
 
     def settings(self) -> dict[str, Any]:
         if not self.per_epoch:
@@ -515,7 +551,8 @@ def build_dataset(
     Names: modelnet10, modelnet40, modelnet40_ply (test only), scanobjectnn_obj_only, scanobjectnn_obj_bg,
     scanobjectnn_pb_t50_rs, shapenet55 (clouds + labels, zero-shot evaluation), shapenet55_pretrain (cloud
     and RGB render pairs). ``options`` go to the dataset class: ``seed``, ``cache_dir``, ``on_error`` for
-    all; ``align`` for the ModelNet ones; ``image_size``, ``norm``, ``render_root`` for shapenet55_pretrain.
+    all; ``align`` for the ModelNet ones, ``resample`` for those read from meshes; ``image_size``, ``norm``,
+    ``render_root`` for shapenet55_pretrain.
     """
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")

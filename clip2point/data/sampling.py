@@ -14,6 +14,7 @@ import torch
 from clip2point.errors import InputError
 
 Seed = int | Sequence[int] | np.random.Generator
+KERNEL_EXCLUSION = 1e-3  # pointnet2_ops' FPS kernel never picks a point with |p|^2 <= this after the first
 
 
 def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -50,12 +51,17 @@ def sample_surface(
     return points.astype(np.float32)
 
 
-def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+def farthest_point_sample(
+    points: torch.Tensor, num_samples: int, exclude_below: float | None = None
+) -> torch.Tensor:
     """Farthest point sampling: indices ``(B, num_samples)`` int64 into ``points (B, N, 3)``.
 
     Deterministic: the first pick is index 0 of every cloud; each next pick is the not yet picked point
     with the largest squared distance to the picked set (ties: the lowest index, as ``argmax`` returns),
     so the indices of a cloud are distinct even when it holds duplicate points.
+    ``exclude_below``: as the authors' CUDA kernel (pointnet2_ops ``furthest_point_sample``, which skips
+    points with ``|p|^2 <= 1e-3``), points with a squared norm at most this are never picked after the first
+    pick; when no candidate is left the kernel's answer, index 0, is repeated.
     Vectorised over the batch and the points (one step per sample); runs on the input's device.
     """
     if points.ndim != 3 or points.shape[-1] != 3:
@@ -65,6 +71,8 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tenso
         raise InputError(f"farthest_point_sample: cannot pick {num_samples} of {n} points; need 1 <= M <= N")
     indices = torch.zeros(b, num_samples, dtype=torch.long, device=points.device)
     nearest = torch.full((b, n), float("inf"), dtype=points.dtype, device=points.device)
+    if exclude_below is not None:
+        nearest[(points**2).sum(-1) <= exclude_below] = -1.0  # never a candidate
     batch = torch.arange(b, device=points.device)
     current = torch.zeros(b, dtype=torch.long, device=points.device)
     for i in range(num_samples):
@@ -72,7 +80,8 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tenso
         d = ((points - points[batch, current].unsqueeze(1)) ** 2).sum(-1)
         nearest = torch.minimum(nearest, d)
         nearest[batch, current] = -1.0  # never pick a point twice, even among duplicates
-        current = nearest.argmax(-1)
+        best, current = nearest.max(-1)
+        current = torch.where(best < 0, 0, current)  # no candidate left (excluded points only): index 0
     return indices
 
 
@@ -101,18 +110,23 @@ def check_points(points: torch.Tensor, source: str = "points") -> None:
 
 
 def resample(
-    points: torch.Tensor, num_points: int, allow_repeat: bool = False, source: str = "points"
+    points: torch.Tensor,
+    num_points: int,
+    allow_repeat: bool = False,
+    source: str = "points",
+    exclude_below: float | None = None,
 ) -> torch.Tensor:
     """A cloud ``(N, 3)`` reduced to exactly ``num_points`` points ``(num_points, 3)``.
 
-    More points than asked: farthest point sampling (deterministic, starts at index 0). Exactly as
+    More points than asked: farthest point sampling (deterministic, starts at index 0; ``exclude_below``
+    as :func:`farthest_point_sample`). Exactly as
     many: returned unchanged. Fewer: :class:`InputError` naming ``source`` -- unless ``allow_repeat``,
     in which case the cloud is padded by cycling through its points (indices ``0, 1, ..., N-1, 0, ...``).
     """
     check_points(points, source)
     n = points.shape[0]
     if n > num_points:
-        return points[farthest_point_sample(points.unsqueeze(0), num_points)[0]]
+        return points[farthest_point_sample(points.unsqueeze(0), num_points, exclude_below)[0]]
     if n == num_points:
         return points
     if not allow_repeat:

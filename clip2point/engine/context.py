@@ -24,7 +24,8 @@ from clip2point.config import ExperimentConfig
 from clip2point.data import DATASETS, build_dataset
 from clip2point.data.datasets import PointCloudDataset
 from clip2point.engine.feature_cache import ViewFeatures, load_or_extract
-from clip2point.engine.features import resolve_device
+from clip2point.engine.features import resolve_device, set_matmul_precision
+from clip2point.errors import ConfigError
 from clip2point.models import ClipBundle, encode_prompts, load_clip, load_depth_encoder
 from clip2point.paths import RUNS, resolve_path
 from clip2point.prepare import resolve_paths
@@ -45,6 +46,7 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, device: torch.device | str | None = None):
         self.config = resolve_paths(config)
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
+        set_matmul_precision(self.device, config.precision)
         self.bundle: ClipBundle = load_clip(config.model.name, config.model.pretrained, self.device)
         self.views: Views = official_views(config.render.views)
         self.renderer = DepthRenderer(self.bundle.image_size, config.render, norm=self.bundle.norm)
@@ -55,16 +57,27 @@ class Experiment:
     def from_config(cls, config: ExperimentConfig, device: torch.device | str | None = None) -> Experiment:
         return cls(config, device)
 
-    def dataset(self, split: str = "test", name: str | None = None) -> PointCloudDataset:
+    def dataset(
+        self, split: str = "test", name: str | None = None, resample: bool = False
+    ) -> PointCloudDataset:
         """Dataset ``name`` (default ``data.dataset``) of ``split`` under ``data.root``, with the config's
         point count, seed, sample cache, bad-file policy and, where the registry says so, the "rot"
         alignment or the ShapeNet point sampling (``pretrain.sampling``); the pre-training pairs read their RGB renders at the backbone's size and mean/std.
-        Built once per (name, split)."""
+        ``resample``: clouds sampled anew from the meshes every epoch (``fewshot.resample``; mesh datasets
+        only, else :class:`ConfigError`). Built once per (name, split, resample)."""
         name = name or self.config.data.dataset
-        key = (name, split)
+        key = (name, split, resample)
+        if resample and not DATASETS[name].meshes:
+            meshed = ", ".join(n for n, spec in DATASETS.items() if spec.meshes)
+            raise ConfigError(
+                f"fewshot.resample: dataset {name!r} has fixed clouds, no meshes to sample anew every epoch; "
+                f"use one of {meshed} or fewshot.resample: false"
+            )
         if key not in self._datasets:
             data = self.config.data
             options: dict = {"seed": self.config.seed, "on_error": data.on_error, "cache_dir": data.cache_dir}
+            if resample:
+                options["resample"] = True
             if DATASETS[name].aligned:
                 options["align"] = data.align
             if DATASETS[name].pretraining:

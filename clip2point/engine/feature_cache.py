@@ -169,11 +169,12 @@ def load_or_extract(
 ) -> ViewFeatures:
     """``encoder``'s per-view features of every sample of ``dataset``, rendered by ``renderer`` at
     ``views`` and encoded in ``precision``: read from ``<cache_dir>/<feature_key>.safetensors`` if present
-    and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None computes
+    and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None, or a
+    dataset whose clouds change every epoch (``dataset.per_epoch``: nothing of it is worth keeping), computes
     without storing."""
     options = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     v = views.num_views
-    if cache_dir is None:
+    if cache_dir is None or dataset.per_epoch:
         features, labels = extract_features(encoder, renderer, dataset, views, **options)
         return ViewFeatures(features, labels, hit=False, path=None)
     key = feature_key(encoder, renderer, views, dataset, device, precision)
@@ -200,8 +201,10 @@ class SplitFeatures:
     """Per-view features of one dataset split for a list of frozen encoders, by sample index.
 
     ``cache_dir`` set: each distinct encoder's features of the whole split come from
-    :func:`load_or_extract` once and are indexed per call. ``cache_dir`` None: every call renders and
-    encodes the asked samples anew (the cost the cache saves). Both give bit-identical tensors. An encoder
+    :func:`load_or_extract` once and are indexed per call. ``cache_dir`` None, or a dataset whose clouds
+    change every epoch (``dataset.per_epoch``, ``fewshot.resample``: the cache is bypassed): every call
+    renders and encodes the asked samples anew, from the dataset's current epoch. Both give bit-identical
+    tensors for the same clouds. An encoder
     listed twice (the dual path with both encoders CLIP's) is computed once.
     """
 
@@ -230,7 +233,7 @@ class SplitFeatures:
             if not known:
                 self._unique.append(encoder)
         self.entries: list[ViewFeatures] | None = None
-        if cache_dir is not None:
+        if cache_dir is not None and not dataset.per_epoch:
             options = dict(
                 cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
                 precision=precision,

@@ -21,18 +21,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def compute_precision(device: torch.device | str, precision: str) -> str:
     """What the encoders really compute in for the config's ``precision`` on ``device``: ``"bf16"`` (autocast)
-    for ``bf16`` on CUDA, ``"float32"`` otherwise (``fp32``, and every run on the CPU, where bf16 autocast
-    would be slower)."""
+    for ``bf16`` on CUDA, ``"tf32"`` (float32 with TF32 matmuls) for ``tf32`` on CUDA, ``"float32"``
+    otherwise (``fp32``, and every run on the CPU, where neither applies)."""
     if precision not in PRECISIONS:
         raise ConfigError(
-            f"config key 'precision': {precision!r} is not allowed; expected one of 'fp32', 'bf16'"
+            f"config key 'precision': {precision!r} is not allowed; expected one of 'fp32', 'tf32', 'bf16'"
         )
-    return "bf16" if precision == "bf16" and torch.device(device).type == "cuda" else "float32"
+    return precision.replace("fp32", "float32") if torch.device(device).type == "cuda" else "float32"
+
+
+def set_matmul_precision(device: torch.device | str, precision: str) -> None:
+    """Let CUDA float32 matmuls (forward and backward) use TF32 exactly when ``precision`` is ``tf32`` on
+    CUDA, as PyTorch 1.11, the authors', did by default (PyTorch >= 1.12 defaults to full float32).
+    Process-wide; the :class:`~clip2point.engine.context.Experiment` of each process calls it."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = compute_precision(device, precision) == "tf32"
 
 
 def autocast(device: torch.device | str, precision: str):

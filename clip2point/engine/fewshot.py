@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from torch import nn
 
 from clip2point.config import FewShotConfig
 from clip2point.data import select_k_shot, select_validation
+from clip2point.data.datasets import PointCloudDataset
 from clip2point.engine.context import Experiment
 from clip2point.engine.feature_cache import SplitFeatures
 from clip2point.engine.metrics import Accuracy, accuracy, save_confusion_png
@@ -235,6 +237,7 @@ def train_adapter(
     seed: int,
     val_indices: torch.Tensor | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    before_epoch: Callable[[int], None] | None = None,
 ) -> SeedResult:
     """Train ``adapter`` (only it: the encoders behind ``train``/``test`` are frozen) on the samples
     ``train_indices`` of ``train`` for ``epochs`` with AdamW and cross-entropy on its cosine logits against
@@ -245,7 +248,8 @@ def train_adapter(
     epoch's adapter (``selection: val``). Without, ``test`` is evaluated after every epoch and the first
     epoch with the best test top-1 is selected (``selection: test``, the paper's). Either way ``adapter``
     ends with the selected epoch's weights. ``seed`` fixes the batch order and the dropout masks (the caller
-    seeds the adapter's initialisation); the global RNG is restored."""
+    seeds the adapter's initialisation); the global RNG is restored. ``before_epoch(epoch)`` is called
+    before each epoch (1, 2, ...; :func:`run_few_shot` moves re-sampled clouds to the epoch's draw)."""
     if epochs < 1:
         raise ConfigError(f"fewshot.epochs={epochs} must be >= 1")
     device = text.device
@@ -257,6 +261,8 @@ def train_adapter(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
+            if before_epoch is not None:
+                before_epoch(epoch)
             adapter.train()
             # summed on the device and read once per epoch: the host never waits for a batch
             total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -298,6 +304,12 @@ def train_adapter(
     )  # fmt: skip
 
 
+def move_to_epoch(datasets: Sequence[PointCloudDataset], epoch: int) -> None:
+    """Serve ``epoch``'s clouds from each of ``datasets`` (re-sampled ones; a no-op for fixed clouds)."""
+    for dataset in datasets:
+        dataset.set_epoch(epoch)
+
+
 def frozen_encoders(experiment: Experiment) -> list[nn.Module]:
     """The encoders feeding the adapter: ``[depth]`` (single path) or ``[depth, CLIP visual]`` (dual); the
     depth encoder is the experiment's (``model.depth_encoder``, or CLIP's visual encoder itself)."""
@@ -324,7 +336,9 @@ def run_few_shot(
     """The ``clip2point fewshot`` experiment: adapters of ``fewshot.adapter`` trained on the config's
     dataset (train split, ``fewshot.shots`` per class) and tested on its test split at the epoch
     ``fewshot.selection`` picks, once per seed of ``fewshot.seeds``, on the features of
-    :func:`frozen_encoders`.
+    :func:`frozen_encoders`. Under ``fewshot.resample`` both splits' clouds are sampled anew for every
+    epoch (the same draws for every seed, from ``seed`` of the config) and their features computed live,
+    the feature cache bypassed.
 
     Writes ``confusion_seed<s>.png`` (the selected epoch, on test) to ``out_dir`` (default
     ``<project>/runs/fewshot/<dataset>``). With ``track``, one MLflow run (tagged ``protocol``) holds the
@@ -339,7 +353,7 @@ def run_few_shot(
         raise ConfigError("fewshot.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
     num_views, dim = experiment.views.num_views, experiment.bundle.embed_dim
     encoders = frozen_encoders(experiment)
-    train_set, test_set = experiment.dataset("train"), experiment.dataset("test")
+    train_set, test_set = (experiment.dataset(split, resample=fs.resample) for split in ("train", "test"))
     class_names = train_set.class_names
     samples = {seed: select_samples(train_set.labels, fs, seed, class_names) for seed in fs.seeds}
     out = experiment.output_dir("fewshot", out_dir)
@@ -380,6 +394,7 @@ def run_few_shot(
                     adapter, train, test, text, class_names, train_indices, epochs=fs.epochs,
                     batch_size=fs.batch_size, lr=fs.lr, weight_decay=fs.weight_decay, seed=seed,
                     val_indices=val_indices, on_epoch=report,
+                    before_epoch=partial(move_to_epoch, (train_set, test_set)) if fs.resample else None,
                 )  # fmt: skip
                 title = f"{config.data.dataset} seed {seed}, epoch {result.epoch} ({fs.protocol()})"
                 picture = save_confusion_png(result.accuracy, out / f"confusion_seed{seed}.png", title=title)

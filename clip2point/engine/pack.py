@@ -30,10 +30,10 @@ from clip2point.data.pack import (
     shard_sizes,
 )
 from clip2point.data.pack_sources import PackObject, plan_pack
-from clip2point.engine.context import ensure_toy_world, resolve_paths
 from clip2point.engine.features import autocast, compute_precision
 from clip2point.errors import InputError
 from clip2point.models import load_clip
+from clip2point.prepare import ensure_toy_world, resolve_paths
 
 
 @functools.lru_cache(maxsize=2)

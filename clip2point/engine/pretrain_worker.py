@@ -200,10 +200,10 @@ class Worker:
         return self.image_encoder(batch["image"].to(self.device, non_blocking=True))
 
     def evaluate(self, epoch: int) -> dict[str, float]:
-        """Rank 0: zero-shot accuracies; a val accuracy at least as good as the best so far saves the depth
-        encoder (and the official layout): on a tie the later, longer-trained epoch wins."""
+        """Rank 0: zero-shot accuracies; a val accuracy better than the best so far saves the depth encoder
+        (and the official layout): on a tie the earlier epoch stays, as the authors' ``>``."""
         accuracy = self.probe(self.model.depth_encoder, epoch)
-        if accuracy["val_acc"] >= self.best["best_val_acc"]:
+        if accuracy["val_acc"] > self.best["best_val_acc"]:
             self.best = {"best_val_acc": accuracy["val_acc"], "best_test_acc": accuracy["test_acc"],
                          "best_epoch": float(epoch)}  # fmt: skip
             self.save_best(epoch, accuracy)

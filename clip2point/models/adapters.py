@@ -15,6 +15,7 @@ from clip2point.settings import AdapterSettings, Variant
 
 OFFICIAL_DROPOUT = 0.075
 OFFICIAL_VIEW_WEIGHT = 0.5
+OFFICIAL_ADAPTED_SHARE = 0.6  # PointCLIP's adapter ratio: 0.6 adapted + 0.4 input features
 
 
 def _check_views(x: torch.Tensor, views: int, dim: int) -> None:
@@ -56,23 +57,37 @@ class GlobalViewAggregator(nn.Module):
 
 
 class InterViewAdapter(nn.Module):
-    """PointCLIP's inter-view adapter (Eq. 2-3): ``(B, V, C)`` -> adapted per-view features ``(B, V, C)``.
+    """PointCLIP's inter-view adapter: ``(B, V, C)`` -> adapted per-view features ``(B, V, C)``.
 
-    ``G = f2(ReLU(f1(concat)))`` with f1 = Linear(V*C, C), f2 = Linear(C, C); ``F^_v = ReLU(G W_v^T)``
-    with one C x C matrix per view; the output is the residual ``F_v + F^_v``.
+    Both forms compute a global feature ``G`` with :class:`GlobalViewAggregator` of the same variant and
+    expand it back to the views with one C x C matrix ``W_v`` per view (``expand``).
+    ``paper`` (Eq. 2-3): ``F^_v = ReLU(W_v G)``, output ``F_v + F^_v``.
+    ``official`` (PointCLIP's few-shot trainer): ``F^_v = ReLU(W_v ReLU(G) + b_v)``, output
+    ``0.6 F^_v + 0.4 F_v``; :class:`GDPA` then scores the concatenated views (:func:`view_logits`).
     """
 
-    def __init__(self, views: int, dim: int):
+    def __init__(self, views: int, dim: int, variant: Variant = "paper"):
         super().__init__()
-        self.views, self.dim = views, dim
-        self.fc1 = nn.Linear(views * dim, dim)
-        self.fc2 = nn.Linear(dim, dim)
-        self.expand = nn.Linear(dim, views * dim, bias=False)  # rows v*C:(v+1)*C hold W_v
+        self.views, self.dim, self.variant = views, dim, variant
+        self.globals = GlobalViewAggregator(views, dim, variant)
+        # rows v*C:(v+1)*C hold W_v; PointCLIP's layer has a bias, the equations have none
+        self.expand = nn.Linear(dim, views * dim, bias=variant == "official")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_views(x, self.views, self.dim)
-        g = self.fc2(F.relu(self.fc1(x.flatten(1))))
-        return x + F.relu(self.expand(g)).view(-1, self.views, self.dim)
+        g = self.globals(x)
+        if self.variant == "paper":
+            return x + F.relu(self.expand(g)).view(-1, self.views, self.dim)
+        adapted = F.relu(self.expand(F.relu(g))).view(-1, self.views, self.dim)
+        return OFFICIAL_ADAPTED_SHARE * adapted + (1 - OFFICIAL_ADAPTED_SHARE) * x
+
+
+def view_logits(features: torch.Tensor, text: torch.Tensor, variant: Variant) -> torch.Tensor:
+    """Logits ``(B, K)`` of per-view features ``(B, V, C)`` against text ``(K, C)``: ``paper`` the mean over
+    views of the per-view cosines; ``official`` (PointCLIP's trainer) the cosine of the views concatenated
+    ``(B, V*C)`` with the text feature repeated V times ``(K, V*C)``."""
+    if variant == "paper":
+        return cosine_logits(features, text).mean(dim=1)
+    return cosine_logits(features.flatten(1), text.repeat(1, features.shape[1]))
 
 
 class GDPA(nn.Module):
@@ -81,11 +96,11 @@ class GDPA(nn.Module):
 
     - ``path``: ``single`` (depth features only) or ``dual`` (depth and CLIP features, one adapter each).
     - ``aggregator``: ``global`` (:class:`GlobalViewAggregator`, logits ``cos(G, T_k)``) or ``inter_view``
-      (:class:`InterViewAdapter`, logits ``mean_v cos(F_v + F^_v, T_k)``).
+      (:class:`InterViewAdapter`, logits of its per-view features by :func:`view_logits`).
     - ``fusion`` (dual path): ``gate`` ``G = s_g * G_C + G_D`` with a learnable scalar ``s_g`` (paper Eq. 14);
       ``none`` ``G = G_C + G_D`` (paper without gate); ``average`` ``(G_D + G_C) / 2`` (the authors' code).
       Under cosine logits ``none`` and ``average`` give the same logits.
-    - ``variant``: ``paper`` or ``official`` form of the global aggregator.
+    - ``variant``: ``paper`` or ``official`` form of the aggregator (and of the inter-view logits).
     """
 
     def __init__(self, views: int, dim: int, settings: AdapterSettings | None = None, gate_init: float = 1.0):
@@ -96,7 +111,7 @@ class GDPA(nn.Module):
         def make() -> nn.Module:
             if settings.aggregator == "global":
                 return GlobalViewAggregator(views, dim, settings.variant)
-            return InterViewAdapter(views, dim)
+            return InterViewAdapter(views, dim, settings.variant)
 
         self.depth_adapter = make()
         self.clip_adapter = make() if settings.path == "dual" else None
@@ -119,5 +134,6 @@ class GDPA(nn.Module):
                 rep = (rep + rep_clip) / 2
             else:
                 rep = rep + rep_clip
-        logits = cosine_logits(rep, text)
-        return logits if self.settings.aggregator == "global" else logits.mean(dim=1)
+        if self.settings.aggregator == "global":
+            return cosine_logits(rep, text)
+        return view_logits(rep, text, self.settings.variant)

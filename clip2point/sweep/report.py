@@ -13,7 +13,7 @@ from clip2point.paths import project_root, resolve_path
 from clip2point.plots import pyplot, save_figure
 from clip2point.stats import estimate, seed_values
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
-from clip2point.sweep.study import Study
+from clip2point.sweep.study import AUTHORS, Study
 from clip2point.tracking import git_revision
 
 
@@ -95,9 +95,15 @@ def write_results(
     protocol = study.protocol(config)
     with_paper = bool(papers)  # a search study has no paper column
     header = ["setting"]
+    authors = config.fewshot.authors().protocol()
     for column in study.columns:
         if column.fewshot:  # the epoch behind each number: ours as configured; the paper's best on test
             header.append(f"{column.title(config)} (measured; {protocol})")
+            header += (
+                [f"{column.title(config)} (measured; the authors' protocol)"]
+                if column.authors(config)
+                else []
+            )
             header += [f"{column.title(config)} (paper; best test epoch)"] if with_paper else []
         else:
             header.append(f"{column.title(config)} (measured)")
@@ -107,14 +113,16 @@ def write_results(
         cells = [name]
         paper = papers.get(name, {})
         for column in study.columns:
-            if trial is None:
-                value = "not run"
-            elif trial.error is not None:
-                value = f"failed: {trial.error}"
-            else:
-                value = measured(dict(trial.metrics), column.metric, "-" if with_paper else STOPPED_EARLY)
+            metrics = [column.metric, column.metric + AUTHORS] if column.authors(config) else [column.metric]
+            for metric in metrics:
+                if trial is None:
+                    cells.append("not run")
+                elif trial.error is not None:
+                    cells.append(f"failed: {trial.error}")
+                else:
+                    cells.append(measured(dict(trial.metrics), metric, "-" if with_paper else STOPPED_EARLY))
             reference = paper.get(column.metric)
-            cells += [value, "-" if reference is None else f"{reference:.2f}"] if with_paper else [value]
+            cells += ["-" if reference is None else f"{reference:.2f}"] if with_paper else []
         lines.append("| " + " | ".join(cells) + " |")
     toy = is_toy(config)
     notice = (
@@ -132,6 +140,11 @@ def write_results(
         + (
             f"- few-shot epoch: {study.protocol(config, detail=True)}\n"
             if any(c.fewshot for c in study.columns)
+            else ""
+        )
+        + (
+            f"- beside it, the authors' protocol (`sweep.authors_protocol`): {authors}\n"
+            if any(c.authors(config) for c in study.columns)
             else ""
         )
         + f"- precision: {config.precision} (float32 on the CPU)\n"

@@ -170,6 +170,9 @@ def _run_stage(stage, record, layers, state, tracker, storage, command, verbose)
         "seconds": round(time.monotonic() - start, 1),
         "sweep_run_id": outcome.parent_run_id,
         "protocol": study.protocol(config, detail=True),
+        "authors_protocol": config.fewshot.authors().protocol(detail=True)
+        if any(column.authors(config) for column in study.columns)
+        else None,
         "columns": {column.metric: column.title(config) for column in study.columns},
         "cells": list(papers),
         "trials": [

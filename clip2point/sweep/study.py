@@ -28,6 +28,10 @@ class Cell:
     paper: Mapping[str, float | None] = field(default_factory=dict)
 
 
+AUTHORS = "_authors"
+"""Suffix of a few-shot metric measured under the authors' reporting protocol (``sweep.authors_protocol``)."""
+
+
 @dataclass(frozen=True)
 class Column:
     """A metric shown in the results table and plot; ``fewshot``: its numbers come from few-shot training,
@@ -36,6 +40,10 @@ class Column:
     metric: str
     label: str
     fewshot: bool = False
+
+    def authors(self, config: ExperimentConfig) -> bool:
+        """Whether the tables show this column also under the authors' protocol, beside the configured."""
+        return self.fewshot and config.sweep.authors_protocol
 
     def title(self, config: ExperimentConfig) -> str:
         """The label with ``{shots}`` filled from the config (``fewshot.shots``; ``all`` for the full split)."""

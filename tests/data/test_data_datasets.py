@@ -144,11 +144,16 @@ def test_modelnet40_ply(tmp_path):
 def test_scanobjectnn_variants_fps_and_bad_samples(tmp_path):
     rng = np.random.default_rng(1)
     data = rng.normal(size=(4, 64, 3))
+    data[3] = 0.0  # six unit points on the axes, 58 at the centre: FPS as the authors' kernel skips those
+    data[3, :6] = [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]
     write_h5(tmp_path / "main_split_nobg" / "test_objectdataset.h5", data, [3, 0, 14, 7])
     ds = ScanObjectNN(tmp_path, "test", 16, variant="obj_only")
     assert len(ds) == 4 and ds.labels.tolist() == [3, 0, 14, 7] and ds.class_names[14] == "toilet"
     cloud = normalize_unit_sphere(torch.from_numpy(data[2].astype(np.float32)))  # all points, once
-    torch.testing.assert_close(ds[2]["points"], cloud[farthest_point_sample(cloud[None], 16)[0]])
+    picked = farthest_point_sample(cloud[None], 16, exclude_below=1e-3)[0]
+    torch.testing.assert_close(ds[2]["points"], cloud[picked])
+    axes = torch.from_numpy(data[3, [0, 1, 2, 3, 4, 5] + [0] * 10].astype(np.float32))
+    torch.testing.assert_close(ds[3]["points"], axes)  # the six, then index 0 again: no centre point
     pb = (
         tmp_path
         / "ScanObjectNN"
@@ -211,6 +216,22 @@ def test_shapenet_eval_and_pretrain_pairs(tmp_path):
     assert len(epochs) > 1
     batch = next(iter(DataLoader(pre, batch_size=3)))
     assert batch["image"].shape == (3, 3, 8, 8) and batch["azim"].shape == (3,)
+
+
+def test_shapenet_clouds_leave_out_the_authors_listed_model(tmp_path):
+    """The validation list without the one model the authors drop (10,518 lines -> 10,517 models)."""
+    entries = [("03001627", "udf068a6b-1a2b"), ("03001627", "udf068a6bx"), ("02691156", "a1")]
+    make_shapenet(tmp_path, entries, split="test", views=0)
+    val = ShapeNet55(tmp_path, "test", N)
+    assert len(val) == 2 and val.labels.tolist() == [18, 0]
+    assert val.skipped == [
+        (str(tmp_path / "ShapeNet55" / "shapenet_pc" / "03001627-udf068a6b-1a2b.npy"),
+         "left out by the authors' list (a model without renders)")
+    ]  # fmt: skip
+    assert [p.name for p in val.sources] == [
+        "03001627-udf068a6bx.npy",
+        "02691156-a1.npy",
+    ]  # not a prefix match
 
 
 def test_shapenet_bad_inputs(tmp_path):

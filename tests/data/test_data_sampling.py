@@ -97,6 +97,17 @@ def test_fps_with_duplicates_and_on_known_points():
     assert farthest_point_sample(line, 6)[0, -1].item() == 4  # the duplicate comes last (distance 0)
 
 
+def test_fps_skips_points_near_the_origin_as_the_cuda_kernel():
+    """|p|^2: 1, 1e-4, 4e-4, 1, 0.25, 9e-4: points 1, 2 and 5 are at most 1e-3 and never picked."""
+    cloud = torch.tensor([[[1.0, 0, 0], [0.01, 0, 0], [0, 0, 0.02], [-1, 0, 0], [0.5, 0, 0], [0, 0.03, 0]]])
+    assert farthest_point_sample(cloud, 3).tolist() == [[0, 3, 5]]  # 5: 1.0009 from both picks
+    assert farthest_point_sample(cloud, 3, exclude_below=1e-3).tolist() == [[0, 3, 4]]
+    # no candidate left after three picks: the kernel repeats index 0
+    assert farthest_point_sample(cloud, 5, exclude_below=1e-3).tolist() == [[0, 3, 4, 0, 0]]
+    # the first pick is index 0 even when it is excluded
+    assert farthest_point_sample(cloud[:, [1, 0, 3]], 3, exclude_below=1e-3).tolist() == [[0, 2, 1]]
+
+
 def test_fps_bad_input():
     with pytest.raises(InputError, match=r"expects points \(B, N, 3\), got \(5, 3\)"):
         farthest_point_sample(torch.zeros(5, 3), 2)

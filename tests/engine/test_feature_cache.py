@@ -111,11 +111,11 @@ def test_key_holds_the_precision_the_encoder_computes_in(tiny_bundle, tmp_path):
     def key(device: str, precision: str) -> str:
         return feature_key(tiny_bundle.visual, RENDER, views, ds, device, precision)
 
-    # On the CPU both settings compute in float32; on CUDA bf16 autocasts, fp32 does not.
-    assert key("cpu", "bf16") == key("cpu", "fp32") == key("cuda", "fp32")
-    assert key("cuda", "bf16") != key("cuda", "fp32")
+    # On the CPU every setting computes in float32; on CUDA bf16 autocasts, tf32 uses TF32 matmuls.
+    assert key("cpu", "bf16") == key("cpu", "tf32") == key("cpu", "fp32") == key("cuda", "fp32")
+    assert len({key("cuda", "bf16"), key("cuda", "tf32"), key("cuda", "fp32")}) == 3
     with pytest.raises(
-        ConfigError, match=r"'precision': 'fp16' is not allowed; expected one of 'fp32', 'bf16'"
+        ConfigError, match=r"'precision': 'fp16' is not allowed; expected one of 'fp32', 'tf32', 'bf16'"
     ):
         key("cuda", "fp16")
 

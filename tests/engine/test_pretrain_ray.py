@@ -28,6 +28,16 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
+def test_a_tie_keeps_the_earlier_epoch(ray_session, tmp_path):
+    # A learning rate too small to move a float32 weight: every epoch's encoder, and val top-1, are equal.
+    config = tiny_config_for(tmp_path, **{"pretrain.lr": 1e-30, "pretrain.eta_min": 0.0})
+    result = run_pretraining(config, "tie", log=lambda _: None)
+    client = MlflowClient(config.tracking.uri)
+    vals = [v for s, v in history(client, result.run_id, "val_acc") if s >= 1]
+    assert len(vals) == 2 and vals[0] == vals[1]
+    assert result.best_epoch == 1
+
+
 def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_session, tmp_path):
     # Per-epoch random point subsets: the resumed epoch 2 must draw the subsets the full run drew.
     config = tiny_config_for(tmp_path, **{"pretrain.sampling": "random"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -24,11 +25,10 @@ V, C, K, B = 4, 6, 3, 5
 
 def expected_params(path: str, aggregator: str, fusion: str, variant: str) -> int:
     """Hand formula: Linear(V*C, C) + Linear(C, C) (+ official: V view weights, two BatchNorms of 2C;
-    inter-view: V matrices C x C), per path, plus one gate scalar."""
-    if aggregator == "global":
-        per_path = (V * C * C + C) + (C * C + C) + (V + 2 * C + 2 * C if variant == "official" else 0)
-    else:
-        per_path = (V * C * C + C) + (C * C + C) + V * C * C
+    inter-view: V matrices C x C, official with a bias of V*C), per path, plus one gate scalar."""
+    per_path = (V * C * C + C) + (C * C + C) + (V + 2 * C + 2 * C if variant == "official" else 0)
+    if aggregator == "inter_view":
+        per_path += V * C * C + (V * C if variant == "official" else 0)
     return per_path * (2 if path == "dual" else 1) + (1 if fusion == "gate" else 0)
 
 
@@ -37,7 +37,7 @@ VALID = [
     for path, aggregator, fusion, variant in itertools.product(
         ("single", "dual"), ("global", "inter_view"), ("gate", "average", "none"), ("paper", "official")
     )
-    if (path == "dual" or fusion == "none") and (aggregator == "global" or variant == "paper")
+    if path == "dual" or fusion == "none"
 ]
 
 
@@ -61,7 +61,7 @@ def test_every_other_combination_is_refused():
         ("single", "dual"), ("global", "inter_view"), ("gate", "average", "none"), ("paper", "official")
     )
     refused = [combo for combo in everything if combo not in VALID]
-    assert len(VALID) == 12 and len(refused) == 12  # single: 3 forms x fusion none; dual: 3 forms x 3 fusions
+    assert len(VALID) == 16 and len(refused) == 8  # single: 4 forms x fusion none; dual: 4 forms x 3 fusions
     for combo in refused:
         with pytest.raises(ConfigError):
             AdapterSettings(*combo)
@@ -78,7 +78,7 @@ def test_every_other_combination_is_refused():
         ({"fusion": "concat"}, "'fewshot.adapter.fusion': 'concat'.*'gate', 'average', 'none'"),
         ({"path": "single", "fusion": "gate"}, "needs the dual path"),
         ({"path": "single", "fusion": "average"}, "needs the dual path"),
-        ({"aggregator": "inter_view", "variant": "official"}, "global aggregator only"),
+        ({"aggregator": "inter_view", "variant": "authors"}, "'fewshot.adapter.variant': 'authors'"),
     ],
 )
 def test_adapter_settings_reject_bad_switches(kwargs, match):
@@ -128,11 +128,64 @@ def test_official_aggregator_in_eval_mode_matches_formula():
 def test_inter_view_adapter_residual_form():
     adapter = InterViewAdapter(V, C)
     x = torch.randn(B, V, C)
-    g = torch.relu(x.reshape(B, V * C) @ adapter.fc1.weight.T + adapter.fc1.bias)
-    g = g @ adapter.fc2.weight.T + adapter.fc2.bias
+    fc1, fc2 = adapter.globals.fc1, adapter.globals.fc2
+    g = torch.relu(x.reshape(B, V * C) @ fc1.weight.T + fc1.bias) @ fc2.weight.T + fc2.bias
     w = adapter.expand.weight.reshape(V, C, C)  # W_v for each view
     expected = torch.stack([x[:, v] + torch.relu(g @ w[v].T) for v in range(V)], dim=1)
     torch.testing.assert_close(adapter(x), expected)
+
+
+def test_official_inter_view_parameters_have_pointclip_shapes():
+    """PointCLIP's few-shot Adapter for V views of C features holds, by shape: fusion_ratio (V,), the view
+    BatchNorm (C,) x 4, Linear(V*C, C), BatchNorm1d(C), Linear(C, C), Linear(C, V*C) with its bias."""
+    pointclip = [(V,), (C,), (C,), (C,), (C,), (C, V * C), (C,), (C,), (C,), (C,), (C,), (C, C), (C,)]
+    pointclip += [(V * C, C), (V * C,)]
+    adapter = InterViewAdapter(V, C, "official")
+    ours = [tuple(t.shape) for t in adapter.state_dict().values() if t.ndim > 0]  # less num_batches_tracked
+    assert sorted(ours) == sorted(pointclip)
+
+
+def official_tiny_adapter() -> InterViewAdapter:
+    """V = 2 views of C = 2 features, weights set by hand, BatchNorms the identity (eval mode)."""
+    adapter = InterViewAdapter(2, 2, "official")
+    agg = adapter.globals
+    with torch.no_grad():
+        for bn in (agg.view_norm, agg.norm):
+            bn.eps = 0.0
+            bn.running_var.fill_(1.0)
+        agg.view_weights.copy_(torch.tensor([0.5, 1.0]))
+        agg.fc1.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 0, 1, 1]]))
+        agg.fc1.bias.zero_()
+        agg.fc2.weight.copy_(torch.tensor([[1.0, -1], [0, 1]]))
+        agg.fc2.bias.zero_()
+        adapter.expand.weight.copy_(torch.tensor([[1.0, 0], [0, 1], [1, 1], [-1, 0]]))
+        adapter.expand.bias.copy_(torch.tensor([0.0, 0, 0, 0.5]))
+    return adapter.eval()
+
+
+def test_official_inter_view_forward_by_hand():
+    """x = [[1, 2], [3, -1]]: view weights -> [0.5, 1, 3, -1]; fc1 -> [0.5, 2]; ReLU; fc2 -> G = [-1.5, 2];
+    ReLU(G) = [0, 2]; W_0 -> [0, 2], W_1 + b_1 -> [2, 0.5]; ReLU; 0.6 * adapted + 0.4 * x."""
+    adapter = official_tiny_adapter()
+    x = torch.tensor([[[1.0, 2], [3, -1]]])
+    expected = torch.tensor([[[0.4, 2.0], [2.4, -0.1]]])  # 0.6*[[0,2],[2,0.5]] + 0.4*x
+    torch.testing.assert_close(adapter(x), expected)
+    paper = InterViewAdapter(2, 2, "paper")
+    paper.globals.load_state_dict({k: v for k, v in adapter.globals.state_dict().items() if "fc" in k})
+    with torch.no_grad():
+        paper.expand.weight.copy_(adapter.expand.weight)
+    # the paper form: no view weights or BatchNorm, no ReLU on G, no bias, 1:1 residual: fc1 -> [1, 2],
+    # fc2 -> G = [-1, 2]; W_0 G = [-1, 2], W_1 G = [1, 1]; ReLU -> [[0, 2], [1, 1]]; plus x
+    torch.testing.assert_close(paper(x), x + torch.tensor([[[0.0, 2.0], [1.0, 1.0]]]))
+
+
+def test_official_inter_view_logits_score_concatenated_views():
+    """Features [0.4, 2.0, 2.4, -0.1] (|f|^2 = 9.93) against T_0 = [1, 0] and T_1 = [0, 1] repeated over
+    the 2 views (|T|^2 = 2): (0.4 + 2.4) / sqrt(19.86) and (2.0 - 0.1) / sqrt(19.86)."""
+    gdpa = GDPA(2, 2, AdapterSettings("single", "inter_view", "none", "official"))
+    gdpa.depth_adapter = official_tiny_adapter()
+    logits = gdpa(torch.tensor([[[1.0, 2], [3, -1]]]), torch.eye(2))
+    torch.testing.assert_close(logits, torch.tensor([[2.8, 1.9]]) / math.sqrt(19.86))
 
 
 def test_fusions():

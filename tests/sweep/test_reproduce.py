@@ -134,8 +134,11 @@ def check_adapter_stage(runs: dict, encoder: str, table: Path) -> None:
     for cell in adapter.CELLS:
         run = runs[cell.name]
         assert run.info.status == "FINISHED"
-        for key in ("path", "aggregator", "fusion", "variant"):
+        for key in ("path", "aggregator", "fusion"):
             assert run.data.params[f"fewshot.adapter.{key}"] == cell.overrides[f"fewshot.adapter.{key}"]
+        assert (
+            run.data.params["fewshot.adapter.variant"] == "official"
+        )  # the authors' forms, both aggregators
         both_clip = "model.depth_encoder" in cell.overrides
         assert run.data.params["model.depth_encoder"] == ("None" if both_clip else encoder)
         per_seed = seed_values(run.data.metrics, "fewshot_acc")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import Experiment
 from clip2point.engine.fewshot import run_few_shot
 from clip2point.engine.pretrain import run_pretraining, runs_folder
 from clip2point.schema import with_overrides
-from clip2point.sweep.study import Metrics, Report
+from clip2point.sweep.study import AUTHORS, Metrics, Report
 from clip2point.tracking import Tracker
 
 ENCODER_RUN = "depth-encoder"
@@ -47,11 +49,23 @@ def with_depth_encoder(config: ExperimentConfig) -> ExperimentConfig:
 def fewshot_trial(config: ExperimentConfig, tracker: Tracker, report: Report) -> Metrics:
     """Adapters trained as ``config.fewshot`` says, one per seed: the test top-1 at the selected epochs
     (``fewshot_acc``, per seed), and the first seed's selection top-1 and loss after every epoch (for
-    Tune's progress and schedulers)."""
+    Tune's progress and schedulers); with ``sweep.authors_protocol`` also :func:`authors_metrics`."""
 
     def each_epoch(seed, stats) -> None:
         if seed == config.fewshot.seeds[0]:
             report({"selection_acc": stats.selection_acc, "loss": stats.loss})
 
     result = run_few_shot(Experiment.from_config(config), track=False, progress=False, on_epoch=each_epoch)
-    return result.metrics("fewshot_acc")
+    return result.metrics("fewshot_acc") | authors_metrics(config)
+
+
+def authors_metrics(config: ExperimentConfig, prefix: str = "fewshot_acc") -> Metrics:
+    """With ``sweep.authors_protocol``: one more run of the cell under the authors' reporting protocol
+    (:meth:`~clip2point.config.FewShotConfig.authors`: the first seed, the best test epoch, clouds sampled
+    anew every epoch), as ``<prefix>_authors`` (that run's best test top-1) and ``<prefix>_authors_epoch``;
+    without, nothing."""
+    if not config.sweep.authors_protocol:
+        return {}
+    authors = dataclasses.replace(config, fewshot=config.fewshot.authors())
+    run = run_few_shot(Experiment.from_config(authors), track=False, progress=False).seeds[0]
+    return {f"{prefix}{AUTHORS}": run.test_acc, f"{prefix}{AUTHORS}_epoch": float(run.epoch)}

@@ -41,7 +41,7 @@ STUDY = Study(
         Column("before_pretraining_acc", "zero-shot before"),
     ),
     cells=CELLS,
-    paper_reference="Sec. 5.4 (ModelNet40 zero-shot: 49.38 with, 38.29 without the intra-modality loss)",
+    paper_reference="Sec. 5.6 (ModelNet40 zero-shot: 49.38 with, 38.29 without the intra-modality loss)",
     primary="zeroshot_acc",
     train_workers=True,
 )

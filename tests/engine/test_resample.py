@@ -1,0 +1,91 @@
+"""The authors' few-shot protocol: clouds sampled anew every epoch (seeded, reproducible), the feature cache
+bypassed for them, mesh datasets only, and one run's best test epoch."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from clip2point.config import load_config
+from clip2point.data import build_dataset
+from clip2point.data.datasets import _finish
+from clip2point.data.files import read_off
+from clip2point.data.sampling import sample_surface
+from clip2point.engine.context import Experiment
+from clip2point.engine.feature_cache import SplitFeatures
+from clip2point.engine.fewshot import run_few_shot
+from clip2point.errors import ConfigError
+from clip2point.render import DepthRenderer, official_views
+from clip2point.schema import with_overrides
+from tests.engine.fewshot_data import make_boxes
+from tests.tiny_clip import SIZE, write_tiny_clip
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_boxes(tmp_path_factory.mktemp("boxes"), train=2, test=1)
+
+
+def test_clouds_change_every_epoch_and_follow_the_seed(root):
+    ds = build_dataset("modelnet10", root, "train", 64, seed=3, resample=True)
+    clouds = []
+    for epoch in (1, 2, 3):
+        ds.set_epoch(epoch)
+        clouds.append(ds[0]["points"])
+    assert not any(torch.equal(clouds[i], clouds[j]) for i, j in ((0, 1), (0, 2), (1, 2)))
+    vertices, faces = read_off(ds.sources[0])  # epoch 2 by hand: the seed (seed, epoch, record, 3)
+    by_hand = sample_surface(vertices, faces, 64, (3, 2, 0, 3))
+    torch.testing.assert_close(clouds[1], torch.from_numpy(_finish(torch.from_numpy(by_hand), align=True)))
+    again = build_dataset("modelnet10", root, "train", 64, seed=3, resample=True)
+    again.set_epoch(2)
+    assert torch.equal(again[0]["points"], clouds[1])  # reproducible from the seed
+    other = build_dataset("modelnet10", root, "train", 64, seed=4, resample=True)
+    other.set_epoch(2)
+    assert not torch.equal(other[0]["points"], clouds[1])
+    fixed = build_dataset("modelnet10", root, "train", 64, seed=3)
+    first = fixed[0]["points"]
+    fixed.set_epoch(2)
+    assert torch.equal(fixed[0]["points"], first)  # without resample the clouds stay
+
+
+def test_resampled_clouds_bypass_the_feature_cache(root, tiny_bundle, tmp_path):
+    render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
+    ds = build_dataset("modelnet10", root, "test", 64, resample=True)
+    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    assert live.entries is None
+    ds.set_epoch(1)
+    one = live(torch.arange(3))[0]
+    ds.set_epoch(2)
+    assert not torch.equal(live(torch.arange(3))[0], one)
+    assert not cache.exists() or not list(cache.iterdir())  # nothing stored
+    fixed = build_dataset("modelnet10", root, "test", 64)
+    assert SplitFeatures(fixed, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False).entries
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_authors_protocol_run_is_one_seed_resampled_and_reproducible(root, tmp_path):
+    config = load_config(
+        overrides={
+            "model.name": write_tiny_clip(tmp_path / "clip"), "model.pretrained": None, "data.root": str(root),
+            "data.num_points": 64, "render.views": 6, "fewshot.shots": 1, "fewshot.epochs": 2,
+            "fewshot.seeds": [5, 6], "fewshot.batch_size": 4, "fewshot.feature_cache": str(tmp_path / "cache"),
+        }
+    )  # fmt: skip
+    authors = config.fewshot.authors()
+    assert (authors.seeds, authors.selection, authors.resample) == ((5,), "test", True)
+    assert (
+        authors.protocol() == "best test epoch, as the paper; one run (seed 5); clouds re-sampled every epoch"
+    )
+    config = dataclasses.replace(config, fewshot=authors)
+    experiment = Experiment(config, "cpu")
+    result = run_few_shot(experiment, out_dir=tmp_path / "out", track=False, progress=False)
+    assert [s.seed for s in result.seeds] == [5] and result.protocol == authors.protocol()
+    assert experiment.dataset("train", resample=True).epoch == 2  # moved to each epoch's clouds
+    assert not list((tmp_path / "cache").glob("*.safetensors"))
+    again = run_few_shot(Experiment(config, "cpu"), out_dir=tmp_path / "out", track=False, progress=False)
+    assert again.seeds[0].history == result.seeds[0].history
+    assert result.seeds[0].test_acc == max(s.test_acc for s in result.seeds[0].history)
+    scan = Experiment(with_overrides(config, {"data.dataset": "scanobjectnn_obj_only"}), "cpu")
+    with pytest.raises(ConfigError, match=r"fewshot.resample: dataset 'scanobjectnn_obj_only' has fixed"):
+        scan.dataset("test", resample=True)
