@@ -45,17 +45,17 @@ def run_and_report(
     verbose: int = 1,
     within: Tracker | None = None,
 ) -> SweepOutcome:
-    """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it.
+    """Run the sweep, write ``results/<study>.{md,png}``, attach them to the parent run and close it (FAILED
+    with the traceback if writing them fails).
     ``within``: an MLflow run to nest the sweep's parent run under."""
     config = prepare(config)  # the storage is probed by run_study (and run_pretraining), before they start
     if study.prepare is not None:
         config = study.prepare(config)
     outcome = run_study(study, config, resume=resume, verbose=verbose, within=within)
-    md, png = write_results(study, config, outcome, command)
-    parent = Tracker.attach(outcome.tracking_uri, outcome.parent_run_id)
-    parent.log_artifact(md)
-    parent.log_artifact(png)
-    parent.finish()
+    with Tracker.attach(outcome.tracking_uri, outcome.parent_run_id).active() as parent:  # never left RUNNING
+        md, png = write_results(study, config, outcome, command)
+        parent.log_artifact(md)
+        parent.log_artifact(png)
     print_table(study, outcome, config)
     print(f"\nwrote {md} and {png}; MLflow parent run {outcome.parent_run_id} ({outcome.tracking_uri})")
     return outcome

@@ -53,6 +53,17 @@ def children(uri):
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
+def test_a_sweep_whose_results_cannot_be_written_ends_its_parent_run_failed(
+    worker_env, ray_session, sweep_env
+):
+    tmp, _, config = sweep_env
+    (tmp / "results").write_text("a file where the results folder should be")
+    with pytest.raises(OSError):
+        run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
+    _, (parent,), _ = children(config.tracking.uri)
+    assert parent.info.status == "FAILED" and "results" in parent.data.tags["error"]
+
+
 def test_sweep_nests_runs_records_failure_and_writes_results(worker_env, ray_session, sweep_env):
     tmp, _, config = sweep_env
     outcome = run_and_report(DUMMY, config, resume=False, command="pytest", verbose=0)
