@@ -47,7 +47,7 @@ class ModelConfig(Settings):
 
 @dataclass(frozen=True)
 class DataConfig(Settings):
-    """Where the data lives and how clouds are sampled (layouts: docs/method.md section 5, README "Data").
+    """Where the data lives and how clouds are sampled (layouts: docs/method.md section 5 and docs/usage.md).
 
     ``cache_dir``: preprocess each dataset once into memory-mapped arrays there (None: parse files every
     epoch). ``on_error``: ``raise`` on a malformed file, or ``skip`` it with a warning and a count.

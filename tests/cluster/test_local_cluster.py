@@ -110,7 +110,7 @@ def test_local_yaml_starts_and_scales_to_every_worker_node(tmp_path, monkeypatch
 @pytest.mark.ray
 @pytest.mark.slow
 def test_pretraining_on_the_local_cluster_prints_a_header_one_line_per_epoch_and_the_result(tmp_path):
-    """`clip2point pretrain -o pretrain.num_workers=2` as the README rehearses it: at default verbosity no Ray
+    """`clip2point pretrain -o pretrain.num_workers=2` as docs/cluster.md rehearses it: at default verbosity no Ray
     or worker chatter (1,788 lines for one epoch before: cleaner warnings, epoch lines four times, ...)."""
     from clip2point.config import dump_config
     from tests.engine.pretrain_fixtures import tiny_config_for

@@ -53,7 +53,7 @@ def test_assets_fit_the_budget_and_describe_a_small_resnet():
 
 @pytest.mark.slow
 def test_distinct_prompts_and_zero_shot_on_held_out_objects(bundle):
-    """The numbers the README quotes for the shipped weights: the closest prompts (cosine 0.51, dresser /
+    """The numbers docs/usage.md quotes for the shipped weights: the closest prompts (cosine 0.51, dresser /
     sofa); on 3 seeds x 40 held-out objects, RGB 95.5-97.0% per render and 100% per object, depth maps
     17-20% per render and 20% per object (almost every depth map read as "table")."""
     assert bundle.image_size == SIZE
