@@ -36,3 +36,4 @@ DATASETS: dict[str, DatasetSpec] = {
     "shapenet55_pretrain": DatasetSpec("ShapeNet55 pairs", "ShapeNet55Pretrain", pretraining=True),
 }
 DATASET_NAMES = tuple(DATASETS)
+PACK_LAYOUTS = ("shapenet55", "generic")  # what `clip2point data pack` reads (clip2point.data.pack_sources)

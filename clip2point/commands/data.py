@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from clip2point.commands.common import add_config_arguments, config_from_args
-from clip2point.data.pack_sources import LAYOUTS
+from clip2point.registry import PACK_LAYOUTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pack.add_argument("--out", required=True, help="the pack's storage location: a folder, s3://, gs://")
     pack.add_argument("--root", help="data root (default: the config's data.root)")
     pack.add_argument(
-        "--layout", choices=LAYOUTS, default="shapenet55", help="input layout (default %(default)s)"
+        "--layout", choices=PACK_LAYOUTS, default="shapenet55", help="input layout (default %(default)s)"
     )
     pack.add_argument("--split", default="train", help="ShapeNet55 split list to pack (default %(default)s)")
     pack.add_argument("--shard-size", type=int, default=256, help="objects per shard (default %(default)s)")

@@ -29,11 +29,11 @@ import numpy as np
 from clip2point.data.datasets import ShapeNet55Pretrain
 from clip2point.data.files import read_npy
 from clip2point.errors import InputError
+from clip2point.registry import PACK_LAYOUTS as LAYOUTS
 from clip2point.render.cameras import official_views
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("shapenet55", "generic")
 GENERIC_LAYOUT = "<root>/<class>/<object>/{cloud.npy, 0.png .. <V-1>.png, cameras.json}"
 
 

@@ -1,8 +1,9 @@
 """The paper's architecture end to end: ``--preset paper`` with open_clip ViT-B-32 (random weights: hub
 weights cannot be fetched here) through Ray Train pre-training, zero-shot and few-shot on the small toy
 world, trimmed so that it adds about two minutes on 2 CPU cores. The paper path (the authors' optimiser,
-fp32, per-epoch random point subsets, the build-time render check, official prompts, 224-px ViT-B/32
-features, the best-test-epoch protocol) runs, not only the toy CLIP."""
+fp32 with TF32 matmuls on CUDA, the official-layout export, per-epoch random point subsets, the build-time
+render check, official prompts, 224-px ViT-B/32 features, the best-test-epoch protocol) runs, not only the
+toy CLIP."""
 
 from __future__ import annotations
 
@@ -67,11 +68,12 @@ def test_paper_preset_with_vit_b_32_end_to_end(ray_session, tmp_path):
             "storage": str(tmp_path / "runs"), "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         },
     )  # fmt: skip
-    assert (config.model.name, config.precision, config.pretrain.optimizer) == ("ViT-B-32", "fp32", "lamb")
+    assert (config.model.name, config.precision, config.pretrain.optimizer) == ("ViT-B-32", "tf32", "lamb")
     assert (config.pretrain.sampling, config.fewshot.selection) == ("random", "test")
 
     result = run_pretraining(config, "smoke", log=lambda _: None)
     assert result.epochs == 1 and result.best_epoch == 1
+    assert (tmp_path / "runs" / "pretrain" / "smoke" / "best_eval.pth").is_file()  # the preset exports it
     state = read_state(tmp_path / "runs" / "pretrain" / "smoke" / "epoch_0001")
     assert all(math.isfinite(v) for v in state["metrics"].values())
     slots = state["optimizer"]["state"].values()  # LAMB's state as torch-optimizer lays it out
