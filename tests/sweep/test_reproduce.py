@@ -71,7 +71,7 @@ def test_interrupted_reproduction_continues_and_writes_every_table(
     assert [line for line in text.splitlines() if line.startswith("## ")] == [
         "## Table 1: zero-shot classification", "## Table 2 and the K-shot curve",
         "## Table 3: fully supervised", "## Table 4: the Gated Dual-Path Adapter's parts",
-        "## Table 5: depth rendering", "## The intra-modality loss (Sec. 5.4)",
+        "## Table 5: depth rendering", "## The intra-modality loss (Sec. 5.6)",
         "## Adapter hyper-parameter search",
     ]  # fmt: skip
     assert f"MLflow parent run `{parent.info.run_id}`" in text  # the parent both calls used
