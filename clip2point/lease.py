@@ -105,7 +105,8 @@ class _Bucket:
         self.bucket, _, prefix = path.partition("/")
         self.key = f"{prefix}/{LEASE_FILE}".lstrip("/")
         region = storage.s3_region(location, self.bucket)
-        self.client = boto3.client("s3", region_name=region, endpoint_url=storage.endpoint())
+        session = boto3.session.Session()  # its own: boto3's default session keeps the first credentials
+        self.client = session.client("s3", region_name=region, endpoint_url=storage.endpoint())
 
     @contextmanager
     def _reported(self, action: str) -> Iterator[None]:

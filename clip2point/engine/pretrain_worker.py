@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -254,8 +253,9 @@ class Worker:
         epoch, self.best, metrics = restore_state(payload, self.model, self.optimizer, self.scheduler)
         if self.rank == 0:
             if damaged:
-                print(f"warning: damaged checkpoint(s) skipped, continuing from {folder}: {'; '.join(damaged)}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                self.job["on_epoch_end"].note(
+                    f"warning: damaged checkpoint(s) skipped, continuing from {folder}: {'; '.join(damaged)}"
+                )
                 self.tracker.set_tags({"damaged_checkpoints": "; ".join(damaged)[:MLFLOW_PARAM_LIMIT]})
             log_once(self.tracker, metrics, epoch)  # in case the last run stopped between report and log
         return epoch
@@ -274,6 +274,7 @@ class Worker:
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:
     """Ray Train entry point. ``job``: ``config`` (ExperimentConfig, absolute paths), ``run_dir`` (storage),
-    ``tracking_uri``, ``run_id`` (the MLflow run the driver created) and ``on_epoch_end`` (None or a
-    picklable ``(epoch, metrics) -> None`` called on rank 0 after each epoch's checkpoint and log)."""
-    Worker(job).run(job.get("on_epoch_end"))
+    ``tracking_uri``, ``run_id`` (the MLflow run the driver created) and ``on_epoch_end``
+    (:class:`~clip2point.engine.progress.EpochHooks`: called on rank 0 after each epoch's checkpoint and log,
+    and its ``note`` for messages to the user)."""
+    Worker(job).run(job["on_epoch_end"])

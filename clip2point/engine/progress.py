@@ -1,8 +1,10 @@
-"""Pre-training progress on the driver: rank 0 hands each finished epoch over a Ray queue, so the driver can
-print one line per epoch without forwarding the workers' own output (Ray's ``log_to_driver``)."""
+"""Pre-training progress on the driver: rank 0 hands each finished epoch, and each note for the user (a
+damaged checkpoint skipped), over a Ray queue, so the driver can print one line per epoch and the notes
+without forwarding the workers' own output (Ray's ``log_to_driver``)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +22,13 @@ class EpochHooks:
     queue: Any = None
     on_epoch_end: EpochCallback | None = None
 
+    def note(self, text: str) -> None:
+        """A message for the user, printed by the driver (this process's stderr without a queue)."""
+        if self.queue is not None:
+            self.queue.put(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.queue is not None:
             self.queue.put((epoch, dict(metrics)))
@@ -29,11 +38,9 @@ class EpochHooks:
 
 @contextmanager
 def driver_progress(progress: EpochCallback | None, poll_s: float = 0.5) -> Iterator[Any]:
-    """Yield a Ray queue (None without ``progress``) whose items ``(epoch, metrics)`` a driver thread hands
-    to ``progress`` as they arrive; when the block ends, the rest are handed over and the queue is gone."""
-    if progress is None:
-        yield None
-        return
+    """Yield a Ray queue whose items a driver thread hands on as they arrive: ``(epoch, metrics)`` to
+    ``progress`` (if any), a note (a string) to this process's stderr; when the block ends, the rest are
+    handed over and the queue is gone."""
     from ray.util.queue import Empty, Queue
 
     queue = Queue(actor_options={"num_cpus": 0})
@@ -47,7 +54,10 @@ def driver_progress(progress: EpochCallback | None, poll_s: float = 0.5) -> Iter
                 if done.is_set():
                     return
                 continue
-            progress(*item)
+            if isinstance(item, str):
+                print(item, file=sys.stderr, flush=True)
+            elif progress is not None:
+                progress(*item)
 
     thread = threading.Thread(target=drain, name="clip2point-progress", daemon=True)
     thread.start()
