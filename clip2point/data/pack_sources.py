@@ -29,7 +29,7 @@ import numpy as np
 from clip2point.data.datasets import ShapeNet55Pretrain
 from clip2point.data.files import read_npy
 from clip2point.errors import InputError
-from clip2point.registry import PACK_LAYOUTS as LAYOUTS
+from clip2point.registry import PACK_LAYOUTS
 from clip2point.render.cameras import official_views
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,12 @@ class PackPlan:
 
 
 def plan_pack(layout: str, root: str | Path, split: str = "train", on_error: str = "raise") -> PackPlan:
-    """The objects of ``root`` in ``layout`` (one of :data:`LAYOUTS`) to pack."""
+    """The objects of ``root`` in ``layout`` (one of :data:`~clip2point.registry.PACK_LAYOUTS`) to pack."""
     if layout == "shapenet55":
         return _plan_shapenet(Path(root), split, on_error)
     if layout == "generic":
         return _plan_generic(Path(root), on_error)
-    raise InputError(f"pack layout {layout!r} is not allowed; use one of {', '.join(LAYOUTS)}")
+    raise InputError(f"pack layout {layout!r} is not allowed; use one of {', '.join(PACK_LAYOUTS)}")
 
 
 def _plan_shapenet(root: Path, split: str, on_error: str) -> PackPlan:

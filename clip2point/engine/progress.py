@@ -16,22 +16,19 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 @dataclass(frozen=True)
 class EpochHooks:
-    """What rank 0 calls after each epoch: put ``(epoch, metrics)`` on the driver's ``queue`` (a
-    ``ray.util.queue.Queue`` or None), then the run's own ``on_epoch_end`` (None or picklable)."""
+    """What rank 0 calls after each epoch: put ``(epoch, metrics)`` on the driver's ``queue`` (the
+    ``ray.util.queue.Queue`` of :func:`driver_progress`), then the run's own ``on_epoch_end`` (None or
+    picklable); :meth:`note` puts a message for the user on the same queue."""
 
-    queue: Any = None
+    queue: Any
     on_epoch_end: EpochCallback | None = None
 
     def note(self, text: str) -> None:
-        """A message for the user, printed by the driver (this process's stderr without a queue)."""
-        if self.queue is not None:
-            self.queue.put(text)
-        else:
-            print(text, file=sys.stderr, flush=True)
+        """A message for the user, printed by the driver."""
+        self.queue.put(text)
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        if self.queue is not None:
-            self.queue.put((epoch, dict(metrics)))
+        self.queue.put((epoch, dict(metrics)))
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, metrics)
 
