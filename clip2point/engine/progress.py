@@ -37,10 +37,15 @@ class EpochHooks:
 def driver_progress(progress: EpochCallback | None, poll_s: float = 0.5) -> Iterator[Any]:
     """Yield a Ray queue whose items a driver thread hands on as they arrive: ``(epoch, metrics)`` to
     ``progress`` (if any), a note (a string) to this process's stderr; when the block ends, the rest are
-    handed over and the queue is gone."""
+    handed over and the queue is gone. The queue's actor lives on this process's node."""
+    import ray
     from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    queue = Queue(actor_options={"num_cpus": 0})
+    # On the driver's own node: a queue placed on a worker node would die with it, and a node loss is
+    # what pre-training must survive.
+    on_this_node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": on_this_node})
     done = threading.Event()
 
     def drain() -> None:

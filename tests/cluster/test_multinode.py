@@ -135,6 +135,25 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
+def test_the_progress_queue_lives_on_the_drivers_node_and_carries_notes(cluster, capsys):
+    """The head has no CPUs, so a free actor lands on a worker node, which may be lost mid-run; the
+    queue's actor is pinned to the driver's node (the head here) and survives that."""
+    import ray
+    from ray._private.state import actors  # the GCS's actor table (the State API needs a dashboard)
+
+    from clip2point.engine.progress import EpochHooks, driver_progress
+
+    seen = []
+    with driver_progress(lambda epoch, metrics: seen.append((epoch, metrics)), poll_s=0.05) as queue:
+        hooks = EpochHooks(queue)
+        hooks.note("checkpoint epoch_0002 is damaged")
+        hooks(1, {"loss_total": 0.5})
+        placed_on = actors(queue.actor._actor_id.hex())["Address"]["NodeID"]  # alive: it took two puts
+    assert placed_on == ray.get_runtime_context().get_node_id() == cluster.head_node.node_id
+    assert seen == [(1, {"loss_total": 0.5})]
+    assert "checkpoint epoch_0002 is damaged" in capsys.readouterr().err
+
+
 def test_two_workers_on_two_nodes_match_one_worker(cluster, tracking, world):
     runs = {}
     for workers in (1, 2):
