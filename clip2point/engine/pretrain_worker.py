@@ -34,7 +34,7 @@ from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import Experiment
 from clip2point.engine.features import autocast
-from clip2point.engine.grad_cache import contrastive_backward
+from clip2point.engine.grad_cache import contrastive_backward, rows_in_micro_batches
 from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_data import pretrain_batches
 from clip2point.engine.pretrain_state import checkpoint_folder, read_newest, restore_state, write_state
@@ -169,8 +169,12 @@ class Worker:
             factors = (
                 distance_factors(pre.batch_size, self.rank, self.world, generator) if pre.intra else None
             )
+            # rendered in micro batches like the depth encoder's: the step's memory does not grow with the batch
             with torch.no_grad():
-                depth = render_pair(self.experiment.renderer, points, azim, elev, dist_, factors)
+                depth = rows_in_micro_batches(
+                    lambda p, a, e, d, *f: render_pair(self.experiment.renderer, p, a, e, d, f or None),
+                    self.micro_batch, points, azim, elev, dist_, *(factors or ()),
+                )  # fmt: skip
             with autocast(self.device, self.config.precision):
                 image_features = self.image_features(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -193,10 +197,12 @@ class Worker:
         return metrics | {"epoch_seconds": seconds, "samples_per_second": samples / seconds}
 
     def image_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's frozen image features ``(b, C)``: stored in a pack, else the image encoder's output."""
+        """The batch's frozen image features ``(b, C)``: stored in a pack, else the image encoder's output (in
+        micro batches)."""
         if "features" in batch:
             return batch["features"].to(self.device, non_blocking=True)
-        return self.image_encoder(batch["image"].to(self.device, non_blocking=True))
+        images = batch["image"].to(self.device, non_blocking=True)
+        return rows_in_micro_batches(self.image_encoder, self.micro_batch, images)
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """Rank 0: zero-shot accuracies; a val accuracy better than the best so far saves the depth encoder
