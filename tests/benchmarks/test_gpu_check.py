@@ -1,5 +1,6 @@
-"""benchmarks/gpu_check.py: its CPU fallback end to end (the GPU run's code paths at small sizes), a
-failing part recorded while the others report, and the boundary margin of its device comparison."""
+"""benchmarks/gpu_check.py: its CPU fallback end to end (the GPU run's code paths with a tiny ViT: the
+step in micro batches and fed stored features equal to one pass), failing steps and parts recorded while the
+others report, and the boundary margin of its device comparison."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from clip2point.paths import project_root
 from clip2point.render import DepthRenderer
+from tests.tiny_clip import write_tiny_clip
 
 BENCHMARKS = project_root() / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the script's own imports (_timing, render, pretrain_throughput)
@@ -27,13 +29,20 @@ def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=project_root(), env=env, capture_output=True, text=True, timeout=800)
 
 
+def step_losses(report: str) -> dict[str, float]:
+    """Part 2's rows: setting -> the loss after the steps (the last column)."""
+    part = report.split("## 2. The pre-training step")[1].split("## ")[0]
+    rows = [r.split(" | ") for r in part.splitlines() if r.startswith("| ") and not r.startswith("| setting")]
+    return {r[0][2:]: float(r[-1].rstrip(" |")) for r in rows if not r[1].startswith("---")}
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_cpu_fallback_runs_every_part_and_writes_the_report(tmp_path):
     gpu_md = project_root() / "results" / "gpu.md"
     before = gpu_md.read_bytes() if gpu_md.exists() else None
     out = tmp_path / "report" / "gpu.md"
-    result = run_check(out)
+    result = run_check(out, "--model", write_tiny_clip(tmp_path / "clip"))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     for step in ("1. Rendering", "2. The pre-training step", "3. Ray Train", "report written to"):
         assert step in result.stdout  # progress, as it happens
@@ -44,7 +53,14 @@ def test_cpu_fallback_runs_every_part_and_writes_the_report(tmp_path):
     for settings in gpu_check.SETTINGS:  # CPU against CPU: identical
         row = next(r for r in rows if r.startswith(f"| {settings.label()} | "))
         assert "| 0 | 0.00e+00 | 0.00e+00 |" in row and row.endswith("| ok |")
-    assert "| fp32 | " in report and "| bf16 | " in report
+    # the same step computed three ways from the same weights: in one pass, in micro batches with cached
+    # gradients, fed the image encoder's stored output; bf16 autocast moves the loss
+    losses = step_losses(report)
+    assert list(losses) == ["fp32", "bf16", "fp32, micro batch 2", "fp32, stored image features"]
+    assert losses["fp32, micro batch 2"] == pytest.approx(losses["fp32"], rel=1e-5)
+    assert losses["fp32, stored image features"] == pytest.approx(losses["fp32"], rel=1e-5)
+    assert losses["bf16"] != pytest.approx(losses["fp32"], rel=1e-5)
+    assert "Micro batch 2 against one pass of 4 (fp32): peak " in report
     # the same seeds on the same device twice: Ray Train pre-training and few-shot exactly equal
     assert "relative difference 0.00e+00" in report and "0 test sample(s) apart" in report
     assert report.count("| pre-training, Ray Train | cpu | loss after the epoch ") == 2
@@ -53,16 +69,32 @@ def test_cpu_fallback_runs_every_part_and_writes_the_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_part_is_recorded_and_the_others_still_report(tmp_path):
+def test_failing_steps_are_recorded_and_the_other_parts_still_report(tmp_path):
     out = tmp_path / "gpu.md"
     result = run_check(out, "--parts", "step,render", "--model", "NoSuchModel")
     assert result.returncode == 1
     report = out.read_text()
-    assert "outcome: 1 FAILED: part step" in report
+    assert "outcome: 4 FAILED: pre-training step fp32: runs; pre-training step bf16: runs" in report
     failed = report.split("## 2. The pre-training step")[1].split("## ")[0]
-    assert "This part failed:" in failed and "NoSuchModel" in failed and "Traceback" in failed
+    assert failed.count("failed: ") == 4 and "NoSuchModel" in failed
     rendering = report.split("## 1. Rendering")[1]
     assert rendering.count("| ok |") == len(gpu_check.SETTINGS)
+
+
+def test_a_failed_part_is_reported_with_its_traceback():
+    report = gpu_check.Report("python gpu_check.py", ["- device: none"], torch.device("cpu"))
+    report.parts["render"] = gpu_check.Part("rendered\n", [("rendering: agrees", True)])
+    report.failures["step"] = "Traceback (most recent call last):\nRuntimeError: out of memory"
+    report.seconds |= {"render": 1.0, "step": 2.0}
+    text = report.markdown(3.0)
+    assert report.failed() == ["part step"] and "- wall time 3 s; outcome: 1 FAILED: part step" in text
+    step = text.split("## 2. The pre-training step")[1]
+    assert step.startswith(": fp32, bf16, micro batches, stored image features (2 s)")
+    assert (
+        "This part failed:\n\n```\nTraceback (most recent call last):\nRuntimeError: out of memory\n```"
+        in step
+    )
+    assert "## 3." not in text  # a part that did not run has no section
 
 
 @pytest.mark.parametrize(
