@@ -1,10 +1,11 @@
 """The order in which a pack's objects reach the ranks each epoch: shards shuffled, then shuffled in windows.
 
-Epoch ``e`` of a run with seed ``s`` and ``world`` ranks, over shards of ``sizes[k]`` objects holding the
-consecutive indices ``offsets[k] .. offsets[k + 1] - 1``:
+A pack stores its ``N`` objects in a fixed mixed order (:func:`stored_order`), shard after shard, so that
+every shard holds a sample of all classes whatever the source's order. Epoch ``e`` of a run with seed ``s``
+and ``world`` ranks, over shards of ``sizes[k]`` objects:
 
-1. the shards in the order ``numpy.random.default_rng((s, e, SHARD_STREAM)).permutation(len(sizes))``, their
-   objects in stored order: one sequence of all ``N`` indices;
+1. the shards in the order ``numpy.random.default_rng((s, e, SHARD_STREAM)).permutation(len(sizes))``, each
+   with its objects in stored order: one sequence of all ``N`` objects;
 2. rank ``r`` takes the positions ``r * n .. (r + 1) * n - 1`` of it, ``n = N // world`` (the last
    ``N % world`` objects of the epoch sit out, as ``DistributedSampler(drop_last=True)``'s remainder);
 3. that slice is cut where its shards change into pieces; consecutive pieces are grouped into windows of
@@ -27,12 +28,21 @@ import numpy as np
 from torch.utils.data import Sampler
 
 WINDOW = 1024  # objects at least in a shuffle window (the last one of an epoch may hold fewer)
-SHARD_STREAM, WINDOW_STREAM = 11, 12  # seed-sequence words of the shard and window permutations
+SHARD_STREAM, WINDOW_STREAM, STORED_STREAM = 11, 12, 13  # seed words of the shard, window, stored orders
+
+
+@functools.lru_cache(maxsize=2)
+def stored_order(total: int) -> np.ndarray:
+    """``(total,)`` int64, read-only: the indices of a pack's objects in the order its shards store them,
+    ``numpy.random.default_rng(STORED_STREAM).permutation(total)``."""
+    order = np.random.default_rng(STORED_STREAM).permutation(total)
+    order.flags.writeable = False
+    return order
 
 
 @dataclass(frozen=True)
 class Piece:
-    """Positions ``start .. stop - 1`` of shard ``shard`` (its objects ``offset + start ..``)."""
+    """Rows ``start .. stop - 1`` of shard ``shard``."""
 
     shard: int
     start: int
@@ -71,6 +81,7 @@ class ShardOrder(Sampler[int]):
     def __init__(self, sizes: tuple[int, ...], seed: int, rank: int, world: int) -> None:
         self.sizes, self.seed, self.rank, self.world, self.epoch = tuple(sizes), seed, rank, world, 0
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.stored = stored_order(sum(self.sizes))
 
     @classmethod
     def blocks(cls, total: int, size: int, seed: int, rank: int, world: int) -> ShardOrder:
@@ -86,9 +97,13 @@ class ShardOrder(Sampler[int]):
     def windows(self, epoch: int) -> tuple[tuple[tuple[Piece, ...], np.ndarray], ...]:
         return rank_windows(self.sizes, self.seed, epoch, self.rank, self.world)
 
+    def held(self, shard: int) -> np.ndarray:
+        """The indices of the objects shard ``shard`` holds, in row order."""
+        return self.stored[self.offsets[shard] : self.offsets[shard + 1]]
+
     def indices(self, pieces: tuple[Piece, ...]) -> np.ndarray:
         """``(size,)`` int64: the pack indices of ``pieces``' objects, in their concatenation's order."""
-        return np.concatenate([np.arange(p.start, p.stop) + self.offsets[p.shard] for p in pieces])
+        return np.concatenate([self.held(p.shard)[p.start : p.stop] for p in pieces])
 
     def __iter__(self) -> Iterator[int]:
         for pieces, order in self.windows(self.epoch):

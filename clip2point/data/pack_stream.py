@@ -65,10 +65,10 @@ class Serving:
                 table = pq.read_table(f"{path}/{self.files[shard]}", filesystem=fs, columns=COLUMNS)
             except pa.ArrowInvalid as exc:
                 raise InputError(f"pack shard {where} cannot be read ({exc}): repack") from exc
-        first, size = int(self.order.offsets[shard]), self.order.sizes[shard]
-        if not np.array_equal(table.column("index").to_numpy(), np.arange(first, first + size)):
-            raise InputError(f"pack shard {where} does not hold the objects {first}..{first + size - 1} that "
-                             "its manifest places there: repack")  # fmt: skip
+        held = self.order.held(shard)
+        if not np.array_equal(table.column("index").to_numpy(), held):
+            raise InputError(f"pack shard {where} does not hold the {len(held)} objects its manifest places "
+                             f"there (indices {held[:3].tolist()} ...): repack")  # fmt: skip
         return table
 
 

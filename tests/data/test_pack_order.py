@@ -11,7 +11,7 @@ import pytest
 
 from clip2point.data import ShapeNet55Pretrain
 from clip2point.data.pack import MANIFEST, read_manifest, shard_name
-from clip2point.data.pack_order import SHARD_STREAM, WINDOW, WINDOW_STREAM, ShardOrder
+from clip2point.data.pack_order import SHARD_STREAM, STORED_STREAM, WINDOW, WINDOW_STREAM, ShardOrder
 from clip2point.data.pack_stream import PackStream
 from clip2point.engine.pack import pack_dataset
 from clip2point.errors import InputError
@@ -48,8 +48,9 @@ def test_every_object_once_per_epoch_in_a_new_order_from_the_seed():
     # the documented definition, by hand, for 1 rank over shards of 2 and 3 objects (one window)
     order = ShardOrder((2, 3), 7, 0, 1)
     order.set_epoch(4)
+    stored = np.random.default_rng(STORED_STREAM).permutation(5)  # shards: stored[:2], stored[2:]
     shards = np.random.default_rng((7, 4, SHARD_STREAM)).permutation(2)
-    sequence = np.concatenate([[0, 1] if s == 0 else [2, 3, 4] for s in shards])
+    sequence = np.concatenate([stored[:2] if s == 0 else stored[2:] for s in shards])
     assert list(order) == sequence[np.random.default_rng((7, 4, 0, 0, WINDOW_STREAM)).permutation(5)].tolist()
     assert list(ShardOrder.blocks(5, 2, 7, 0, 1).sizes) == [2, 2, 1]
 
@@ -58,7 +59,7 @@ def test_every_object_once_per_epoch_in_a_new_order_from_the_seed():
 def test_one_execution_over_epochs_serves_the_raw_files_samples(ray_session, tmp_path):
     config = tiny_config_for(tmp_path, **{"pretrain.sampling": "random"})
     pack = tmp_path / "pack"
-    pack_dataset(config, str(pack), shard_size=5, log=lambda _: None)  # shards of 5, 5, 5, 1
+    pack_dataset(config, str(pack), shard_size=5, log=lambda _: None)  # shards of 5, 5, 5, 1 objects
     manifest = read_manifest(str(pack))
     options = {"seed": config.seed, "world": 2, "batch_size": 3, "num_points": 64, "sampling": "random"}
     raw = ShapeNet55Pretrain(config.data.root, "train", num_points=64, seed=config.seed, sampling="random")
@@ -95,6 +96,6 @@ def test_one_execution_over_epochs_serves_the_raw_files_samples(ray_session, tmp
     manifest_file.write_text(json.dumps(raw_manifest))
     stream = PackStream(str(pack), read_manifest(str(pack)), rank=0, **options | {"world": 1})
     with pytest.raises(
-        InputError, match=rf"pack shard {pack}/shard-0000[01].parquet does not hold the objects"
+        InputError, match=rf"pack shard {pack}/shard-0000[01].parquet does not hold the 5 objects"
     ):
         list(stream.epoch(1))
