@@ -13,11 +13,12 @@ step depends on their values, ``clip2point data pack`` computes real ones). Then
    raw loader (:class:`ShapeNet55Pretrain` + ``DataLoader``: PNG decode, standardise, subset) with 0 and
    2 loader workers, over ``--raw-batches`` batches including the loader's start; the packed stream
    (:class:`PackStream`: one Ray Data execution for all epochs, its tasks on the Ray instance) over
-   ``--epochs`` epochs: its rate over the epochs after the first (what a run sees once its stream runs:
-   the ratios), and the first epoch's, which includes the execution's start (once per run);
+   ``--epochs`` epochs: its rate from its first batch to the end (what a run sees once its stream runs:
+   the ratios), and apart the time to that first batch (the execution's start, once per run);
 2. whole steps (data + depth render + encoders + loss + backward + LAMB, :mod:`pretrain_throughput`'s
    step): ViT-B-32 (random weights, 224 px) and the toy CLIP, raw (0 loader workers, the image encoder
-   on the PNG) against packed (the stored feature), median of ``--steps`` after one warm-up;
+   on the PNG) against packed (the stored feature), median of ``--steps`` after one warm-up; "at most":
+   the ratio if the packed step took the raw one's time less all its batch fetch and image encoder;
 3. the peak resident memory of the process that consumes a pack's stream (the worker), one epoch of
    synthetic packs of each ``--memory`` size (512-point clouds, 10 features of width 64), each in a
    fresh process.
@@ -124,20 +125,24 @@ def rate(batches, limit: int | None, batch: int) -> float:
     return count * batch / (time.perf_counter() - start)
 
 
-def step_rate(model: str, pretrained: str | None, batches, packed: bool, batch: int, steps: int) -> float:
-    """Samples/s of whole steps (median of ``steps`` after one warm-up), fetching each batch from ``batches``."""
+def step_rate(
+    model: str, pretrained: str | None, batches, packed: bool, batch: int, steps: int
+) -> tuple[float, float]:
+    """Samples/s of whole steps (median of ``steps`` after one warm-up), fetching each batch from ``batches``,
+    and the median share of the step spent fetching the batch and in the image encoder."""
     step = build_step(model, pretrained, batch, 1024, torch.device("cpu"))
     if packed:
         step.image_encoder = torch.nn.Identity()  # the stored feature instead of the encoder
-    times, iterator = [], iter(batches)
+    times, shares, iterator = [], [], iter(batches)
     for _ in range(steps + 1):
         start = time.perf_counter()
         item = next(iterator)
         step.points, step.view = item["points"], (item["azim"], item["elev"], item["dist"])
         step.rgb = item["features"] if packed else item["image"]
-        run_step(step, "fp32", time.perf_counter)
+        marks, _ = run_step(step, "fp32", time.perf_counter)
         times.append(time.perf_counter() - start)
-    return batch / statistics.median(times[1:])
+        shares.append((marks[0] - start + marks[2] - marks[1]) / times[-1])
+    return batch / statistics.median(times[1:]), statistics.median(shares[1:])
 
 
 def memory_child(pack: str) -> None:
@@ -195,17 +200,17 @@ def main() -> None:
         print("| what | raw PNG loader, samples/s | packed stream, samples/s | packed / raw |")
         print("| --- | --- | --- | --- |")
         packed_stream = stream(packs[512], args.batch, epochs=args.epochs)
-        first = rate(packed_stream.epoch(1), None, args.batch)  # with the execution's start
         start = time.perf_counter()
-        later = sum(1 for e in range(2, args.epochs + 1) for _ in packed_stream.epoch(e))
-        packed = later * args.batch / (time.perf_counter() - start)
+        batches = (b for e in range(1, args.epochs + 1) for b in packed_stream.epoch(e))
+        next(batches)
+        started = time.perf_counter()  # the first batch: the execution runs
+        packed = rate(batches, None, args.batch)  # the rest of all epochs
         packed_stream.close()
         for workers in (0, 2):
             raw = rate(raw_loader(root, args.batch, workers), args.raw_batches, args.batch)
             print(
                 f"| data path, raw loader with {workers} workers | {raw:.1f} | {packed:.1f} | {packed / raw:.1f}x |"
             )
-        print(f"| data path, packed stream's first epoch (with its start) | | {first:.1f} | |")
         for model, pretrained, width, bundle in (
             ("ViT-B-32", None, 512, None),
             ("ToyCLIP", "toy", toy.embed_dim, toy),
@@ -213,14 +218,16 @@ def main() -> None:
             size = 224 if bundle is None else bundle.image_size
             norm = None if bundle is None else bundle.norm
             raw_batches = raw_loader(root, args.step_batch, 0, size, norm)
-            raw = step_rate(model, pretrained, raw_batches, False, args.step_batch, args.steps)
+            raw, share = step_rate(model, pretrained, raw_batches, False, args.step_batch, args.steps)
             pack_stream = stream(packs[width], args.step_batch)
-            packed = step_rate(model, pretrained, pack_stream.epoch(1), True, args.step_batch, args.steps)
+            packed, _ = step_rate(model, pretrained, pack_stream.epoch(1), True, args.step_batch, args.steps)
             pack_stream.close()  # end its Ray Data execution before Ray ends
             print(
-                f"| whole CPU step, {model}, batch {args.step_batch} | {raw:.2f} | {packed:.2f} | {packed / raw:.2f}x |"
+                f"| whole CPU step, {model}, batch {args.step_batch} | {raw:.2f} | {packed:.2f} | {packed / raw:.2f}x "
+                f"(at most {1 / (1 - share):.2f}x) |"
             )
     ray.shutdown()
+    print(f"\nthe packed stream's start (once per run): {started - start:.1f} s to its first batch")
     if args.memory:
         print("\n| pack objects | objects streamed | peak memory of the consuming worker, MiB |")
         print("| --- | --- | --- |")

@@ -81,7 +81,6 @@ class ShardOrder(Sampler[int]):
     def __init__(self, sizes: tuple[int, ...], seed: int, rank: int, world: int) -> None:
         self.sizes, self.seed, self.rank, self.world, self.epoch = tuple(sizes), seed, rank, world, 0
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        self.stored = stored_order(sum(self.sizes))
 
     @classmethod
     def blocks(cls, total: int, size: int, seed: int, rank: int, world: int) -> ShardOrder:
@@ -98,8 +97,9 @@ class ShardOrder(Sampler[int]):
         return rank_windows(self.sizes, self.seed, epoch, self.rank, self.world)
 
     def held(self, shard: int) -> np.ndarray:
-        """The indices of the objects shard ``shard`` holds, in row order."""
-        return self.stored[self.offsets[shard] : self.offsets[shard + 1]]
+        """The indices of the objects shard ``shard`` holds, in row order (the stored order is computed
+        where it is needed, not carried by a pickled order: 8 bytes per object)."""
+        return stored_order(int(self.offsets[-1]))[self.offsets[shard] : self.offsets[shard + 1]]
 
     def indices(self, pieces: tuple[Piece, ...]) -> np.ndarray:
         """``(size,)`` int64: the pack indices of ``pieces``' objects, in their concatenation's order."""
