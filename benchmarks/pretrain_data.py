@@ -1,7 +1,7 @@
 """Pre-training data: the raw PNG loader against a packed stream (``pretrain.data``), side by side with ratios.
 
     python benchmarks/pretrain_data.py                     # this machine's CPUs
-    python benchmarks/pretrain_data.py --objects 1024 --steps 3 --memory 1000 10000
+    python benchmarks/pretrain_data.py --objects 1024 --epochs 3 --steps 3 --memory 1000 10000
 
 Writes in a temp folder a ShapeNet55-layout set of ``--objects`` objects (8,192-point clouds; 64 distinct
 sets of 10 real 224 x 224 RGBA PNG renders, hard-linked to every object, so the disk holds 640 images)
@@ -11,11 +11,14 @@ step depends on their values, ``clip2point data pack`` computes real ones). Then
 
 1. the data path alone: samples/s of batches of ``--batch`` (random point subsets, as the authors): the
    raw loader (:class:`ShapeNet55Pretrain` + ``DataLoader``: PNG decode, standardise, subset) with 0 and
-   2 loader workers, over ``--raw-batches`` batches; the packed stream (:class:`PackStream`, Ray Data tasks
-   on the Ray instance), over one whole epoch including its start;
+   2 loader workers, over ``--raw-batches`` batches including the loader's start; the packed stream
+   (:class:`PackStream`: one Ray Data execution for all epochs, its tasks on the Ray instance) over
+   ``--epochs`` epochs: its rate from its first batch to the end (what a run sees once its stream runs:
+   the ratios), and apart the time to that first batch (the execution's start, once per run);
 2. whole steps (data + depth render + encoders + loss + backward + LAMB, :mod:`pretrain_throughput`'s
    step): ViT-B-32 (random weights, 224 px) and the toy CLIP, raw (0 loader workers, the image encoder
-   on the PNG) against packed (the stored feature), median of ``--steps`` after one warm-up;
+   on the PNG) against packed (the stored feature), median of ``--steps`` after one warm-up; "at most":
+   the ratio if the packed step took the raw one's time less all its batch fetch and image encoder;
 3. the peak resident memory of the process that consumes a pack's stream (the worker), one epoch of
    synthetic packs of each ``--memory`` size (512-point clouds, 10 features of width 64), each in a
    fresh process.
@@ -44,6 +47,7 @@ from clip2point import storage
 from clip2point.data import ShapeNet55Pretrain
 from clip2point.data.classnames import SHAPENET55_SYNSET_IDS
 from clip2point.data.pack import MANIFEST, Encoder, Manifest, Shard, read_manifest, shard_bytes, shard_name
+from clip2point.data.pack_order import stored_order
 from clip2point.data.pack_stream import PackStream
 from clip2point.models import load_clip
 from clip2point.render import official_views
@@ -78,14 +82,16 @@ def write_raw(root: Path, objects: int, points: int = 8192) -> None:
 
 
 def write_pack(out: Path, clouds: list[np.ndarray], width: int, shard_size: int = 512) -> str:
-    """A pack of ``clouds`` with random features ``(10, width)`` and the official cameras."""
+    """A pack of ``clouds`` (in the packs' stored order) with random features ``(10, width)`` and the
+    official cameras."""
     rng = np.random.default_rng(1)
     cameras = torch.stack(list(official_views(10)), 1).numpy()
     shards = []
+    stored = stored_order(len(clouds)).tolist()
     for first in range(0, len(clouds), shard_size):
         rows = [{"index": i, "record": i, "label": i % 55, "source": f"object {i}", "cloud": clouds[i],
                  "features": rng.normal(size=(10, width)).astype(np.float32), "cameras": cameras}
-                for i in range(first, min(first + shard_size, len(clouds)))]  # fmt: skip
+                for i in stored[first : first + shard_size]]  # fmt: skip
         data = shard_bytes(rows)
         storage.write_bytes(str(out / shard_name(len(shards))), data)
         shards.append(Shard(shard_name(len(shards)), len(rows), len(data)))
@@ -97,9 +103,9 @@ def write_pack(out: Path, clouds: list[np.ndarray], width: int, shard_size: int 
     return str(out)
 
 
-def stream(pack: str, batch: int, points: int = 1024) -> PackStream:
+def stream(pack: str, batch: int, points: int = 1024, epochs: int = 1) -> PackStream:
     return PackStream(pack, read_manifest(pack), seed=0, rank=0, world=1, batch_size=batch, num_points=points,
-                      sampling="random")  # fmt: skip
+                      sampling="random", last_epoch=epochs)  # fmt: skip
 
 
 def raw_loader(root: Path, batch: int, workers: int, size: int = 224, norm=None) -> DataLoader:
@@ -119,20 +125,24 @@ def rate(batches, limit: int | None, batch: int) -> float:
     return count * batch / (time.perf_counter() - start)
 
 
-def step_rate(model: str, pretrained: str | None, batches, packed: bool, batch: int, steps: int) -> float:
-    """Samples/s of whole steps (median of ``steps`` after one warm-up), fetching each batch from ``batches``."""
+def step_rate(
+    model: str, pretrained: str | None, batches, packed: bool, batch: int, steps: int
+) -> tuple[float, float]:
+    """Samples/s of whole steps (median of ``steps`` after one warm-up), fetching each batch from ``batches``,
+    and the median share of the step spent fetching the batch and in the image encoder."""
     step = build_step(model, pretrained, batch, 1024, torch.device("cpu"))
     if packed:
         step.image_encoder = torch.nn.Identity()  # the stored feature instead of the encoder
-    times, iterator = [], iter(batches)
+    times, shares, iterator = [], [], iter(batches)
     for _ in range(steps + 1):
         start = time.perf_counter()
         item = next(iterator)
         step.points, step.view = item["points"], (item["azim"], item["elev"], item["dist"])
         step.rgb = item["features"] if packed else item["image"]
-        run_step(step, "fp32", time.perf_counter)
+        marks, _ = run_step(step, "fp32", time.perf_counter)
         times.append(time.perf_counter() - start)
-    return batch / statistics.median(times[1:])
+        shares.append((marks[0] - start + marks[2] - marks[1]) / times[-1])
+    return batch / statistics.median(times[1:]), statistics.median(shares[1:])
 
 
 def memory_child(pack: str) -> None:
@@ -165,6 +175,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--raw-batches", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--step-batch", type=int, default=8)
     parser.add_argument("--cpus", type=int, default=2)
@@ -178,7 +189,6 @@ def main() -> None:
     torch.set_num_threads(args.cpus)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    rows = []
     with tempfile.TemporaryDirectory(prefix="c2p-bench-") as folder:
         root = Path(folder) / "raw"
         write_raw(root, args.objects)
@@ -189,12 +199,15 @@ def main() -> None:
         print(f"{args.objects} objects, batch {args.batch}, {args.cpus} CPUs, torch threads {args.cpus}\n")
         print("| what | raw PNG loader, samples/s | packed stream, samples/s | packed / raw |")
         print("| --- | --- | --- | --- |")
-        packed = rate(
-            stream(packs[512], args.batch).epoch(1), None, args.batch
-        )  # a whole epoch, with its start
+        packed_stream = stream(packs[512], args.batch, epochs=args.epochs)
+        start = time.perf_counter()
+        batches = (b for e in range(1, args.epochs + 1) for b in packed_stream.epoch(e))
+        next(batches)
+        started = time.perf_counter()  # the first batch: the execution runs
+        packed = rate(batches, None, args.batch)  # the rest of all epochs
+        packed_stream.close()
         for workers in (0, 2):
             raw = rate(raw_loader(root, args.batch, workers), args.raw_batches, args.batch)
-            rows.append((f"data path, {workers} loader workers", raw, packed))
             print(
                 f"| data path, raw loader with {workers} workers | {raw:.1f} | {packed:.1f} | {packed / raw:.1f}x |"
             )
@@ -205,14 +218,16 @@ def main() -> None:
             size = 224 if bundle is None else bundle.image_size
             norm = None if bundle is None else bundle.norm
             raw_batches = raw_loader(root, args.step_batch, 0, size, norm)
-            raw = step_rate(model, pretrained, raw_batches, False, args.step_batch, args.steps)
-            pack_batches = stream(packs[width], args.step_batch).epoch(1)
-            packed = step_rate(model, pretrained, pack_batches, True, args.step_batch, args.steps)
-            pack_batches.close()  # end its Ray Data execution before Ray ends
+            raw, share = step_rate(model, pretrained, raw_batches, False, args.step_batch, args.steps)
+            pack_stream = stream(packs[width], args.step_batch)
+            packed, _ = step_rate(model, pretrained, pack_stream.epoch(1), True, args.step_batch, args.steps)
+            pack_stream.close()  # end its Ray Data execution before Ray ends
             print(
-                f"| whole CPU step, {model}, batch {args.step_batch} | {raw:.2f} | {packed:.2f} | {packed / raw:.2f}x |"
+                f"| whole CPU step, {model}, batch {args.step_batch} | {raw:.2f} | {packed:.2f} | {packed / raw:.2f}x "
+                f"(at most {1 / (1 - share):.2f}x) |"
             )
     ray.shutdown()
+    print(f"\nthe packed stream's start (once per run): {started - start:.1f} s to its first batch")
     if args.memory:
         print("\n| pack objects | objects streamed | peak memory of the consuming worker, MiB |")
         print("| --- | --- | --- |")

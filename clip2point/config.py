@@ -88,7 +88,9 @@ class PretrainConfig(Settings):
     share a 2-CPU machine beside their Tune trials). ``loader_workers``: data-loading processes per worker.
     ``data``: the storage location of a pack (:mod:`clip2point.data.pack`: a folder, ``s3://``, ``gs://``) whose
     clouds, stored image features and cameras are streamed to the workers through Ray Data instead of
-    reading ``data.root``'s files (the validation and zero-shot probes still read ``data.root``).
+    reading ``data.root``'s files (the validation and zero-shot probes still read ``data.root``), in a
+    pack's streamed order (:mod:`clip2point.data.pack_order`); ``shuffle_shard_size``: the raw files in that
+    order too, as a pack with shards of this many objects streams them (null: ``DistributedSampler``'s).
     ``keep_checkpoints``: how many epoch checkpoints Ray Train keeps. Runs are stored under
     ``<storage>/pretrain/<name>``. ``lease_timeout``: seconds after its last heartbeat that a run's lease
     (:mod:`clip2point.lease`) counts as its holder's death, so that ``--resume`` may take the run over.
@@ -118,6 +120,11 @@ class PretrainConfig(Settings):
     )
     data: str | None = described(
         None, "a pack (`clip2point data pack`) to stream the training pairs from; null: the raw files"
+    )
+    shuffle_shard_size: int | None = bounded(
+        None,
+        low=1,
+        help="raw files: shuffle as a pack with shards of this many objects streams (null: globally)",
     )
     optimizer: Literal["lamb", "timm_lamb"] = described(
         "lamb", "LAMB as the authors built it (torch-optimizer) or timm's (bias correction, clipping)"

@@ -441,14 +441,27 @@ def shapenet_points(
     """A stored ShapeNet cloud ``(P, 3)`` float32 as served: ``(num_points, 3)`` float32, by farthest point
     sampling (``"fps"``) or the per-epoch random subset of ``key = (seed, epoch, record)`` (``"random"``),
     then normalised into the unit sphere. The raw files and a pack (:mod:`clip2point.data.pack`) both
-    serve their clouds through it."""
-    cloud = torch.from_numpy(cloud)
+    serve their clouds through it (a pack several at once: :func:`shapenet_points_batch`)."""
+    return shapenet_points_batch([cloud], num_points, sampling, [key], split, [source])[0]
+
+
+def shapenet_points_batch(
+    clouds: Sequence[np.ndarray], num_points: int, sampling: str, keys: Sequence[tuple[int, int, int]],
+    split: str, sources: Sequence[str],
+) -> np.ndarray:  # fmt: skip
+    """:func:`shapenet_points` of each cloud with its key and source, normalised together:
+    ``(k, num_points, 3)`` float32, each cloud's exactly as one at a time."""
     if sampling == "fps":
-        return _finish(resample(cloud, num_points, source=source), align=False)
-    stream = (*key, ShapeNet55.SUBSET_STREAM, 1 + SPLITS.index(split))
-    return _finish(
-        random_subset(cloud, num_points, np.random.default_rng(stream), source=source), align=False
-    )
+        picked = [
+            resample(torch.from_numpy(c), num_points, source=s) for c, s in zip(clouds, sources, strict=True)
+        ]
+    else:
+        words = (ShapeNet55.SUBSET_STREAM, 1 + SPLITS.index(split))
+        picked = [
+            random_subset(torch.from_numpy(c), num_points, np.random.default_rng((*k, *words)), source=s)
+            for c, k, s in zip(clouds, keys, sources, strict=True)
+        ]
+    return _finish(torch.stack(picked), align=False)
 
 
 def pretrain_view(key: tuple[int, int, int], views: int) -> int:

@@ -8,7 +8,8 @@ A pack is a folder in a storage location (:mod:`clip2point.storage`: a local or 
     ...
     pack.json              while packing: the settings of the unfinished pack (a resume must match them)
 
-Row columns: ``index`` (int64, the object's place among the served samples, what a sampler permutes),
+The shards hold the objects in a fixed mixed order (:func:`~clip2point.data.pack_order.stored_order`).
+Row columns: ``index`` (int64, the object's place among the served samples, what the order permutes),
 ``record`` (int64, its place in the source list: the per-epoch random draws are seeded by it, as the raw
 files' are), ``label`` (int64), ``source`` (the cloud's file), ``cloud`` (the whole stored cloud ``(P, 3)``
 float32, little-endian bytes), ``features`` (the frozen image encoder's feature of each render ``(V, C)``
@@ -36,7 +37,7 @@ from torch import nn
 from clip2point import storage
 from clip2point.errors import ConfigError, InputError
 
-FORMAT = 1
+FORMAT = 2  # 2: shards in the mixed order of pack_order.stored_order (1: in the source order)
 MANIFEST = "manifest.json"
 PENDING = "pack.json"
 SCHEMA = pa.schema(
@@ -129,11 +130,10 @@ class Manifest:
             version = raw["format"]
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{where} is not a pack manifest: {exc}") from exc
-        if not isinstance(version, int) or version > FORMAT:
-            raise InputError(
-                f"{where} has pack format {version!r}; this clip2point reads format {FORMAT} and older: "
-                "upgrade clip2point, or repack with this version"
-            )
+        if version != FORMAT:
+            fix = "upgrade clip2point" if isinstance(version, int) and version > FORMAT else "repack"
+            raise InputError(f"{where} has pack format {version!r}; this clip2point reads format {FORMAT}: "
+                             f"{fix} (`clip2point data pack` with this version)")  # fmt: skip
         try:
             return cls(
                 encoder=Encoder(**{**raw["encoder"], "mean": tuple(raw["encoder"]["mean"]),

@@ -1,6 +1,7 @@
 """``clip2point data pack``: turn a pre-training data root into a pack (:mod:`clip2point.data.pack`).
 
-The objects (:mod:`clip2point.data.pack_sources`) are cut into shards of ``shard_size``; each shard is one
+The objects (:mod:`clip2point.data.pack_sources`), in the pack's mixed order
+(:func:`~clip2point.data.pack_order.stored_order`), are cut into shards of ``shard_size``; each shard is one
 Ray task (a cluster packs in parallel) that reads the clouds and renders, runs the frozen image encoder on
 every render once, in the config's precision, and writes its Parquet file to the storage atomically. A
 killed packing leaves finished shards and ``pack.json`` (the settings); run again with the same settings it
@@ -20,6 +21,7 @@ from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.data.files import read_image, read_npy
 from clip2point.data.pack import (
+    FORMAT,
     MANIFEST,
     PENDING,
     Encoder,
@@ -29,6 +31,7 @@ from clip2point.data.pack import (
     shard_name,
     shard_sizes,
 )
+from clip2point.data.pack_order import stored_order
 from clip2point.data.pack_sources import PackObject, plan_pack
 from clip2point.engine.features import autocast, compute_precision
 from clip2point.errors import InputError
@@ -91,9 +94,10 @@ def pack_dataset(
     bundle = load_clip(config.model.name, config.model.pretrained, "cpu")
     device = "cuda" if use_gpu else "cpu"
     encoder = Encoder.of(bundle, compute_precision(device, config.precision))
-    chunks = [plan.objects[i : i + shard_size] for i in range(0, len(plan.objects), shard_size)]
+    stored = [plan.objects[i] for i in stored_order(len(plan.objects)).tolist()]
+    chunks = [stored[i : i + shard_size] for i in range(0, len(stored), shard_size)]
     settings = {"encoder": asdict(encoder), "layout": layout, "source": str(root), "split": split,
-                "objects": len(plan.objects), "shard_size": shard_size}  # fmt: skip
+                "objects": len(plan.objects), "shard_size": shard_size, "format": FORMAT}  # fmt: skip
     _start_or_resume(out, settings)
     done = shard_sizes(out)
     todo = [i for i in range(len(chunks)) if shard_name(i) not in done]

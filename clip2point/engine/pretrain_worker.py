@@ -1,8 +1,7 @@
 """The Ray Train per-worker loop of pre-training (docs/method.md section 2), for 1 worker or N DDP workers.
 
 Each worker reads its shard of the ShapeNet55 pre-training pairs, from the raw files or streamed from a pack
-(``pretrain.data``, :mod:`clip2point.engine.pretrain_data`; ``DistributedSampler``'s order, seeded, one
-``set_epoch`` per epoch), renders every cloud at its sampled view at two jittered distances, encodes the
+(``pretrain.data``, :mod:`clip2point.engine.pretrain_data`; in a seeded order that is new every epoch), renders every cloud at its sampled view at two jittered distances, encodes the
 depth maps with the trainable depth encoder and the RGB render with the frozen image encoder (a pack holds
 its output), and steps
 LAMB on the objective, with the cosine warm-restart schedule stepped every iteration. After every epoch

@@ -13,6 +13,7 @@ import torch
 
 from clip2point.data import ShapeNet55Pretrain, read_image
 from clip2point.data.pack import FORMAT, MANIFEST, PENDING, decode, read_manifest, shard_name
+from clip2point.data.pack_order import stored_order
 from clip2point.engine.pack import pack_dataset
 from clip2point.errors import InputError
 from clip2point.models import load_clip
@@ -37,14 +38,15 @@ def rows_of(pack: Path) -> dict[int, dict]:
 def test_pack_holds_clouds_features_cameras_and_resumes_after_a_failure(ray_session, tmp_path):
     config = tiny_config_for(tmp_path)
     root, out = Path(config.data.root), tmp_path / "pack"
-    bad = root / "ShapeNet55" / "shapenet_pc" / "02691156-m12.npy"  # object 12: shard 3 of 4
+    bad = root / "ShapeNet55" / "shapenet_pc" / "02691156-m12.npy"  # object 12
+    bad_shard = shard_name(int(np.flatnonzero(stored_order(16) == 12)[0]) // 4)  # its shard of 4
     good = bad.read_bytes()
     bad.write_bytes(b"not a cloud")
     with pytest.raises(InputError, match="cannot read .npy file .*02691156-m12.npy"):
         pack_dataset(config, str(out), shard_size=4, log=quiet)
     assert not (out / MANIFEST).exists() and (out / PENDING).exists()
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
-    assert kept and shard_name(3) not in kept and not list(out.glob(".*tmp"))  # nothing half-written
+    assert kept and bad_shard not in kept and not list(out.glob(".*tmp"))  # nothing half-written
     bad.write_bytes(good)
     lines = []
     manifest = pack_dataset(config, str(out), shard_size=4, log=lines.append)
@@ -83,7 +85,7 @@ def test_unfinished_pack_with_other_settings_is_refused(ray_session, tmp_path):
     out.mkdir()
     (out / PENDING).write_text(json.dumps({"shard_size": 3}))
     with pytest.raises(
-        InputError, match=r"pack.json: an unfinished pack with other settings \(encoder, layout"
+        InputError, match=r"pack.json: an unfinished pack with other settings \(encoder, format, layout"
     ):
         pack_dataset(config, str(out), shard_size=4, log=quiet)
 
@@ -144,7 +146,12 @@ def test_reading_a_bad_pack_names_the_file(ray_session, tmp_path):
 
     manifest_file.write_text(text.replace(f'"format": {FORMAT}', f'"format": {FORMAT + 1}'))
     with pytest.raises(
-        InputError, match=f"{manifest_file} has pack format {FORMAT + 1}; .* reads format {FORMAT}"
+        InputError, match=f"{manifest_file} has pack format {FORMAT + 1}; .* reads format {FORMAT}: upgrade"
+    ):
+        read_manifest(str(out))
+    manifest_file.write_text(text.replace(f'"format": {FORMAT}', '"format": 1'))  # shards in source order
+    with pytest.raises(
+        InputError, match=f"{manifest_file} has pack format 1; .* reads format {FORMAT}: repack"
     ):
         read_manifest(str(out))
     raw = json.loads(text)

@@ -1,5 +1,5 @@
 """Pre-training from a pack streamed through Ray Data: the same losses and zero-shot accuracy as the raw
-files for the same seed (fp32, CPU), and a pack of another backbone or image size refused before anything
+files for the same seed and order (fp32, CPU), and a pack of another backbone or image size refused before anything
 starts."""
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def test_packed_pretraining_equals_the_raw_files(ray_session, tmp_path):
     config = tiny_config_for(tmp_path, **{"precision": "fp32", "pretrain.sampling": "random"})
     pack = tmp_path / "pack"
     pack_dataset(config, str(pack), shard_size=5, log=lambda _: None)
-    raw = run_pretraining(config, "raw", log=lambda _: None)
+    raw = run_pretraining(  # the raw files in the pack's order
+        with_overrides(config, {"pretrain.shuffle_shard_size": 5}), "raw", log=lambda _: None
+    )
     packed = run_pretraining(
         with_overrides(config, {"pretrain.data": str(pack)}), "packed", log=lambda _: None
     )
