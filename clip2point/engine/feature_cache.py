@@ -6,6 +6,10 @@ seed, alignment) and the arithmetic precision. :func:`feature_key` hashes exactl
 ``<cache_dir>/<key>.safetensors`` holds ``features (M, V, C)`` float32 and ``labels (M,)`` int64 of a
 whole split, so every epoch and every trial (seed, shots, adapter switch) that shares them reads it.
 
+Clouds sampled anew every epoch (``dataset.per_epoch``, ``fewshot.resample``) have one entry per epoch: the
+dataset fingerprint holds the epoch, whose draws are fixed by the seed, so the cells of a study that share
+an encoder, renderer and split render and encode each epoch's test clouds once.
+
 Cached and live features are bit-identical: encoders see one sample's V views per call
 (:class:`SampleWiseEncoder`), so a sample's features never depend on which batch it came in (batched
 float matmuls give results that do, in the last bits). Entries are written atomically under the lock
@@ -169,12 +173,12 @@ def load_or_extract(
 ) -> ViewFeatures:
     """``encoder``'s per-view features of every sample of ``dataset``, rendered by ``renderer`` at
     ``views`` and encoded in ``precision``: read from ``<cache_dir>/<feature_key>.safetensors`` if present
-    and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None, or a
-    dataset whose clouds change every epoch (``dataset.per_epoch``: nothing of it is worth keeping), computes
-    without storing."""
+    and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None computes
+    without storing. A dataset whose clouds change every epoch (``dataset.per_epoch``) has one entry per
+    epoch (its fingerprint holds the epoch)."""
     options = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     v = views.num_views
-    if cache_dir is None or dataset.per_epoch:
+    if cache_dir is None:
         features, labels = extract_features(encoder, renderer, dataset, views, **options)
         return ViewFeatures(features, labels, hit=False, path=None)
     key = feature_key(encoder, renderer, views, dataset, device, precision)
@@ -201,10 +205,11 @@ class SplitFeatures:
     """Per-view features of one dataset split for a list of frozen encoders, by sample index.
 
     ``cache_dir`` set: each distinct encoder's features of the whole split come from
-    :func:`load_or_extract` once and are indexed per call. ``cache_dir`` None, or a dataset whose clouds
-    change every epoch (``dataset.per_epoch``, ``fewshot.resample``: the cache is bypassed): every call
-    renders and encodes the asked samples anew, from the dataset's current epoch. Both give bit-identical
-    tensors for the same clouds. An encoder
+    :func:`load_or_extract` once and are indexed per call; for a dataset whose clouds change every epoch
+    (``dataset.per_epoch``, ``fewshot.resample``) once per epoch, at the first call in it (the whole split,
+    e.g. the test split evaluated after every epoch). ``cache_dir`` None: every call renders and encodes the
+    asked samples anew, from the dataset's current epoch (e.g. the K shots of a re-sampled train split). Both
+    give bit-identical tensors for the same clouds. An encoder
     listed twice (the dual path with both encoders CLIP's) is computed once.
     """
 
@@ -233,19 +238,30 @@ class SplitFeatures:
             if not known:
                 self._unique.append(encoder)
         self.entries: list[ViewFeatures] | None = None
+        self._cached = dict(
+            cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
+            precision=precision,
+        )  # fmt: skip
+        self._epoch = None  # the dataset epoch of ``entries``
         if cache_dir is not None and not dataset.per_epoch:
-            options = dict(
-                cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
-                precision=precision,
-            )  # fmt: skip
-            self.entries = [load_or_extract(e, renderer, dataset, views, **options) for e in self._unique]
-            self._stored = [entry.features.to(self.device) for entry in self.entries]
+            self._load()
+
+    def _load(self) -> None:
+        """``entries`` (and their tensors on the device) for the dataset's current epoch."""
+        self.entries = [
+            load_or_extract(e, self.renderer, self.dataset, self.views, **self._cached) for e in self._unique
+        ]
+        self._stored = [entry.features.to(self.device) for entry in self.entries]
+        self._epoch = self.dataset.epoch
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __call__(self, indices: torch.Tensor) -> list[torch.Tensor]:
         """Features ``(B, V, C)`` on the device, one per encoder given, of samples ``indices (B,)``."""
+        moved = self.dataset.per_epoch and self._epoch != self.dataset.epoch
+        if moved and self._cached["cache_dir"] is not None:
+            self._load()  # a re-sampled split's first call in this epoch (fixed clouds load in __init__)
         if self.entries is not None:
             computed = [stored[indices.to(self.device, non_blocking=True)] for stored in self._stored]
         else:

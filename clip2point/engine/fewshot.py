@@ -337,8 +337,9 @@ def run_few_shot(
     dataset (train split, ``fewshot.shots`` per class) and tested on its test split at the epoch
     ``fewshot.selection`` picks, once per seed of ``fewshot.seeds``, on the features of
     :func:`frozen_encoders`. Under ``fewshot.resample`` both splits' clouds are sampled anew for every
-    epoch (the same draws for every seed, from ``seed`` of the config) and their features computed live,
-    the feature cache bypassed.
+    epoch (the same draws for every seed, from ``seed`` of the config): the train samples' features are
+    computed live, the test split's come from the feature cache once per epoch (one entry per epoch, shared
+    by every cell with the same encoders and rendering).
 
     Writes ``confusion_seed<s>.png`` (the selected epoch, on test) to ``out_dir`` (default
     ``<project>/runs/fewshot/<dataset>``). With ``track``, one MLflow run (tagged ``protocol``) holds the
@@ -363,11 +364,13 @@ def run_few_shot(
     }  # fmt: skip
     parent = Tracker.start(config, f"fewshot-{config.data.dataset}", tags=tags) if track else None
     with parent.active() if parent else nullcontext():
+        # re-sampled: of the train split only the seed's samples are needed each epoch (computed live)
+        caches = (None if fs.resample else fs.feature_cache, fs.feature_cache)
         train, test = (
-            SplitFeatures(ds, encoders, experiment.renderer, experiment.views, cache_dir=fs.feature_cache,
+            SplitFeatures(ds, encoders, experiment.renderer, experiment.views, cache_dir=cache,
                           batch_size=fs.batch_size, device=device, progress=progress,
                           precision=config.precision)
-            for ds in (train_set, test_set)
+            for ds, cache in zip((train_set, test_set), caches, strict=True)
         )  # fmt: skip
         text = experiment.text_features(class_names)
         results = []
