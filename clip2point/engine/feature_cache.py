@@ -27,11 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from clip2point.data.cache import fingerprint
 from clip2point.data.datasets import PointCloudDataset
@@ -201,6 +202,31 @@ def load_or_extract(
     return ViewFeatures(features, labels, hit=False, path=path)
 
 
+class ChosenSamples(Dataset):
+    """The samples ``indices (M,)`` of ``dataset``, in that order, as a dataset of their own (e.g. the K shots
+    of a re-sampled train split): the items, labels and epoch are the parent's; the fingerprint is the
+    parent's with the indices, so their features have cache entries of their own, shared by every run that
+    draws the same samples (a K-shot draw depends on the seed and K only)."""
+
+    def __init__(self, dataset: PointCloudDataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        self.name, self.per_epoch = dataset.name, dataset.per_epoch
+        self.labels = dataset.labels[self.indices]
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def fingerprint(self) -> str:
+        return fingerprint([], {"dataset": self.dataset.fingerprint(), "indices": self.indices.tolist()})
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[int(self.indices[index])]
+
+
 class SplitFeatures:
     """Per-view features of one dataset split for a list of frozen encoders, by sample index.
 
@@ -215,7 +241,7 @@ class SplitFeatures:
 
     def __init__(
         self,
-        dataset: PointCloudDataset,
+        dataset: PointCloudDataset | ChosenSamples,
         encoders: Sequence[nn.Module],
         renderer: DepthRenderer,
         views: Views,

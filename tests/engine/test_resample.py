@@ -13,8 +13,8 @@ from clip2point.data.datasets import _finish
 from clip2point.data.files import read_off
 from clip2point.data.sampling import sample_surface
 from clip2point.engine.context import Experiment
-from clip2point.engine.feature_cache import SplitFeatures
-from clip2point.engine.fewshot import run_few_shot
+from clip2point.engine.feature_cache import ChosenSamples, SplitFeatures
+from clip2point.engine.fewshot import chosen_samples, run_few_shot
 from clip2point.errors import ConfigError
 from clip2point.render import DepthRenderer, official_views
 from clip2point.schema import with_overrides
@@ -74,6 +74,25 @@ def test_resampled_clouds_have_one_cache_entry_per_epoch_equal_to_live_features(
     assert len(list(cache.glob("*.safetensors"))) == 3
 
 
+def test_chosen_samples_are_the_seeds_draws_with_their_own_per_epoch_entries(root, tiny_bundle, tmp_path):
+    ds = build_dataset("modelnet10", root, "train", 64, resample=True)
+    samples = {0: (torch.tensor([7, 2]), torch.tensor([5])), 1: (torch.tensor([2, 9]), None)}
+    chosen, remapped = chosen_samples(ds, samples)
+    assert chosen.indices.tolist() == [2, 5, 7, 9]  # every seed's train and val samples, once, sorted
+    assert [t.tolist() for t in remapped[0]] == [[2, 0], [1]] and remapped[1][0].tolist() == [0, 3]
+    assert remapped[1][1] is None
+    assert chosen.labels.tolist() == ds.labels[[2, 5, 7, 9]].tolist()
+    render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
+    features = SplitFeatures(chosen, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    ds.set_epoch(2)  # the chosen samples follow their parent's epoch
+    assert chosen.epoch == 2 and chosen.fingerprint() != ChosenSamples(ds, [2, 5, 7]).fingerprint()
+    assert torch.equal(features(remapped[0][0])[0], live(samples[0][0])[0])  # the same samples, bit for bit
+    ds.set_epoch(3)
+    assert torch.equal(features(remapped[1][0])[0], live(samples[1][0])[0])
+    assert len(list(cache.glob("*.safetensors"))) == 2  # one entry of the 4 samples per epoch
+
+
 @pytest.mark.slow
 def test_authors_protocol_run_is_one_seed_resampled_and_reproducible(root, tmp_path):
     config = load_config(
@@ -93,7 +112,7 @@ def test_authors_protocol_run_is_one_seed_resampled_and_reproducible(root, tmp_p
     result = run_few_shot(experiment, out_dir=tmp_path / "out", track=False, progress=False)
     assert [s.seed for s in result.seeds] == [5] and result.protocol == authors.protocol()
     assert experiment.dataset("train", resample=True).epoch == 2  # moved to each epoch's clouds
-    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # the test split's, per epoch
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4  # per epoch: test split, the K shots
     again = run_few_shot(Experiment(config, "cpu"), out_dir=tmp_path / "out", track=False, progress=False)
     assert again.seeds[0].history == result.seeds[0].history  # from the cache
     live = with_overrides(config, {"fewshot.feature_cache": None})
