@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -171,12 +172,14 @@ def load_or_extract(
     device: torch.device | str = "cpu",
     progress: bool = True,
     precision: str = "fp32",
-) -> ViewFeatures:
+    wait: bool = True,
+) -> ViewFeatures | None:
     """``encoder``'s per-view features of every sample of ``dataset``, rendered by ``renderer`` at
     ``views`` and encoded in ``precision``: read from ``<cache_dir>/<feature_key>.safetensors`` if present
     and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None computes
     without storing. A dataset whose clouds change every epoch (``dataset.per_epoch``) has one entry per
-    epoch (its fingerprint holds the epoch)."""
+    epoch (its fingerprint holds the epoch). ``wait`` False: None at once, nothing done, when another
+    process is building the entry."""
     options = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     v = views.num_views
     if cache_dir is None:
@@ -187,18 +190,21 @@ def load_or_extract(
     found = _read_entry(path, key, dataset, v)
     if found is not None:
         return found
-    with locked(path.with_suffix(".lock")):
-        found = _read_entry(path, key, dataset, v)  # another trial may have built it meanwhile
-        if found is not None:
-            return found
-        features, labels = extract_features(encoder, renderer, dataset, views, **options)
-        metadata = {
-            "key": key,
-            "dataset": dataset.name,
-            "render": json.dumps(render_description(renderer), sort_keys=True),
-            "shape": json.dumps(list(features.shape)),
-        }
-        save_safetensors({"features": features, "labels": labels}, path, metadata)
+    try:
+        with locked(path.with_suffix(".lock"), wait=wait):
+            found = _read_entry(path, key, dataset, v)  # another trial may have built it meanwhile
+            if found is not None:
+                return found
+            features, labels = extract_features(encoder, renderer, dataset, views, **options)
+            metadata = {
+                "key": key,
+                "dataset": dataset.name,
+                "render": json.dumps(render_description(renderer), sort_keys=True),
+                "shape": json.dumps(list(features.shape)),
+            }
+            save_safetensors({"features": features, "labels": labels}, path, metadata)
+    except Timeout:  # only with wait=False: another process holds the lock
+        return None
     return ViewFeatures(features, labels, hit=False, path=path)
 
 
@@ -216,6 +222,9 @@ class ChosenSamples(Dataset):
     @property
     def epoch(self) -> int:
         return self.dataset.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
 
     def fingerprint(self) -> str:
         return fingerprint([], {"dataset": self.dataset.fingerprint(), "indices": self.indices.tolist()})
@@ -273,12 +282,27 @@ class SplitFeatures:
             self._load()
 
     def _load(self) -> None:
-        """``entries`` (and their tensors on the device) for the dataset's current epoch."""
-        self.entries = [
-            load_or_extract(e, self.renderer, self.dataset, self.views, **self._cached) for e in self._unique
-        ]
+        """``entries`` (and their tensors on the device) for the dataset's current epoch. Re-sampled: while
+        another process (a cell sharing them) builds this epoch's entry, the next epoch's is built meanwhile
+        unless someone builds it too, so cells that share entries build them in turn, not one at a time."""
+        entries = []
+        for encoder in self._unique:
+            entry = self._entry(encoder, wait=not self.dataset.per_epoch)
+            if entry is None:
+                epoch = self.dataset.epoch
+                self.dataset.set_epoch(epoch + 1)
+                try:
+                    self._entry(encoder, wait=False)
+                finally:
+                    self.dataset.set_epoch(epoch)
+                entry = self._entry(encoder, wait=True)
+            entries.append(entry)
+        self.entries = entries
         self._stored = [entry.features.to(self.device) for entry in self.entries]
         self._epoch = self.dataset.epoch
+
+    def _entry(self, encoder: nn.Module, wait: bool) -> ViewFeatures | None:
+        return load_or_extract(encoder, self.renderer, self.dataset, self.views, wait=wait, **self._cached)
 
     def __len__(self) -> int:
         return len(self.labels)

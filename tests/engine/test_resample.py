@@ -3,6 +3,8 @@ entry per epoch for them (bit-identical to live features), mesh datasets only, a
 epoch."""
 
 import dataclasses
+import threading
+import time
 
 import pytest
 import torch
@@ -13,9 +15,10 @@ from clip2point.data.datasets import _finish
 from clip2point.data.files import read_off
 from clip2point.data.sampling import sample_surface
 from clip2point.engine.context import Experiment
-from clip2point.engine.feature_cache import ChosenSamples, SplitFeatures
+from clip2point.engine.feature_cache import ChosenSamples, SplitFeatures, feature_key
 from clip2point.engine.fewshot import chosen_samples, run_few_shot
 from clip2point.errors import ConfigError
+from clip2point.paths import locked
 from clip2point.render import DepthRenderer, official_views
 from clip2point.schema import with_overrides
 from tests.engine.fewshot_data import make_boxes
@@ -91,6 +94,34 @@ def test_chosen_samples_are_the_seeds_draws_with_their_own_per_epoch_entries(roo
     ds.set_epoch(3)
     assert torch.equal(features(remapped[1][0])[0], live(samples[1][0])[0])
     assert len(list(cache.glob("*.safetensors"))) == 2  # one entry of the 4 samples per epoch
+
+
+def test_while_another_cell_builds_this_epoch_the_next_is_built_meanwhile(root, tiny_bundle, tmp_path):
+    render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
+    ds = build_dataset("modelnet10", root, "test", 64, resample=True)
+    ds.set_epoch(1)
+    lock = cache / f"{feature_key(tiny_bundle.visual, render, views, ds, 'cpu')}.lock"
+    held = threading.Event()
+
+    def other_cell() -> None:  # holds epoch 1's lock until epoch 2's entry is on disk
+        with locked(lock):
+            held.set()
+            deadline = time.monotonic() + 120
+            while not list(cache.glob("*.safetensors")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=other_cell)
+    thread.start()
+    held.wait()
+    cached = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    every = torch.arange(len(ds))
+    first = cached(every)[0]  # builds epoch 2's entry, then (the lock free) epoch 1's
+    thread.join()
+    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    assert ds.epoch == 1 and torch.equal(first, live(every)[0])
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    ds.set_epoch(2)
+    assert torch.equal(cached(every)[0], live(every)[0]) and cached.entries[0].hit  # built ahead
 
 
 @pytest.mark.slow
