@@ -134,9 +134,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 @contextmanager
-def locked(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive inter-process lock on the lock file ``path`` (created with its folder if missing)."""
+def locked(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on the lock file ``path`` (created with its folder if missing);
+    ``wait`` False: raise ``filelock.Timeout`` at once if another process holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path):
+    with FileLock(path, timeout=-1 if wait else 0):
         yield

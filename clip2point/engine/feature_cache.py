@@ -6,6 +6,10 @@ seed, alignment) and the arithmetic precision. :func:`feature_key` hashes exactl
 ``<cache_dir>/<key>.safetensors`` holds ``features (M, V, C)`` float32 and ``labels (M,)`` int64 of a
 whole split, so every epoch and every trial (seed, shots, adapter switch) that shares them reads it.
 
+Clouds sampled anew every epoch (``dataset.per_epoch``, ``fewshot.resample``) have one entry per epoch: the
+dataset fingerprint holds the epoch, whose draws are fixed by the seed, so the cells of a study that share
+an encoder, renderer and split render and encode each epoch's test clouds once.
+
 Cached and live features are bit-identical: encoders see one sample's V views per call
 (:class:`SampleWiseEncoder`), so a sample's features never depend on which batch it came in (batched
 float matmuls give results that do, in the last bits). Entries are written atomically under the lock
@@ -23,11 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from filelock import Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from clip2point.data.cache import fingerprint
 from clip2point.data.datasets import PointCloudDataset
@@ -166,15 +172,17 @@ def load_or_extract(
     device: torch.device | str = "cpu",
     progress: bool = True,
     precision: str = "fp32",
-) -> ViewFeatures:
+    wait: bool = True,
+) -> ViewFeatures | None:
     """``encoder``'s per-view features of every sample of ``dataset``, rendered by ``renderer`` at
     ``views`` and encoded in ``precision``: read from ``<cache_dir>/<feature_key>.safetensors`` if present
-    and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None, or a
-    dataset whose clouds change every epoch (``dataset.per_epoch``: nothing of it is worth keeping), computes
-    without storing."""
+    and valid, else computed with :func:`extract_features` and stored there. ``cache_dir`` None computes
+    without storing. A dataset whose clouds change every epoch (``dataset.per_epoch``) has one entry per
+    epoch (its fingerprint holds the epoch). ``wait`` False: None at once, nothing done, when another
+    process is building the entry."""
     options = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     v = views.num_views
-    if cache_dir is None or dataset.per_epoch:
+    if cache_dir is None:
         features, labels = extract_features(encoder, renderer, dataset, views, **options)
         return ViewFeatures(features, labels, hit=False, path=None)
     key = feature_key(encoder, renderer, views, dataset, device, precision)
@@ -182,35 +190,67 @@ def load_or_extract(
     found = _read_entry(path, key, dataset, v)
     if found is not None:
         return found
-    with locked(path.with_suffix(".lock")):
-        found = _read_entry(path, key, dataset, v)  # another trial may have built it meanwhile
-        if found is not None:
-            return found
-        features, labels = extract_features(encoder, renderer, dataset, views, **options)
-        metadata = {
-            "key": key,
-            "dataset": dataset.name,
-            "render": json.dumps(render_description(renderer), sort_keys=True),
-            "shape": json.dumps(list(features.shape)),
-        }
-        save_safetensors({"features": features, "labels": labels}, path, metadata)
+    try:
+        with locked(path.with_suffix(".lock"), wait=wait):
+            found = _read_entry(path, key, dataset, v)  # another trial may have built it meanwhile
+            if found is not None:
+                return found
+            features, labels = extract_features(encoder, renderer, dataset, views, **options)
+            metadata = {
+                "key": key,
+                "dataset": dataset.name,
+                "render": json.dumps(render_description(renderer), sort_keys=True),
+                "shape": json.dumps(list(features.shape)),
+            }
+            save_safetensors({"features": features, "labels": labels}, path, metadata)
+    except Timeout:  # only with wait=False: another process holds the lock
+        return None
     return ViewFeatures(features, labels, hit=False, path=path)
+
+
+class ChosenSamples(Dataset):
+    """The samples ``indices (M,)`` of ``dataset``, in that order, as a dataset of their own (e.g. the K shots
+    of a re-sampled train split): the items, labels and epoch are the parent's; the fingerprint is the
+    parent's with the indices, so their features have cache entries of their own, shared by every run that
+    draws the same samples (a K-shot draw depends on the seed and K only)."""
+
+    def __init__(self, dataset: PointCloudDataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        self.name, self.per_epoch = dataset.name, dataset.per_epoch
+        self.labels = dataset.labels[self.indices]
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def fingerprint(self) -> str:
+        return fingerprint([], {"dataset": self.dataset.fingerprint(), "indices": self.indices.tolist()})
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[int(self.indices[index])]
 
 
 class SplitFeatures:
     """Per-view features of one dataset split for a list of frozen encoders, by sample index.
 
     ``cache_dir`` set: each distinct encoder's features of the whole split come from
-    :func:`load_or_extract` once and are indexed per call. ``cache_dir`` None, or a dataset whose clouds
-    change every epoch (``dataset.per_epoch``, ``fewshot.resample``: the cache is bypassed): every call
-    renders and encodes the asked samples anew, from the dataset's current epoch. Both give bit-identical
-    tensors for the same clouds. An encoder
+    :func:`load_or_extract` once and are indexed per call; for a dataset whose clouds change every epoch
+    (``dataset.per_epoch``, ``fewshot.resample``) once per epoch, at the first call in it (the whole split,
+    e.g. the test split evaluated after every epoch). ``cache_dir`` None: every call renders and encodes the
+    asked samples anew, from the dataset's current epoch (e.g. the K shots of a re-sampled train split). Both
+    give bit-identical tensors for the same clouds. An encoder
     listed twice (the dual path with both encoders CLIP's) is computed once.
     """
 
     def __init__(
         self,
-        dataset: PointCloudDataset,
+        dataset: PointCloudDataset | ChosenSamples,
         encoders: Sequence[nn.Module],
         renderer: DepthRenderer,
         views: Views,
@@ -233,19 +273,45 @@ class SplitFeatures:
             if not known:
                 self._unique.append(encoder)
         self.entries: list[ViewFeatures] | None = None
+        self._cached = dict(
+            cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
+            precision=precision,
+        )  # fmt: skip
+        self._epoch = None  # the dataset epoch of ``entries``
         if cache_dir is not None and not dataset.per_epoch:
-            options = dict(
-                cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
-                precision=precision,
-            )  # fmt: skip
-            self.entries = [load_or_extract(e, renderer, dataset, views, **options) for e in self._unique]
-            self._stored = [entry.features.to(self.device) for entry in self.entries]
+            self._load()
+
+    def _load(self) -> None:
+        """``entries`` (and their tensors on the device) for the dataset's current epoch. Re-sampled: while
+        another process (a cell sharing them) builds this epoch's entry, the next epoch's is built meanwhile
+        unless someone builds it too, so cells that share entries build them in turn, not one at a time."""
+        entries = []
+        for encoder in self._unique:
+            entry = self._entry(encoder, wait=not self.dataset.per_epoch)
+            if entry is None:
+                epoch = self.dataset.epoch
+                self.dataset.set_epoch(epoch + 1)
+                try:
+                    self._entry(encoder, wait=False)
+                finally:
+                    self.dataset.set_epoch(epoch)
+                entry = self._entry(encoder, wait=True)
+            entries.append(entry)
+        self.entries = entries
+        self._stored = [entry.features.to(self.device) for entry in self.entries]
+        self._epoch = self.dataset.epoch
+
+    def _entry(self, encoder: nn.Module, wait: bool) -> ViewFeatures | None:
+        return load_or_extract(encoder, self.renderer, self.dataset, self.views, wait=wait, **self._cached)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __call__(self, indices: torch.Tensor) -> list[torch.Tensor]:
         """Features ``(B, V, C)`` on the device, one per encoder given, of samples ``indices (B,)``."""
+        moved = self.dataset.per_epoch and self._epoch != self.dataset.epoch
+        if moved and self._cached["cache_dir"] is not None:
+            self._load()  # a re-sampled split's first call in this epoch (fixed clouds load in __init__)
         if self.entries is not None:
             computed = [stored[indices.to(self.device, non_blocking=True)] for stored in self._stored]
         else:

@@ -28,7 +28,7 @@ from clip2point.config import FewShotConfig
 from clip2point.data import select_k_shot, select_validation
 from clip2point.data.datasets import PointCloudDataset
 from clip2point.engine.context import Experiment
-from clip2point.engine.feature_cache import SplitFeatures
+from clip2point.engine.feature_cache import ChosenSamples, SplitFeatures
 from clip2point.engine.metrics import Accuracy, accuracy, save_confusion_png
 from clip2point.errors import ConfigError, InputError
 from clip2point.models import GDPA
@@ -310,6 +310,20 @@ def move_to_epoch(datasets: Sequence[PointCloudDataset], epoch: int) -> None:
         dataset.set_epoch(epoch)
 
 
+def chosen_samples(
+    train_set: PointCloudDataset, samples: dict[int, tuple[torch.Tensor, torch.Tensor | None]]
+) -> tuple[ChosenSamples, dict[int, tuple[torch.Tensor, torch.Tensor | None]]]:
+    """The samples of ``train_set`` that some seed trains or validates on, as a :class:`ChosenSamples`, and
+    every seed's ``(train, val)`` indices remapped into it (positions in it of the same samples)."""
+    drawn = [idx for pair in samples.values() for idx in pair if idx is not None]
+    needed = torch.unique(torch.cat(drawn))  # sorted
+    remap = {
+        seed: tuple(None if idx is None else torch.searchsorted(needed, idx) for idx in pair)
+        for seed, pair in samples.items()
+    }
+    return ChosenSamples(train_set, needed.numpy()), remap
+
+
 def frozen_encoders(experiment: Experiment) -> list[nn.Module]:
     """The encoders feeding the adapter: ``[depth]`` (single path) or ``[depth, CLIP visual]`` (dual); the
     depth encoder is the experiment's (``model.depth_encoder``, or CLIP's visual encoder itself)."""
@@ -337,8 +351,10 @@ def run_few_shot(
     dataset (train split, ``fewshot.shots`` per class) and tested on its test split at the epoch
     ``fewshot.selection`` picks, once per seed of ``fewshot.seeds``, on the features of
     :func:`frozen_encoders`. Under ``fewshot.resample`` both splits' clouds are sampled anew for every
-    epoch (the same draws for every seed, from ``seed`` of the config) and their features computed live,
-    the feature cache bypassed.
+    epoch (the same draws for every seed, from ``seed`` of the config); their features come from the feature
+    cache once per epoch: the test split's, and of the train split only the seeds' samples
+    (:func:`chosen_samples`), each an entry per epoch shared by every cell with the same encoders, rendering
+    and draw.
 
     Writes ``confusion_seed<s>.png`` (the selected epoch, on test) to ``out_dir`` (default
     ``<project>/runs/fewshot/<dataset>``). With ``track``, one MLflow run (tagged ``protocol``) holds the
@@ -363,11 +379,14 @@ def run_few_shot(
     }  # fmt: skip
     parent = Tracker.start(config, f"fewshot-{config.data.dataset}", tags=tags) if track else None
     with parent.active() if parent else nullcontext():
+        train_source = train_set
+        if fs.resample:  # of a re-sampled train split only the seeds' samples are worth rendering each epoch
+            train_source, samples = chosen_samples(train_set, samples)
         train, test = (
             SplitFeatures(ds, encoders, experiment.renderer, experiment.views, cache_dir=fs.feature_cache,
                           batch_size=fs.batch_size, device=device, progress=progress,
                           precision=config.precision)
-            for ds in (train_set, test_set)
+            for ds in (train_source, test_set)
         )  # fmt: skip
         text = experiment.text_features(class_names)
         results = []

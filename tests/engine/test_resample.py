@@ -1,7 +1,10 @@
-"""The authors' few-shot protocol: clouds sampled anew every epoch (seeded, reproducible), the feature cache
-bypassed for them, mesh datasets only, and one run's best test epoch."""
+"""The authors' few-shot protocol: clouds sampled anew every epoch (seeded, reproducible), one feature-cache
+entry per epoch for them (bit-identical to live features), mesh datasets only, and one run's best test
+epoch."""
 
 import dataclasses
+import threading
+import time
 
 import pytest
 import torch
@@ -12,9 +15,10 @@ from clip2point.data.datasets import _finish
 from clip2point.data.files import read_off
 from clip2point.data.sampling import sample_surface
 from clip2point.engine.context import Experiment
-from clip2point.engine.feature_cache import SplitFeatures
-from clip2point.engine.fewshot import run_few_shot
+from clip2point.engine.feature_cache import ChosenSamples, SplitFeatures, feature_key
+from clip2point.engine.fewshot import chosen_samples, run_few_shot
 from clip2point.errors import ConfigError
+from clip2point.paths import locked
 from clip2point.render import DepthRenderer, official_views
 from clip2point.schema import with_overrides
 from tests.engine.fewshot_data import make_boxes
@@ -48,19 +52,76 @@ def test_clouds_change_every_epoch_and_follow_the_seed(root):
     assert torch.equal(fixed[0]["points"], first)  # without resample the clouds stay
 
 
-def test_resampled_clouds_bypass_the_feature_cache(root, tiny_bundle, tmp_path):
+def test_resampled_clouds_have_one_cache_entry_per_epoch_equal_to_live_features(root, tiny_bundle, tmp_path):
     render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
     ds = build_dataset("modelnet10", root, "test", 64, resample=True)
-    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
-    assert live.entries is None
-    ds.set_epoch(1)
-    one = live(torch.arange(3))[0]
-    ds.set_epoch(2)
-    assert not torch.equal(live(torch.arange(3))[0], one)
-    assert not cache.exists() or not list(cache.iterdir())  # nothing stored
+    cached = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    assert cached.entries is None  # nothing is computed before the first epoch's first call
+    every = torch.arange(len(ds))
+    per_epoch = []
+    for epoch in (1, 2):
+        ds.set_epoch(epoch)
+        first = cached(every[:4])[0]  # the whole split is stored at the epoch's first call
+        assert not cached.entries[0].hit and torch.equal(first, cached(every)[0][:4])
+        assert torch.equal(cached(every)[0], live(every)[0])  # bit for bit the live features
+        per_epoch.append(cached(every)[0])
+    assert not torch.equal(per_epoch[0], per_epoch[1])  # the clouds, so the features, change
+    assert len(list(cache.glob("*.safetensors"))) == 2  # one entry per epoch
+    again = build_dataset("modelnet10", root, "test", 64, resample=True)  # another cell of the study
+    shared = SplitFeatures(again, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    again.set_epoch(1)
+    assert torch.equal(shared(every)[0], per_epoch[0]) and shared.entries[0].hit  # read, not recomputed
     fixed = build_dataset("modelnet10", root, "test", 64)
     assert SplitFeatures(fixed, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False).entries
-    assert len(list(cache.glob("*.safetensors"))) == 1
+    assert len(list(cache.glob("*.safetensors"))) == 3
+
+
+def test_chosen_samples_are_the_seeds_draws_with_their_own_per_epoch_entries(root, tiny_bundle, tmp_path):
+    ds = build_dataset("modelnet10", root, "train", 64, resample=True)
+    samples = {0: (torch.tensor([7, 2]), torch.tensor([5])), 1: (torch.tensor([2, 9]), None)}
+    chosen, remapped = chosen_samples(ds, samples)
+    assert chosen.indices.tolist() == [2, 5, 7, 9]  # every seed's train and val samples, once, sorted
+    assert [t.tolist() for t in remapped[0]] == [[2, 0], [1]] and remapped[1][0].tolist() == [0, 3]
+    assert remapped[1][1] is None
+    assert chosen.labels.tolist() == ds.labels[[2, 5, 7, 9]].tolist()
+    render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
+    features = SplitFeatures(chosen, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    ds.set_epoch(2)  # the chosen samples follow their parent's epoch
+    assert chosen.epoch == 2 and chosen.fingerprint() != ChosenSamples(ds, [2, 5, 7]).fingerprint()
+    assert torch.equal(features(remapped[0][0])[0], live(samples[0][0])[0])  # the same samples, bit for bit
+    ds.set_epoch(3)
+    assert torch.equal(features(remapped[1][0])[0], live(samples[1][0])[0])
+    assert len(list(cache.glob("*.safetensors"))) == 2  # one entry of the 4 samples per epoch
+
+
+def test_while_another_cell_builds_this_epoch_the_next_is_built_meanwhile(root, tiny_bundle, tmp_path):
+    render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
+    ds = build_dataset("modelnet10", root, "test", 64, resample=True)
+    ds.set_epoch(1)
+    lock = cache / f"{feature_key(tiny_bundle.visual, render, views, ds, 'cpu')}.lock"
+    held = threading.Event()
+
+    def other_cell() -> None:  # holds epoch 1's lock until epoch 2's entry is on disk
+        with locked(lock):
+            held.set()
+            deadline = time.monotonic() + 120
+            while not list(cache.glob("*.safetensors")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=other_cell)
+    thread.start()
+    held.wait()
+    cached = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    every = torch.arange(len(ds))
+    first = cached(every)[0]  # builds epoch 2's entry, then (the lock free) epoch 1's
+    thread.join()
+    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    assert ds.epoch == 1 and torch.equal(first, live(every)[0])
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    ds.set_epoch(2)
+    assert torch.equal(cached(every)[0], live(every)[0]) and cached.entries[0].hit  # built ahead
 
 
 @pytest.mark.slow
@@ -82,9 +143,12 @@ def test_authors_protocol_run_is_one_seed_resampled_and_reproducible(root, tmp_p
     result = run_few_shot(experiment, out_dir=tmp_path / "out", track=False, progress=False)
     assert [s.seed for s in result.seeds] == [5] and result.protocol == authors.protocol()
     assert experiment.dataset("train", resample=True).epoch == 2  # moved to each epoch's clouds
-    assert not list((tmp_path / "cache").glob("*.safetensors"))
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4  # per epoch: test split, the K shots
     again = run_few_shot(Experiment(config, "cpu"), out_dir=tmp_path / "out", track=False, progress=False)
-    assert again.seeds[0].history == result.seeds[0].history
+    assert again.seeds[0].history == result.seeds[0].history  # from the cache
+    live = with_overrides(config, {"fewshot.feature_cache": None})
+    uncached = run_few_shot(Experiment(live, "cpu"), out_dir=tmp_path / "out", track=False, progress=False)
+    assert uncached.seeds[0].history == result.seeds[0].history  # every feature computed live: the same
     assert result.seeds[0].test_acc == max(s.test_acc for s in result.seeds[0].history)
     scan = Experiment(with_overrides(config, {"data.dataset": "scanobjectnn_obj_only"}), "cpu")
     with pytest.raises(ConfigError, match=r"fewshot.resample: dataset 'scanobjectnn_obj_only' has fixed"):
