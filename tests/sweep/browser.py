@@ -68,18 +68,14 @@ def chromium() -> str:
     return found
 
 
-def dump_dom(url: str, profile: Path, expect: str | None = None, tries: int = 3) -> str:
-    """The page's DOM after its scripts ran; with ``expect``, loaded again (up to ``tries`` times) until it
-    holds that text: on a loaded machine the app may not have drawn the page within the time budget."""
-    for _ in range(tries):
-        result = subprocess.run(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if expect is None or expect in result.stdout:
-            break
+def dump_dom(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran."""
+    result = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.stdout
 
 

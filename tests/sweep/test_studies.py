@@ -1,24 +1,101 @@
-"""A study's shared pre-training step on the toy world (smallest sizes, a tiny CLIP). The studies run end to
-end, Table 5 also in MLflow's own UI, in ``test_reproduce.py``."""
+"""A study end to end on the toy world (smallest sizes, a tiny CLIP) and in MLflow's own UI, and a study's
+shared pre-training step. The other studies run end to end in ``test_reproduce.py``."""
+
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from PIL import Image
 
 from clip2point.config import load_config
+from clip2point.sweep.cli import run_and_report
+from clip2point.sweep.studies import rendering
 from clip2point.sweep.studies.common import ENCODER_RUN, with_depth_encoder
-from tests.toy_setup import toy_overrides
+from clip2point.toy import build_toy_world
+from tests.sweep.browser import dump_dom, mlflow_ui, screenshot
+from tests.tiny_clip import write_tiny_clip
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_a_study_without_a_depth_encoder_pretrains_one_first_and_then_reuses_it(
-    ray_session, toy_world, tiny_clip_dir, tmp_path
-):
+@pytest.fixture(scope="module")
+def toy_setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("studies")
+    build_toy_world(base / "toy", seed=0, size="small", progress=False)
+    return base, write_tiny_clip(base / "clip")
+
+
+def study_config(base: Path, clip: str, name: str, **extra):
+    work = base / name
+    overrides = {
+        "model.name": clip, "model.pretrained": None, "data.root": str(base / "toy"), "data.num_points": 64,
+        "render.views": 6, "fewshot.shots": 2, "fewshot.seeds": [0, 1], "fewshot.epochs": 2,
+        "fewshot.batch_size": 8, "fewshot.feature_cache": str(work / "features"),
+        "pretrain.epochs": 1, "pretrain.batch_size": 4, "pretrain.cpus_per_worker": 1,
+        "pretrain.max_failures": 0, "storage": str(work / "storage"),
+        "sweep.results_dir": str(work / "results"),
+        "sweep.max_concurrent": 2, "tracking.uri": f"sqlite:///{work / 'mlflow.db'}",
+    }  # fmt: skip
+    work.mkdir()
+    return work, load_config(overrides=overrides | extra)
+
+
+def check_every_cell(study, work: Path, outcome, expected_trials: int):
+    assert not outcome.failed, outcome.failed
+    table = (work / "results" / f"{study.name}.md").read_text()
+    rows = [
+        line
+        for line in table.splitlines()
+        if line.startswith("| ") and "(measured" not in line and "---" not in line
+    ]
+    assert len(rows) == expected_trials
+    assert not any("failed" in r or "not run" in r for r in rows)
+    assert (work / "results" / f"{study.name}.png").read_bytes()[:4] == b"\x89PNG"
+    client = MlflowClient(outcome.tracking_uri)
+    kids = client.search_runs(
+        [client.get_run(outcome.parent_run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'",
+    )
+    assert sum(k.info.status == "FINISHED" for k in kids) == expected_trials
+    assert client.get_run(outcome.parent_run_id).info.status == "FINISHED"
+    return table
+
+
+def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
+    base, clip = toy_setup
+    work, config = study_config(base, clip, "rendering")
+    outcome = run_and_report(rendering.STUDY, config, resume=False, command="test", verbose=0)
+    table = check_every_cell(rendering.STUDY, work, outcome, len(rendering.CELLS))
+    assert "| minimum square R=2 |" in table and "+- " in table and "(n=2; 95% CI" in table
+    assert "Toy-world results" in table  # the data root is a toy world
+    # Bare `mlflow ui` in the folder of mlflow.db, and a real browser on it.
+    with mlflow_ui(work) as url:
+        client = MlflowClient(outcome.tracking_uri)
+        experiment = client.get_run(outcome.parent_run_id).info.experiment_id
+        runs_page = f"{url}/#/experiments/{experiment}/runs"
+        dom = dump_dom(runs_page, base / "chrome-a")
+        assert "ablation_rendering" in dom
+        assert (
+            f"<strong>{len(rendering.CELLS) + 1}</strong> matching runs" in dom
+        )  # the parent and its trials
+        parent_page = f"{runs_page}/{outcome.parent_run_id}"
+        dom = dump_dom(parent_page, base / "chrome-b")
+        for cell in rendering.CELLS:
+            assert f"ablation_rendering/{cell.name}" in dom
+        shot = screenshot(runs_page, ROOT / "test-artifacts" / "mlflow_ui_sweep.png", base / "chrome-c")
+        gray = Image.open(shot).convert("L")
+        assert gray.size == (1400, 900)
+        assert max(gray.histogram()) < 0.97 * 1400 * 900  # a page drawn, not a blank or single-colour one
+
+
+def test_a_study_without_a_depth_encoder_pretrains_one_first_and_then_reuses_it(ray_session, toy_setup):
     """Tables 1-4 and the search, run on their own, need a pre-trained depth encoder: without
     ``model.depth_encoder`` the shared pre-training run is made once; a second study reuses it."""
-    config = load_config(overrides=toy_overrides(toy_world, tiny_clip_dir, tmp_path))
+    base, clip = toy_setup
+    work, config = study_config(base, clip, "prepare")
     prepared = with_depth_encoder(config)
-    encoder = tmp_path / "storage" / "pretrain" / ENCODER_RUN / "best_depth_encoder.safetensors"
+    encoder = work / "storage" / "pretrain" / ENCODER_RUN / "best_depth_encoder.safetensors"
     assert prepared.model.depth_encoder == str(encoder) and encoder.is_file()
     made = encoder.stat().st_mtime_ns
     assert with_depth_encoder(config).model.depth_encoder == str(encoder)
