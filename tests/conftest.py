@@ -1,12 +1,19 @@
-"""Shared fixtures: ``device`` (the CPU, and CUDA where present), the tiny CLIP, a local Ray session, and a
-loopback S3 server with a fresh bucket per test (``s3_server``, ``open_s3_server``, ``bucket``)."""
+"""Shared fixtures: ``device`` (the CPU, and CUDA where present), the tiny CLIP, the small toy world, the
+tests' local Ray (``ray_session``, ``no_ray``), and a loopback S3 server with a fresh bucket per test
+(``s3_server``, ``open_s3_server``, ``bucket``)."""
+
+import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.s3_server import bucket, open_s3_server, s3_server  # noqa: F401  (fixtures for every test folder)
-from tests.tiny_clip import tiny_bundle, tiny_name  # noqa: F401
+from tests.tiny_clip import tiny_bundle, tiny_clip_dir, tiny_name  # noqa: F401
+from tests.toy_setup import toy_world  # noqa: F401
 
+ROOT = Path(__file__).resolve().parents[1]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -15,11 +22,30 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_session():
-    """A local Ray instance with 2 CPUs for the tests of one module, shut down after them."""
+    """The tests' local Ray instance (2 CPUs, no dashboard), shared: started by the first test that asks for
+    it and kept for the session. Its workers import ``tests.*`` (this checkout on their ``PYTHONPATH``) and
+    see the environment of the moment it started, not a test's later ``monkeypatch.setenv``. A test that
+    needs another cluster shuts it down (``no_ray``, the multi-node cluster); the next one starts it again."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray in this process when the test starts (the shared instance, if any, is shut down)."""
+    import ray
+
     ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Shut the shared Ray down at the end, if a test started it."""
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()

@@ -1,5 +1,6 @@
 """The tests' tiny open_clip model (offline, CPU): its config, the session fixtures (re-exported by
-tests/conftest.py) that register it by name, and :func:`write_tiny_clip` for runs in other processes."""
+tests/conftest.py) that register it by name or write it once, and :func:`write_tiny_clip` for runs in other
+processes."""
 
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ def write_tiny_clip(folder: Path, seed: int = 0) -> str:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, folder / "open_clip_model.safetensors")
     return f"local-dir:{folder}"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> str:
+    """:func:`write_tiny_clip` once per session: the ``model.name`` of the tiny model (seed 0) for runs in
+    other processes."""
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 @pytest.fixture(scope="session")

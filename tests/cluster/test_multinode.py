@@ -7,8 +7,8 @@ every 1-CPU Ray Train worker or Tune trial runs on a node of its own. It lives i
 its processes. Every node, and the MLflow server (which keeps its artefacts in the bucket, as on the head
 of ``cluster/gpu.yaml``), reaches the bucket through the standard AWS environment only.
 
-- DDP pre-training with 2 workers on 2 nodes (gloo) ends epoch 1 where 1 worker with the same global batch
-  and seed does;
+- DDP pre-training with 2 workers on 2 nodes (gloo), in micro batches, ends epoch 1 where 1 worker with the
+  same global batch and seed does in one pass;
 - a sweep's trials spread over the nodes, one parent run and a FINISHED child per trial in the server;
 - a pack written to the bucket by Ray tasks: the two ranks' streams hold every object once per epoch, and 2
   workers on 2 nodes pre-train from it with no training file in the data folder;
@@ -109,6 +109,7 @@ def cluster(shared_bucket):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_TMPDIR", str(temp))  # Ray's session and address file go here, not /tmp/ray
         env.setenv("PYTHONPATH", str(ROOT))  # workers import this module and tests.engine
+        ray.shutdown()  # the tests' local Ray (tests/conftest.py), if a test started it
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
         try:
             for _ in range(WORKER_NODES):
@@ -154,14 +155,16 @@ def test_the_progress_queue_lives_on_the_drivers_node_and_carries_notes(cluster,
     assert "checkpoint epoch_0002 is damaged" in capsys.readouterr().err
 
 
-def test_two_workers_on_two_nodes_match_one_worker(cluster, tracking, world):
+def test_two_workers_on_two_nodes_in_micro_batches_match_one_worker_in_one_pass(cluster, tracking, world):
+    """The Ray Train loop end to end: an epoch of batch 4 on 2 workers on 2 nodes, in micro batches of 1
+    sample, ends where an epoch on 1 worker in one pass does (every logged value, every weight)."""
     runs = {}
-    for workers in (1, 2):
-        config = tiny_config_for(
-            world, **{"pretrain.num_workers": workers, "pretrain.epochs": 1, "tracking.uri": tracking}
-        )
-        runs[workers] = run_pretraining(config, f"workers-{workers}", log=quiet)
+    for workers, micro in ((1, None), (2, 1)):
+        settings = {"pretrain.num_workers": workers, "pretrain.micro_batch": micro, "pretrain.epochs": 1,
+                    "tracking.uri": tracking}  # fmt: skip
+        runs[workers] = run_pretraining(tiny_config_for(world, **settings), f"workers-{workers}", log=quiet)
     client = MlflowClient(tracking)
+    assert client.get_run(runs[2].run_id).data.params["pretrain.micro_batch"] == "1"
     placed = client.get_run(runs[2].run_id).data.tags["worker_nodes"].split(",")
     assert len(set(placed)) == 2 and set(placed) <= worker_node_ids(cluster)  # rank 0 and 1: two nodes
     for key in ("loss_total", "loss_cross", "loss_intra", "s", "lr"):

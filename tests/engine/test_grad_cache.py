@@ -2,7 +2,8 @@
 the step of batch 32 in one pass (the losses, and every parameter's gradient, ``s`` included, within 1e-5
 relative) for a toy encoder and for ViT-B-32 (random weights, 32 px) on 1 worker, and for a toy encoder and
 a tiny ViT on 2 Ray Train workers with global negatives; dropout and batch statistics replay per micro
-batch; a micro batch that does not divide the per-worker batch is refused."""
+batch; a micro batch that does not divide the per-worker batch is refused. (The whole pre-training loop in
+micro batches on 2 workers: ``tests/cluster/test_multinode.py``.)"""
 
 from __future__ import annotations
 
@@ -13,17 +14,13 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from mlflow import MlflowClient
 from torch import nn
 
 from clip2point.config import PretrainConfig, load_config
 from clip2point.engine.grad_cache import contrastive_backward
-from clip2point.engine.pretrain import run_pretraining
-from clip2point.engine.pretrain_state import read_state
 from clip2point.engine.pretrain_step import DepthImageContrast
 from clip2point.errors import ConfigError
 from clip2point.models import PretrainObjective
-from tests.engine.pretrain_fixtures import tiny_config_for
 from tests.tiny_clip import SIZE, tiny_config
 
 BATCH, MICRO, S, C = 32, 8, 4, 16
@@ -218,24 +215,3 @@ def test_micro_batches_on_two_ray_workers_equal_one_batch_in_one_pass(ray_sessio
             assert_same_step(one_pass[:2], one_batch)
             assert_same_step(cached[:2], one_batch)
             assert one_pass[2] and cached[2] == one_pass[2]  # micro batches: one all-reduce of each bucket
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_pretraining_on_two_workers_in_micro_batches_equals_one_worker_in_one_pass(ray_session, tmp_path):
-    """The Ray Train loop end to end (the tiny world and ViT): an epoch of batch 4 on 2 workers in micro
-    batches of 1 sample ends where an epoch on 1 worker in one pass does (losses, ``s``, weights)."""
-    runs = {}
-    for name, workers, micro in (("one_pass", 1, None), ("micro", 2, 1)):
-        config = tiny_config_for(tmp_path, **{
-            "pretrain.epochs": 1, "pretrain.num_workers": workers, "pretrain.micro_batch": micro,
-            "pretrain.cpus_per_worker": 0.5,
-        })  # fmt: skip
-        result = run_pretraining(config, name, log=lambda _: None)
-        runs[name] = MlflowClient(config.tracking.uri).get_run(result.run_id).data
-    assert runs["micro"].params["pretrain.micro_batch"] == "1"
-    for key in ("loss_total", "loss_intra", "loss_cross", "s"):
-        assert runs["micro"].metrics[key] == pytest.approx(runs["one_pass"].metrics[key], rel=1e-5), key
-    one_pass, micro = (read_state(tmp_path / "runs" / "pretrain" / n / "epoch_0001")["model"] for n in runs)
-    for key, tensor in one_pass.items():
-        torch.testing.assert_close(micro[key], tensor, rtol=1e-4, atol=1e-6, msg=key)

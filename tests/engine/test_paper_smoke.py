@@ -8,6 +8,7 @@ toy CLIP."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,6 @@ from clip2point.engine.pretrain_state import read_state
 from clip2point.engine.zeroshot import run_zero_shot
 from clip2point.models import load_module
 from clip2point.schema import with_overrides
-from clip2point.toy import build_toy_world
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -53,9 +53,8 @@ def consistent(result, tested: tuple[str, ...]) -> bool:
     )
 
 
-def test_paper_preset_with_vit_b_32_end_to_end(ray_session, tmp_path):
-    root = tmp_path / "toy"
-    build_toy_world(root, seed=0, size="small", progress=False)
+def test_paper_preset_with_vit_b_32_end_to_end(ray_session, toy_world, tmp_path):
+    root = Path(shutil.copytree(toy_world, tmp_path / "toy"))  # the session's world, trimmed here
     trim_world(root)
     config = load_config(
         preset="paper",

@@ -1,11 +1,12 @@
-"""Pre-training at its edges, through the command line (each run its own process and local Ray): two starts of
-one run at once (one runs, the other is refused naming it; one MLflow run), a damaged latest checkpoint (the
-resume continues from the previous one, naming the damaged file) and no readable checkpoint at all (a clear
-error, the MLflow run FAILED)."""
+"""Pre-training at its edges, through the command line (each run its own process): two starts of one run at
+once, each to start a local Ray (one runs, the other is refused naming it; one MLflow run), then resumes that
+join the running Ray ($RAY_ADDRESS): a damaged latest checkpoint (the resume continues from the previous one,
+naming the damaged file) and no readable checkpoint at all (a clear error, the MLflow run FAILED)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from tests.engine.pretrain_fixtures import tiny_config_for
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def pretrain(config_file: Path, *args: str) -> subprocess.Popen:
+def pretrain(config_file: Path, *args: str, ray_address: str | None = None) -> subprocess.Popen:
+    """``clip2point pretrain`` in its own process: it starts a local Ray, or joins the one at ``ray_address``."""
     command = [sys.executable, "-m", "clip2point.cli", "pretrain", "--config", str(config_file), *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = os.environ | ({"RAY_ADDRESS": ray_address} if ray_address else {})
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -35,7 +38,10 @@ def cut_short(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_one_writer_per_run_and_resume_past_damaged_checkpoints(tmp_path):
+def test_one_writer_per_run_and_resume_past_damaged_checkpoints(ray_session, tmp_path):
+    import ray
+
+    running = ray.get_runtime_context().gcs_address  # the tests' Ray, which the resumes join
     config = tiny_config_for(tmp_path)
     config_file = tmp_path / "tiny.yaml"
     save_config(config, config_file)
@@ -55,7 +61,11 @@ def test_one_writer_per_run_and_resume_past_damaged_checkpoints(tmp_path):
     assert not (run_dir / "lease.json").exists()
 
     cut_short(run_dir / "epoch_0002" / "state.pt")
-    code, err = finish(pretrain(config_file, "--name", "grp/twice", "--resume", "-o", "pretrain.epochs=3"))
+    code, err = finish(
+        pretrain(
+            config_file, "--name", "grp/twice", "--resume", "-o", "pretrain.epochs=3", ray_address=running
+        )
+    )
     assert code == 0, err[-3000:]
     assert "warning: damaged checkpoint(s) skipped, continuing from epoch_0001: " in err, err[-3000:]
     resumed = client.get_run(run.info.run_id)
@@ -71,7 +81,11 @@ def test_one_writer_per_run_and_resume_past_damaged_checkpoints(tmp_path):
     assert sorted(p.name for p in run_dir.glob("epoch_*")) == ["epoch_0002.1", "epoch_0003"]
     for folder in ("epoch_0002.1", "epoch_0003"):  # every checkpoint Ray Train keeps
         cut_short(run_dir / folder / "state.pt")
-    code, err = finish(pretrain(config_file, "--name", "grp/twice", "--resume", "-o", "pretrain.epochs=4"))
+    code, err = finish(
+        pretrain(
+            config_file, "--name", "grp/twice", "--resume", "-o", "pretrain.epochs=4", ray_address=running
+        )
+    )
     ours = [line for line in err.splitlines() if "pid=" not in line]  # not Ray's log of its workers
     assert code == 2 and not any("Traceback" in line for line in ours), err[-3000:]
     assert re.search(

@@ -54,7 +54,7 @@ def test_a_run_name_that_would_leave_the_storage_is_refused_before_anything_star
     assert list(tmp_path.iterdir()) == [] and not os.path.exists("/tmp/c2p-absolute-run")
 
 
-def test_a_run_another_process_holds_is_refused_naming_the_holder(tmp_path):
+def test_a_run_another_process_holds_is_refused_naming_the_holder(no_ray, tmp_path):
     import ray
 
     config = tiny_config_for(tmp_path, **{"pretrain.lease_timeout": 2.0})

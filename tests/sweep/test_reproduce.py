@@ -13,25 +13,16 @@ from clip2point.stats import estimate, seed_values
 from clip2point.sweep import reproduce
 from clip2point.sweep.reproduce import STAGES, Layers, run_reproduction
 from clip2point.sweep.studies import adapter
-from clip2point.toy import build_toy_world
-from tests.tiny_clip import write_tiny_clip
+from tests.toy_setup import toy_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture
-def layers(tmp_path):
-    build_toy_world(tmp_path / "toy", seed=0, size="small", progress=False)
-    overrides = {
-        "model.name": write_tiny_clip(tmp_path / "clip"), "model.pretrained": None,
-        "data.root": str(tmp_path / "toy"), "data.num_points": 64, "render.views": 6,
-        "fewshot.shots": 2, "fewshot.seeds": [0, 1], "fewshot.epochs": 2, "fewshot.batch_size": 8,
-        "fewshot.feature_cache": str(tmp_path / "features"),
-        "pretrain.epochs": 1, "pretrain.batch_size": 4, "pretrain.cpus_per_worker": 1,
-        "pretrain.max_failures": 0, "sweep.datasets": ["modelnet10"], "sweep.num_samples": 2,
-        "storage": str(tmp_path / "storage"), "sweep.results_dir": str(tmp_path / "results"),
-        "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+def layers(toy_world, tiny_clip_dir, tmp_path):
+    overrides = toy_overrides(toy_world, tiny_clip_dir, tmp_path) | {
+        "sweep.datasets": ["modelnet10"], "sweep.num_samples": 2,
     }  # fmt: skip
     return Layers(ROOT / "sweeps", overrides=overrides)
 

@@ -11,34 +11,23 @@ from clip2point.config import load_config
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.studies import rendering
 from clip2point.sweep.studies.common import ENCODER_RUN, with_depth_encoder
-from clip2point.toy import build_toy_world
 from tests.sweep.browser import dump_dom, mlflow_ui, screenshot
-from tests.tiny_clip import write_tiny_clip
+from tests.toy_setup import toy_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def toy_setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("studies")
-    build_toy_world(base / "toy", seed=0, size="small", progress=False)
-    return base, write_tiny_clip(base / "clip")
+@pytest.fixture
+def toy_setup(toy_world, tiny_clip_dir, tmp_path):
+    return tmp_path, toy_world, tiny_clip_dir
 
 
-def study_config(base: Path, clip: str, name: str, **extra):
+def study_config(base: Path, world: Path, clip: str, name: str):
     work = base / name
-    overrides = {
-        "model.name": clip, "model.pretrained": None, "data.root": str(base / "toy"), "data.num_points": 64,
-        "render.views": 6, "fewshot.shots": 2, "fewshot.seeds": [0, 1], "fewshot.epochs": 2,
-        "fewshot.batch_size": 8, "fewshot.feature_cache": str(work / "features"),
-        "pretrain.epochs": 1, "pretrain.batch_size": 4, "pretrain.cpus_per_worker": 1,
-        "pretrain.max_failures": 0, "storage": str(work / "storage"),
-        "sweep.results_dir": str(work / "results"),
-        "sweep.max_concurrent": 2, "tracking.uri": f"sqlite:///{work / 'mlflow.db'}",
-    }  # fmt: skip
     work.mkdir()
-    return work, load_config(overrides=overrides | extra)
+    overrides = toy_overrides(world, clip, work) | {"sweep.max_concurrent": 2}
+    return work, load_config(overrides=overrides)
 
 
 def check_every_cell(study, work: Path, outcome, expected_trials: int):
@@ -63,8 +52,8 @@ def check_every_cell(study, work: Path, outcome, expected_trials: int):
 
 
 def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
-    base, clip = toy_setup
-    work, config = study_config(base, clip, "rendering")
+    base, world, clip = toy_setup
+    work, config = study_config(base, world, clip, "rendering")
     outcome = run_and_report(rendering.STUDY, config, resume=False, command="test", verbose=0)
     table = check_every_cell(rendering.STUDY, work, outcome, len(rendering.CELLS))
     assert "| minimum square R=2 |" in table and "+- " in table and "(n=2; 95% CI" in table
@@ -92,8 +81,8 @@ def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
 def test_a_study_without_a_depth_encoder_pretrains_one_first_and_then_reuses_it(ray_session, toy_setup):
     """Tables 1-4 and the search, run on their own, need a pre-trained depth encoder: without
     ``model.depth_encoder`` the shared pre-training run is made once; a second study reuses it."""
-    base, clip = toy_setup
-    work, config = study_config(base, clip, "prepare")
+    base, world, clip = toy_setup
+    work, config = study_config(base, world, clip, "prepare")
     prepared = with_depth_encoder(config)
     encoder = work / "storage" / "pretrain" / ENCODER_RUN / "best_depth_encoder.safetensors"
     assert prepared.model.depth_encoder == str(encoder) and encoder.is_file()
