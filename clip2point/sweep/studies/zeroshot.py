@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from clip2point.config import ExperimentConfig
 from clip2point.data import DATASETS
-from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
+from clip2point.engine.context import Experiment
 from clip2point.engine.zeroshot import render_check, zero_shot_accuracy
+from clip2point.registry import PRETRAIN_PAIRS
 from clip2point.sweep.studies.common import with_depth_encoder
 from clip2point.sweep.study import Cell, Column, Metrics, Report, Study
 from clip2point.tracking import Tracker
