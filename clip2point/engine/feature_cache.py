@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -216,14 +217,15 @@ class SplitFeatures:
         views: Views,
         *,
         cache_dir: str | Path | None,
-        batch_size: int = 32,
-        device: torch.device | str = "cpu",
         progress: bool = True,
-        precision: str = "fp32",
+        **extract: Any,
     ):
-        self.dataset, self.views, self.batch_size, self.precision = dataset, views, batch_size, precision
-        self.device = torch.device(device)
-        self.renderer = renderer
+        """``extract``: how features are computed, :func:`extract_features`'s keywords (``batch_size``, and
+        ``device`` and ``precision`` if not the CPU's fp32); ``progress``: a bar while a whole split is computed
+        for the cache."""
+        self.dataset, self.renderer, self.views = dataset, renderer, views
+        self.extract = extract | {"device": torch.device(extract.get("device", "cpu"))}
+        self.device = self.extract["device"]
         self.labels = torch.as_tensor(dataset.labels, dtype=torch.int64)
         self._unique: list[nn.Module] = []
         self._slot: list[int] = []
@@ -234,10 +236,7 @@ class SplitFeatures:
                 self._unique.append(encoder)
         self.entries: list[ViewFeatures] | None = None
         if cache_dir is not None and not dataset.per_epoch:
-            options = dict(
-                cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
-                precision=precision,
-            )  # fmt: skip
+            options = dict(cache_dir=cache_dir, progress=progress, **self.extract)
             self.entries = [load_or_extract(e, renderer, dataset, views, **options) for e in self._unique]
             self._stored = [entry.features.to(self.device) for entry in self.entries]
 
@@ -250,16 +249,8 @@ class SplitFeatures:
             computed = [stored[indices.to(self.device, non_blocking=True)] for stored in self._stored]
         else:
             subset = Subset(self.dataset, indices.tolist())
-            computed = [
-                extract_features(
-                    encoder,
-                    self.renderer,
-                    subset,
-                    self.views,
-                    batch_size=self.batch_size,
-                    device=self.device,
-                    precision=self.precision,
-                )[0].to(self.device)
-                for encoder in self._unique
-            ]
+            live = (
+                extract_features(e, self.renderer, subset, self.views, **self.extract) for e in self._unique
+            )
+            computed = [features.to(self.device) for features, _ in live]
         return [computed[slot] for slot in self._slot]
