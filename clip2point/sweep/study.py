@@ -1,6 +1,8 @@
 """What a study is: a set of config cells (or a search space), a trial function, the paper's numbers, its
 section of ``results/paper.md`` and its settings files. A study module holds its :class:`Study` and nothing
-about it lives elsewhere: adding a study takes that module and its YAMLs (:meth:`Study.settings`)."""
+about it lives elsewhere: adding a study takes that module (its ``STUDY`` listed in
+:data:`~clip2point.sweep.studies.REPRODUCTION`), its YAMLs (:meth:`Study.settings`) and the launcher
+``sweeps/<name>.py`` that every study has."""
 
 from __future__ import annotations
 

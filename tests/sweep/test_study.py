@@ -63,6 +63,7 @@ def test_every_study_of_the_reproduction_names_its_stage_section_and_settings():
         assert study.heading and study.about, study.name
         for preset in (None, "paper"):
             assert study.settings(preset).is_file(), study.settings(preset)
+        assert study.settings().with_suffix(".py").is_file(), study.name  # sweeps/<name>.py runs it
     assert adapter.STUDY.settings("paper").name == "ablation_adapter.paper.yaml"
     # Every grid study compares its rows in results/paper.md (the search has none to compare).
     config = load_config(preset="paper")
