@@ -378,7 +378,7 @@ def ray_and_fewshot(ctx: Context) -> Part:
     from clip2point.engine.context import Experiment
     from clip2point.engine.fewshot import run_few_shot
     from clip2point.engine.pretrain import run_pretraining
-    from clip2point.prepare import ensure_toy_world
+    from clip2point.prepare import prepare
     from clip2point.schema import with_overrides
 
     device, work = ctx.device, ctx.workdir
@@ -387,9 +387,8 @@ def ray_and_fewshot(ctx: Context) -> Part:
         "fewshot.feature_cache": str(work / "features"), "fewshot.seeds": [0], "pretrain.epochs": 1,
         "pretrain.max_failures": 0,
     } | ({"data.root": str(work / "toy")} if ctx.sizes.world == "small" else {}) | ctx.sizes.part3  # fmt: skip
-    config = load_config(overrides=overrides)
+    config = prepare(load_config(overrides=overrides), toy_size=ctx.sizes.world, progress=False)
     ctx.log(f"  toy world ({ctx.sizes.world}) in {config.data.root}")
-    ensure_toy_world(config, size=ctx.sizes.world, progress=False)
     runs = {"cpu": ("cpu", False), "device": (device.type, device.type == "cuda")}
     part = Part()
     losses, rows = {}, []

@@ -20,14 +20,16 @@ from clip2point.schema import with_overrides
 from clip2point.tracking import resolve_tracking_uri
 
 
-def prepare(config: ExperimentConfig, *, probe_storage: bool = False) -> ExperimentConfig:
+def prepare(
+    config: ExperimentConfig, *, probe_storage: bool = False, toy_size: str = "default", progress: bool = True
+) -> ExperimentConfig:
     """``config`` ready to run: :func:`resolve_paths`, then (``probe_storage``: for commands that write runs
     or sweeps there) :func:`~clip2point.storage.check_storage` on ``storage``, failing before anything
-    starts, then :func:`ensure_toy_world`. Idempotent."""
+    starts, then :func:`ensure_toy_world` (of ``toy_size``, with a ``progress`` bar). Idempotent."""
     config = resolve_paths(config)
     if probe_storage:
         storage.check_storage(config.storage)
-    ensure_toy_world(config)
+    ensure_toy_world(config, toy_size, progress)
     return config
 
 

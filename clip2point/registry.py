@@ -25,6 +25,9 @@ class DatasetSpec:
     meshes: bool = False
 
 
+PRETRAIN_PAIRS = "shapenet55_pretrain"
+"""The pre-training pairs (clouds with their RGB renders), read by the pre-training and its data check."""
+
 DATASETS: dict[str, DatasetSpec] = {
     "modelnet10": DatasetSpec("ModelNet10", "ModelNet", {"variant": "modelnet10"}, aligned=True, meshes=True),
     "modelnet40": DatasetSpec("ModelNet40", "ModelNet", {"variant": "modelnet40"}, aligned=True, meshes=True),
@@ -33,7 +36,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "scanobjectnn_obj_bg": DatasetSpec("ScanObjectNN OBJ_BG", "ScanObjectNN", {"variant": "obj_bg"}),
     "scanobjectnn_pb_t50_rs": DatasetSpec("ScanObjectNN PB_T50_RS", "ScanObjectNN", {"variant": "pb_t50_rs"}),
     "shapenet55": DatasetSpec("ShapeNet55", "ShapeNet55", pretraining=True),
-    "shapenet55_pretrain": DatasetSpec("ShapeNet55 pairs", "ShapeNet55Pretrain", pretraining=True),
+    PRETRAIN_PAIRS: DatasetSpec("ShapeNet55 pairs", "ShapeNet55Pretrain", pretraining=True),
 }
 DATASET_NAMES = tuple(DATASETS)
 PACK_LAYOUTS = ("shapenet55", "generic")  # what `clip2point data pack` reads (clip2point.data.pack_sources)

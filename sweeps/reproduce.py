@@ -7,9 +7,8 @@ loss, then every study on the right encoder; writes results/paper.md. Run it aga
 """
 
 import sys
-from pathlib import Path
 
 from clip2point.sweep.reproduce import main
 
 if __name__ == "__main__":
-    sys.exit(main(Path(__file__).resolve().parent))
+    sys.exit(main())

@@ -28,23 +28,21 @@ from clip2point.engine.features import resolve_device, set_matmul_precision
 from clip2point.errors import ConfigError
 from clip2point.models import ClipBundle, encode_prompts, load_clip, load_depth_encoder
 from clip2point.paths import RUNS, resolve_path
-from clip2point.prepare import resolve_paths
+from clip2point.registry import PRETRAIN_PAIRS
 from clip2point.render import DepthRenderer, Views, official_views
 from clip2point.sources import local_file
-
-PRETRAIN_PAIRS = "shapenet55_pretrain"
 
 
 class Experiment:
     """The parts of one experiment (see the module docstring); cheap to ask for twice.
 
-    ``config``: as :func:`~clip2point.prepare.prepare` returns it in the driver; kept with its paths resolved
-    (:func:`~clip2point.prepare.resolve_paths`, idempotent) for one built elsewhere. ``device`` None follows
-    ``config.device`` (``auto``: CUDA when available).
+    ``config``: ready to run, as :func:`~clip2point.prepare.prepare` returns it in the driver (every verb,
+    sweep and the reproduction prepare theirs once and pass it on to workers and trials). ``device`` None
+    follows ``config.device`` (``auto``: CUDA when available).
     """
 
     def __init__(self, config: ExperimentConfig, device: torch.device | str | None = None):
-        self.config = resolve_paths(config)
+        self.config = config
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
         set_matmul_precision(self.device, config.precision)
         self.bundle: ClipBundle = load_clip(config.model.name, config.model.pretrained, self.device)

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -256,14 +257,15 @@ class SplitFeatures:
         views: Views,
         *,
         cache_dir: str | Path | None,
-        batch_size: int = 32,
-        device: torch.device | str = "cpu",
         progress: bool = True,
-        precision: str = "fp32",
+        **extract: Any,
     ):
-        self.dataset, self.views, self.batch_size, self.precision = dataset, views, batch_size, precision
-        self.device = torch.device(device)
-        self.renderer = renderer
+        """``extract``: how features are computed, :func:`extract_features`'s keywords (``batch_size``, and
+        ``device`` and ``precision`` if not the CPU's fp32); ``progress``: a bar while a whole split is computed
+        for the cache."""
+        self.dataset, self.renderer, self.views = dataset, renderer, views
+        self.extract = extract | {"device": torch.device(extract.get("device", "cpu"))}
+        self.device = self.extract["device"]
         self.labels = torch.as_tensor(dataset.labels, dtype=torch.int64)
         self._unique: list[nn.Module] = []
         self._slot: list[int] = []
@@ -273,10 +275,7 @@ class SplitFeatures:
             if not known:
                 self._unique.append(encoder)
         self.entries: list[ViewFeatures] | None = None
-        self._cached = dict(
-            cache_dir=cache_dir, batch_size=batch_size, device=self.device, progress=progress,
-            precision=precision,
-        )  # fmt: skip
+        self._cached = dict(cache_dir=cache_dir, progress=progress, **self.extract)
         self._epoch = None  # the dataset epoch of ``entries``
         if cache_dir is not None and not dataset.per_epoch:
             self._load()
@@ -317,15 +316,9 @@ class SplitFeatures:
         else:
             subset = Subset(self.dataset, indices.tolist())
             computed = [
-                extract_features(
-                    encoder,
-                    self.renderer,
-                    subset,
-                    self.views,
-                    batch_size=self.batch_size,
-                    device=self.device,
-                    precision=self.precision,
-                )[0].to(self.device)
+                extract_features(encoder, self.renderer, subset, self.views, **self.extract)[0].to(
+                    self.device
+                )
                 for encoder in self._unique
             ]
         return [computed[slot] for slot in self._slot]

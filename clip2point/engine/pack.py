@@ -36,7 +36,8 @@ from clip2point.data.pack_sources import PackObject, plan_pack
 from clip2point.engine.features import autocast, compute_precision
 from clip2point.errors import InputError
 from clip2point.models import load_clip
-from clip2point.prepare import ensure_toy_world, resolve_paths
+from clip2point.prepare import prepare
+from clip2point.schema import with_overrides
 
 
 @functools.lru_cache(maxsize=2)
@@ -75,18 +76,17 @@ def pack_dataset(
     use_gpu: bool = False,
     log: Callable[[str], None] = print,
 ) -> Manifest:
-    """Pack the ``layout`` data under ``root`` (default ``data.root``; the toy world is built if that is the
-    toy root) into the storage location ``out`` with ``config``'s backbone and precision, as Ray tasks
-    (``use_gpu``: one GPU each); resume an unfinished pack there. Returns the manifest."""
+    """Pack the ``layout`` data under ``root`` (default ``data.root``) into the storage location ``out`` with
+    ``config``'s backbone and precision, as Ray tasks (``use_gpu``: one GPU each); resume an unfinished pack
+    there. Returns the manifest. The config is made ready to run first with ``root`` as its ``data.root``
+    (:func:`~clip2point.prepare.prepare`: paths absolute, the toy world built if that is a toy root)."""
     import ray
     from tqdm import tqdm
 
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")
-    config = resolve_paths(config)
-    if root is None:
-        ensure_toy_world(config)
-    root = root or config.data.root
+    config = prepare(with_overrides(config, {"data.root": root}) if root else config)
+    root = config.data.root  # absolute: the packing tasks may run elsewhere
     plan = plan_pack(layout, root, split, config.data.on_error)
     if not plan.objects:
         raise InputError(f"nothing to pack in {root}: no objects with a cloud and renders "

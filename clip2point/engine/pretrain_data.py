@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from clip2point.data.pack import read_manifest
 from clip2point.data.pack_order import ShardOrder
 from clip2point.data.pack_stream import PackStream
-from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
+from clip2point.engine.context import Experiment
+from clip2point.registry import PRETRAIN_PAIRS
 
 
 class FileBatches:

@@ -11,10 +11,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from clip2point.engine.context import PRETRAIN_PAIRS, Experiment
+from clip2point.engine.context import Experiment
 from clip2point.engine.features import autocast, extract_view_features
 from clip2point.engine.metrics import Accuracy, accuracy, save_confusion_png
 from clip2point.models.heads import cosine_logits, zero_shot_logits
+from clip2point.registry import PRETRAIN_PAIRS
 from clip2point.render import DepthRenderer, Views
 from clip2point.render.preview import depth_gray, save_view_grid, view_titles
 from clip2point.tracking import Tracker

@@ -17,15 +17,15 @@ from clip2point.sweep.study import Study
 from clip2point.tracking import Tracker
 
 
-def build_parser(study: Study, default_config: Path) -> argparse.ArgumentParser:
+def build_parser(study: Study) -> argparse.ArgumentParser:
     script = f"sweeps/{study.name}.py"
     parser = argparse.ArgumentParser(
         prog=f"python {script}",
         description=f"{study.title} as a Ray Tune sweep, tracked in MLflow. Without --config or --preset the "
-        f"study's toy setting {default_config.name} is used.",
+        f"study's toy setting {study.settings().name} is used.",
         epilog=f"""examples:
   python {script}                                     # toy world, this laptop
-  python {script} --config sweeps/{study.name}.paper.yaml   # the paper's setting (real data, GPUs)
+  python {script} --config sweeps/{study.settings("paper").name}   # the paper's setting (real data, GPUs)
   python {script} --resume                            # continue an interrupted sweep
 writes results/{study.name}.md and .png; `mlflow ui` in the project root shows the runs""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,20 +62,19 @@ def run_and_report(
 
 
 def run_script(script: str | Path, argv: list[str] | None = None) -> int:
-    """Entry point of ``sweeps/<name>.py``: runs the study called ``<name>`` with ``sweeps/<name>.yaml`` as
-    its default (toy) setting."""
+    """Entry point of ``sweeps/<name>.py``: runs the study called ``<name>``."""
     from clip2point.sweep.studies import STUDIES
 
-    script = Path(script)
-    return main(STUDIES[script.stem], script.with_suffix(".yaml"), argv)
+    return main(STUDIES[Path(script).stem], argv)
 
 
-def main(study: Study, default_config: Path, argv: list[str] | None = None) -> int:
-    """Entry point of ``sweeps/<study>.py``; exit status 0, 1 if some trial failed, 2 on bad input."""
-    args = build_parser(study, default_config).parse_args(argv)
+def main(study: Study, argv: list[str] | None = None) -> int:
+    """Entry point of ``sweeps/<study>.py``, with the study's toy setting (:meth:`Study.settings`) as the
+    default config; exit status 0, 1 if some trial failed, 2 on bad input."""
+    args = build_parser(study).parse_args(argv)
     command = "python " + shlex.join([f"sweeps/{study.name}.py", *(sys.argv[1:] if argv is None else argv)])
     if args.config is None and args.preset is None:
-        args.config = default_config  # the study's toy setting; --preset alone means the preset's setting
+        args.config = study.settings()  # the study's toy setting; --preset alone means the preset's setting
     try:
         config = config_from_args(args)
         outcome = run_and_report(

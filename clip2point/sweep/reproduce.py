@@ -3,14 +3,17 @@
 Stages, in order, each a study run as its Ray Tune sweep (:data:`STAGES`):
 
 1. ``pretrain``: pre-training with and without the intra-modality loss (the ``ablation_pretrain`` study:
-   two Ray Train runs); the best encoder of the run *with* it is the reproduction's depth encoder;
-2. ``table5`` (rendering, no pre-training), then ``table1``, ``table2``, ``table4``, ``table3`` on that
-   encoder, and ``search`` (the adapter search).
+   two Ray Train runs); the best encoder of the run *with* it
+   (:data:`~clip2point.sweep.studies.pretrain.WITH_INTRA`) is the reproduction's depth encoder;
+2. every other study of :data:`~clip2point.sweep.studies.REPRODUCTION`, in the paper's order: ``table1``
+   to ``table4`` on that encoder (those whose ``prepare`` gives them one), ``table5`` (rendering, no
+   pre-training) and ``search`` (the adapter search).
 
-Each stage's config is the study's own setting (``sweeps/<study>.yaml``, or ``sweeps/<study>.paper.yaml``
-with ``--preset paper``) under the reproduction's ``--config`` and ``-o`` overrides, with the stage's
-storage under ``<storage>/reproduce`` and the encoder of stage 1. One MLflow run is the parent of the
-whole reproduction; every stage's sweep parent is nested under it.
+Each stage's config is the study's own setting (:meth:`~clip2point.sweep.study.Study.settings`:
+``sweeps/<study>.yaml``, or ``sweeps/<study>.paper.yaml`` with ``--preset paper``) under the
+reproduction's ``--config`` and ``-o`` overrides, with the stage's storage under ``<storage>/reproduce`` and
+the encoder of stage 1. One MLflow run is the parent of the whole reproduction; every stage's sweep parent
+is nested under it.
 
 The workflow's state (``<storage>/reproduce/state.json``, in the storage: a folder or a bucket, written
 atomically after every change) records the
@@ -37,40 +40,27 @@ from clip2point.prepare import prepare
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.paper import write_paper
 from clip2point.sweep.runner import SweepOutcome
-from clip2point.sweep.studies import STUDIES
-from clip2point.sweep.studies.pretrain import CELLS as PRETRAIN_CELLS
+from clip2point.sweep.studies import REPRODUCTION, pretrain
+from clip2point.sweep.studies.common import with_depth_encoder
+from clip2point.sweep.study import Study
 from clip2point.tracking import Tracker
 
 STATE_FILE = "state.json"
-WITH_INTRA = PRETRAIN_CELLS[0].name  # the pre-training run whose encoder the later stages use
+STAGES = (pretrain.STUDY, *(study for study in REPRODUCTION if study is not pretrain.STUDY))
+"""The reproduction's studies in the order it runs them: the pre-training first, as its encoder serves the
+studies after it that need one (:func:`needs_encoder`)."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One step of the reproduction: its key, the study it runs, and whether it takes the encoder."""
-
-    key: str
-    study: str
-    needs_encoder: bool = False
-
-
-STAGES = (
-    Stage("pretrain", "ablation_pretrain"),
-    Stage("table5", "ablation_rendering"),
-    Stage("table1", "table1_zeroshot", needs_encoder=True),
-    Stage("table2", "table2_kshot", needs_encoder=True),
-    Stage("table4", "ablation_adapter", needs_encoder=True),
-    Stage("table3", "table3_supervised", needs_encoder=True),
-    Stage("search", "hpo_fewshot"),
-)
+def needs_encoder(study: Study) -> bool:
+    """Whether the study takes the pre-training stage's encoder: it prepares with a depth encoder."""
+    return study.prepare is with_depth_encoder
 
 
 @dataclass(frozen=True)
 class Layers:
-    """Where a stage's config comes from: the studies' YAMLs in ``sweeps``, the ``preset``, the user's
-    ``config`` file and ``overrides`` (the reproduction's command line)."""
+    """Where a stage's config comes from: the studies' YAMLs (:meth:`Study.settings`), the ``preset``, the
+    user's ``config`` file and ``overrides`` (the reproduction's command line)."""
 
-    sweeps: Path
     preset: str | None = None
     config: Path | None = None
     overrides: Mapping[str, Any] | None = None
@@ -79,15 +69,14 @@ class Layers:
         """The reproduction's own config (storage, tracking, data root...), ready to run (storage probed)."""
         return prepare(load_config(self.config, self.overrides, preset=self.preset), probe_storage=True)
 
-    def for_stage(self, stage: Stage, storage: str, encoder: str | None) -> ExperimentConfig:
+    def for_stage(self, study: Study, storage: str, encoder: str | None) -> ExperimentConfig:
         """The stage's config: the study's YAML, then the user's file and overrides, then the
         reproduction's storage and (for stages that take it) the encoder of the pre-training stage."""
-        suffix = ".paper.yaml" if self.preset == "paper" else ".yaml"
-        study_file = self.sweeps / f"{stage.study}{suffix}"
+        study_file = study.settings(self.preset)
         if not study_file.is_file():
-            raise InputError(f"stage {stage.key}: the study's setting {study_file} is missing")
+            raise InputError(f"stage {study.stage}: the study's setting {study_file} is missing")
         files = [study_file, *([self.config] if self.config else [])]
-        extra = {"storage": storage} | ({"model.depth_encoder": encoder} if stage.needs_encoder else {})
+        extra = {"storage": storage} | ({"model.depth_encoder": encoder} if needs_encoder(study) else {})
         return load_config(files, {**(self.overrides or {}), **extra}, preset=self.preset)
 
 
@@ -122,13 +111,13 @@ def run_reproduction(layers: Layers, *, fresh: bool = False, command: str = "", 
     state = State.load(folder, fresh)
     tracker = _parent(base, state)
     try:
-        for stage in STAGES:
-            record = state.stage(stage.key)
+        for study in STAGES:
+            record = state.stage(study.stage)
             if record["status"] == "finished":
-                print(f"stage {stage.key} ({stage.study}): finished earlier, kept")
+                print(f"stage {study.stage} ({study.name}): finished earlier, kept")
                 continue
-            _run_stage(stage, record, layers, state, tracker, folder, command, verbose)
-        paper = write_paper(state.data, STAGES, base, command)
+            _run_stage(study, record, layers, state, tracker, folder, command, verbose)
+        paper = write_paper(state.data, base, command)
         tracker.log_artifact(paper)
     except BaseException as error:
         tracker.fail(error)
@@ -147,24 +136,29 @@ def _parent(config: ExperimentConfig, state: State) -> Tracker:
     return tracker
 
 
-def _run_stage(stage, record, layers, state, tracker, storage, command, verbose) -> None:
-    """Run one stage (resuming its sweep if an earlier attempt started it) and record its outcome."""
-    encoder = state.stage("pretrain").get("encoder")
-    if stage.needs_encoder and encoder is None:
-        raise InputError(f"stage {stage.key} needs the pre-training stage's encoder, which is not recorded")
-    config = layers.for_stage(stage, storage, encoder)  # made ready to run by run_and_report
+def _run_stage(study, record, layers, state, tracker, storage, command, verbose) -> None:
+    """Run one stage (resuming its sweep if an earlier attempt started it) and record its outcome: each
+    cell's paper values and the cell it is compared with (by name: ``results/paper.md`` is written from
+    the record)."""
+    encoder = state.stage(pretrain.STUDY.stage).get("encoder")
+    if needs_encoder(study) and encoder is None:
+        raise InputError(f"stage {study.stage} needs the pre-training stage's encoder, which is not recorded")
+    config = layers.for_stage(study, storage, encoder)  # made ready to run by run_and_report
     resume = record["attempts"] > 0
     record["attempts"] += 1
     record["status"] = "running"
     state.save()
-    print(f"stage {stage.key} ({stage.study}): {'resuming' if resume else 'starting'}")
+    print(f"stage {study.stage} ({study.name}): {'resuming' if resume else 'starting'}")
     start = time.monotonic()
-    study = STUDIES[stage.study]
     outcome = run_and_report(study, config, resume=resume, command=command, verbose=verbose, within=tracker)
     if outcome.failed:
         failed = "; ".join(f"{t.name}: {t.error}" for t in outcome.failed)
-        raise RuntimeError(f"stage {stage.key}: {len(outcome.failed)} trial(s) failed ({failed}); run again")
-    papers = {cell.name: dict(cell.paper) for cell in study.cells_for(config)}
+        raise RuntimeError(
+            f"stage {study.stage}: {len(outcome.failed)} trial(s) failed ({failed}); run again"
+        )
+    cells = study.cells_for(config)
+    papers = {cell.name: dict(cell.paper) for cell in cells}
+    baselines = {cell.name: study.baseline_of(cell) for cell in cells}
     record |= {
         "status": "finished",
         "seconds": round(time.monotonic() - start, 1),
@@ -175,6 +169,7 @@ def _run_stage(stage, record, layers, state, tracker, storage, command, verbose)
         else None,
         "columns": {column.metric: column.title(config) for column in study.columns},
         "cells": list(papers),
+        "baselines": {name: baseline.name for name, baseline in baselines.items() if baseline is not None},
         "trials": [
             {
                 "name": t.name,
@@ -185,10 +180,10 @@ def _run_stage(stage, record, layers, state, tracker, storage, command, verbose)
             for t in outcome.trials
         ],
     }
-    if stage.key == "pretrain":
+    if study is pretrain.STUDY:
         record["encoder"] = _best_encoder(outcome)
     state.save()
-    tracker.set_tags({f"stage.{stage.key}": "finished"})
+    tracker.set_tags({f"stage.{study.stage}": "finished"})
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,19 +195,20 @@ def _best_encoder(outcome: SweepOutcome) -> str:
     """The best depth encoder of the pre-training trial with the intra-modality loss (its MLflow run's tag)."""
     from mlflow import MlflowClient
 
+    cell = pretrain.WITH_INTRA.name
     client = MlflowClient(outcome.tracking_uri)
     experiment = client.get_run(outcome.parent_run_id).info.experiment_id
     runs = client.search_runs(
         [experiment],
-        f"tags.mlflow.parentRunId = '{outcome.parent_run_id}' and tags.cell = '{WITH_INTRA}' "
+        f"tags.mlflow.parentRunId = '{outcome.parent_run_id}' and tags.cell = '{cell}' "
         "and attributes.status = 'FINISHED'",
     )
     if not runs or "best_checkpoint" not in runs[0].data.tags:
-        raise InputError(f"the pre-training stage recorded no best encoder for {WITH_INTRA!r}")
+        raise InputError(f"the pre-training stage recorded no best encoder for {cell!r}")
     return runs[0].data.tags["best_checkpoint"]
 
 
-def main(sweeps: Path, argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python sweeps/reproduce.py``: see the module docstring; exit 0, 1 if a stage failed, 2 on bad
     input."""
     import argparse
@@ -232,7 +228,7 @@ def main(sweeps: Path, argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="Tune's status tables")
     args = parser.parse_args(argv)
     command = "python " + shlex.join(["sweeps/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
-    layers = Layers(sweeps, args.preset, args.config, dict(parse_override(o) for o in args.overrides))
+    layers = Layers(args.preset, args.config, dict(parse_override(o) for o in args.overrides))
     start = time.monotonic()
     try:
         paper = run_reproduction(layers, fresh=args.fresh, command=command, verbose=int(args.verbose))

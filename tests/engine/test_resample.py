@@ -55,8 +55,12 @@ def test_clouds_change_every_epoch_and_follow_the_seed(root):
 def test_resampled_clouds_have_one_cache_entry_per_epoch_equal_to_live_features(root, tiny_bundle, tmp_path):
     render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
     ds = build_dataset("modelnet10", root, "test", 64, resample=True)
-    cached = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
-    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    cached = SplitFeatures(
+        ds, [tiny_bundle.visual], render, views, cache_dir=cache, batch_size=32, progress=False
+    )
+    live = SplitFeatures(
+        ds, [tiny_bundle.visual], render, views, cache_dir=None, batch_size=32, progress=False
+    )
     assert cached.entries is None  # nothing is computed before the first epoch's first call
     every = torch.arange(len(ds))
     per_epoch = []
@@ -69,11 +73,15 @@ def test_resampled_clouds_have_one_cache_entry_per_epoch_equal_to_live_features(
     assert not torch.equal(per_epoch[0], per_epoch[1])  # the clouds, so the features, change
     assert len(list(cache.glob("*.safetensors"))) == 2  # one entry per epoch
     again = build_dataset("modelnet10", root, "test", 64, resample=True)  # another cell of the study
-    shared = SplitFeatures(again, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    shared = SplitFeatures(
+        again, [tiny_bundle.visual], render, views, cache_dir=cache, batch_size=32, progress=False
+    )
     again.set_epoch(1)
     assert torch.equal(shared(every)[0], per_epoch[0]) and shared.entries[0].hit  # read, not recomputed
     fixed = build_dataset("modelnet10", root, "test", 64)
-    assert SplitFeatures(fixed, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False).entries
+    assert SplitFeatures(
+        fixed, [tiny_bundle.visual], render, views, cache_dir=cache, batch_size=32, progress=False
+    ).entries
     assert len(list(cache.glob("*.safetensors"))) == 3
 
 
@@ -86,8 +94,12 @@ def test_chosen_samples_are_the_seeds_draws_with_their_own_per_epoch_entries(roo
     assert remapped[1][1] is None
     assert chosen.labels.tolist() == ds.labels[[2, 5, 7, 9]].tolist()
     render, views, cache = DepthRenderer(SIZE), official_views(6), tmp_path / "cache"
-    features = SplitFeatures(chosen, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
-    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    features = SplitFeatures(
+        chosen, [tiny_bundle.visual], render, views, cache_dir=cache, batch_size=32, progress=False
+    )
+    live = SplitFeatures(
+        ds, [tiny_bundle.visual], render, views, cache_dir=None, batch_size=32, progress=False
+    )
     ds.set_epoch(2)  # the chosen samples follow their parent's epoch
     assert chosen.epoch == 2 and chosen.fingerprint() != ChosenSamples(ds, [2, 5, 7]).fingerprint()
     assert torch.equal(features(remapped[0][0])[0], live(samples[0][0])[0])  # the same samples, bit for bit
@@ -113,11 +125,15 @@ def test_while_another_cell_builds_this_epoch_the_next_is_built_meanwhile(root, 
     thread = threading.Thread(target=other_cell)
     thread.start()
     held.wait()
-    cached = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=cache, progress=False)
+    cached = SplitFeatures(
+        ds, [tiny_bundle.visual], render, views, cache_dir=cache, batch_size=32, progress=False
+    )
     every = torch.arange(len(ds))
     first = cached(every)[0]  # builds epoch 2's entry, then (the lock free) epoch 1's
     thread.join()
-    live = SplitFeatures(ds, [tiny_bundle.visual], render, views, cache_dir=None, progress=False)
+    live = SplitFeatures(
+        ds, [tiny_bundle.visual], render, views, cache_dir=None, batch_size=32, progress=False
+    )
     assert ds.epoch == 1 and torch.equal(first, live(every)[0])
     assert len(list(cache.glob("*.safetensors"))) == 2
     ds.set_epoch(2)

@@ -37,25 +37,20 @@ def radius_search(config):
     )
 
 
-DUMMY_SEARCH = Study(
-    name="dummy_search",
-    title="Dummy search",
-    trial=score_trial,
-    columns=(Column("score", "score"),),
-    paper_reference="nowhere",
-    primary="score",
-    search=radius_search,
-)
+def scored(name: str, title: str, trial=score_trial, **fields) -> Study:
+    """A study of these tests: its one column is ``score`` (its primary metric), nothing published."""
+    return Study(name=name, title=title, trial=trial, columns=(Column("score", "score"),), primary="score",
+                 paper_reference="nowhere", **fields)  # fmt: skip
 
-DUMMY = Study(
-    name="dummy_study",
-    title="Dummy study",
-    trial=score_trial,
-    columns=(Column("score", "score"),),
+
+DUMMY_SEARCH = scored("dummy_search", "Dummy search", search=radius_search)
+
+DUMMY = scored(
+    "dummy_study",
+    "Dummy study",
     cells=(
         Cell("R=1", {"render.dilation": 1}, {"score": 9.0}),
         Cell("R=2", {"render.dilation": 2}, {"score": 21.0}),
         Cell("broken", {"render.radius": 0.5}),
     ),
-    paper_reference="nowhere",
 )

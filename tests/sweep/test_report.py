@@ -6,7 +6,6 @@ import pytest
 from clip2point.config import load_config
 from clip2point.sweep.paper import write_paper
 from clip2point.sweep.report import write_results
-from clip2point.sweep.reproduce import STAGES
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
 from clip2point.sweep.studies import STUDIES, zeroshot
 
@@ -110,6 +109,7 @@ def test_paper_md_sets_the_authors_protocol_beside_ours_and_table5_against_the_d
         "authors_protocol": "best test epoch, as the paper; one run (seed 0); clouds re-sampled every epoch",
         "columns": {"zeroshot_acc": "zero-shot", "fewshot_acc": "16-shot"},
         "cells": ["minimum square R=2", "minimum disk r=0.02"],
+        "baselines": {"minimum square R=2": "minimum disk r=0.02"},
         "trials": [
             {"name": "minimum square R=2", "metrics": ours | {"zeroshot_acc": 30.0, "fewshot_acc_authors": 85.25},
              "params": {}, "paper": {"zeroshot_acc": 29.71, "fewshot_acc": 87.46}},
@@ -117,9 +117,7 @@ def test_paper_md_sets_the_authors_protocol_beside_ours_and_table5_against_the_d
              "params": {}, "paper": {"zeroshot_acc": 29.71, "fewshot_acc": 87.46}},
         ],
     }  # fmt: skip
-    text = write_paper(
-        {"stages": {"table5": record}}, STAGES, config, "python sweeps/reproduce.py"
-    ).read_text()
+    text = write_paper({"stages": {"table5": record}}, config, "python sweeps/reproduce.py").read_text()
     assert (
         "Beside it, the authors' protocol (one run, labelled so): best test epoch, as the paper; one run"
         in text

@@ -15,7 +15,6 @@ from clip2point.sweep.reproduce import STAGES, Layers, run_reproduction
 from clip2point.sweep.studies import adapter
 from tests.toy_setup import toy_overrides
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
@@ -24,7 +23,7 @@ def layers(toy_world, tiny_clip_dir, tmp_path):
     overrides = toy_overrides(toy_world, tiny_clip_dir, tmp_path) | {
         "sweep.datasets": ["modelnet10"], "sweep.num_samples": 2,
     }  # fmt: skip
-    return Layers(ROOT / "sweeps", overrides=overrides)
+    return Layers(overrides=overrides)
 
 
 def test_interrupted_reproduction_continues_and_writes_every_table(
@@ -43,20 +42,20 @@ def test_interrupted_reproduction_continues_and_writes_every_table(
     with pytest.raises(KeyboardInterrupt):
         run_reproduction(layers, command="test")
     done_first = [name for name, _ in calls]
-    assert done_first == [STAGES[i].study for i in range(5)]  # pretrain, table5, table1, table2, table4
+    assert done_first == [STAGES[i].name for i in range(5)]  # pretrain, table1, table2, table3, table4
     calls.clear()
     paper = run_reproduction(layers, command="test")
-    # The second call runs only what had not finished: table4 resumed, then table3 and the search.
-    assert calls == [("ablation_adapter", True), ("table3_supervised", False), ("hpo_fewshot", False)]
+    # The second call runs only what had not finished: table4 resumed, then table5 and the search.
+    assert calls == [("ablation_adapter", True), ("ablation_rendering", False), ("hpo_fewshot", False)]
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("clip2point").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("kind") == "reproduction"]
     assert parent.info.status == "FINISHED"
     sweeps = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["study"] for r in sweeps) == sorted(stage.study for stage in STAGES)
+    assert sorted(r.data.tags["study"] for r in sweeps) == sorted(study.name for study in STAGES)
     assert all(r.info.status == "FINISHED" for r in sweeps)  # each stage's sweep once, finished
-    assert {f"stage.{s.key}" for s in STAGES} <= set(parent.data.tags)
+    assert {f"stage.{s.stage}" for s in STAGES} <= set(parent.data.tags)
 
     text = paper.read_text()
     assert [line for line in text.splitlines() if line.startswith("## ")] == [

@@ -14,7 +14,8 @@ from clip2point.errors import ConfigError, StorageError
 from clip2point.sweep.resources import concurrent_trials
 from clip2point.sweep.runner import run_study
 from clip2point.sweep.studies import STUDIES
-from clip2point.sweep.study import Cell, Column, Study
+from clip2point.sweep.study import Cell
+from tests.sweep.dummy_study import scored
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,21 +25,9 @@ def never_runs(config, tracker, report):
     raise AssertionError("no trial may start")
 
 
-TRAIN_STUDY = Study(
-    name="train_study",
-    title="Trials that run Ray Train",
-    trial=never_runs,
-    columns=(Column("x", "x"),),
-    cells=(Cell("a", {}), Cell("b", {})),
-    train_workers=True,
-)
-PLAIN_STUDY = Study(
-    name="plain_study",
-    title="Trials alone",
-    trial=never_runs,
-    columns=(Column("x", "x"),),
-    cells=(Cell("a", {}),),
-)
+TRAIN_STUDY = scored("train_study", "Trials that run Ray Train", never_runs, cells=(Cell("a", {}), Cell("b", {})),
+                     train_workers=True)  # fmt: skip
+PLAIN_STUDY = scored("plain_study", "Trials alone", never_runs, cells=(Cell("a", {}),))
 
 
 def config_for(tmp_path, *files, **overrides):

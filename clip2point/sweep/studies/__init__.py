@@ -2,15 +2,16 @@
 
 from clip2point.sweep.studies import adapter, hpo, kshot, pretrain, rendering, supervised, zeroshot
 
-STUDIES = {
-    study.name: study
-    for study in (
-        zeroshot.STUDY,
-        kshot.STUDY,
-        supervised.STUDY,
-        adapter.STUDY,
-        rendering.STUDY,
-        pretrain.STUDY,
-        hpo.STUDY,
-    )
-}
+REPRODUCTION = (
+    zeroshot.STUDY,
+    kshot.STUDY,
+    supervised.STUDY,
+    adapter.STUDY,
+    rendering.STUDY,
+    pretrain.STUDY,
+    hpo.STUDY,
+)
+"""Every study of the paper, in the paper's order: the reproduction's stages (it runs the pre-training
+first) and the sections of ``results/paper.md`` (:mod:`clip2point.sweep.reproduce`)."""
+
+STUDIES = {study.name: study for study in REPRODUCTION}

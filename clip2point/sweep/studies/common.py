@@ -1,8 +1,11 @@
-"""What several studies share: the depth encoder they are given or pre-train once, and K-shot trials."""
+"""What several studies share: the depth encoder they are given or pre-train once, K-shot trials, and the
+study of adapters trained on that encoder (:func:`fewshot_study`)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from clip2point import storage
 from clip2point.config import ExperimentConfig
@@ -10,7 +13,7 @@ from clip2point.engine.context import Experiment
 from clip2point.engine.fewshot import run_few_shot
 from clip2point.engine.pretrain import run_pretraining, runs_folder
 from clip2point.schema import with_overrides
-from clip2point.sweep.study import AUTHORS, Metrics, Report
+from clip2point.sweep.study import AUTHORS, Cell, Column, Metrics, Report, Study
 from clip2point.tracking import Tracker
 
 ENCODER_RUN = "depth-encoder"
@@ -69,3 +72,12 @@ def authors_metrics(config: ExperimentConfig, prefix: str = "fewshot_acc") -> Me
     authors = dataclasses.replace(config, fewshot=config.fewshot.authors())
     run = run_few_shot(Experiment.from_config(authors), track=False, progress=False).seeds[0]
     return {f"{prefix}{AUTHORS}": run.test_acc, f"{prefix}{AUTHORS}_epoch": float(run.epoch)}
+
+
+def fewshot_study(label: str, cells: tuple[Cell, ...] | Callable, **fields: Any) -> Study:
+    """A study whose trials train adapters (:func:`fewshot_trial`) on the pre-trained depth encoder
+    (:func:`with_depth_encoder`, its ``prepare``) and whose one column, ``fewshot_acc`` labelled ``label``,
+    is their top-1; ``fields``: the rest of the :class:`Study`."""
+    column = Column("fewshot_acc", label, fewshot=True)
+    return Study(trial=fewshot_trial, columns=(column,), cells=cells, primary="fewshot_acc",
+                 prepare=with_depth_encoder, **fields)  # fmt: skip

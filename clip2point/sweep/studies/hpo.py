@@ -75,4 +75,7 @@ STUDY = Study(
     paper_reference="docs/method.md section 4 (AdamW lr 1e-3, weight decay 1e-4, dropout 0.075)",
     primary=METRIC,
     search=search,
+    stage="search",
+    heading="Adapter hyper-parameter search",
+    about="Optuna (TPE) with ASHA early stopping, best first.",
 )

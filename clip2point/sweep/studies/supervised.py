@@ -5,21 +5,20 @@ and batch order; the data is the whole split)."""
 
 from __future__ import annotations
 
-from clip2point.sweep.studies.common import CLIP_SINGLE_PATH, FULL_GDPA, fewshot_trial, with_depth_encoder
-from clip2point.sweep.study import Cell, Column, Study
+from clip2point.sweep.studies.common import CLIP_SINGLE_PATH, FULL_GDPA, fewshot_study
+from clip2point.sweep.study import Cell
 
-CELLS = (
-    Cell("GDPA, pre-trained depth encoder", {**FULL_GDPA, "fewshot.shots": None}, {"fewshot_acc": 94.2}),
-    Cell("single path, CLIP", {**CLIP_SINGLE_PATH, "fewshot.shots": None}),
-)
+GDPA = Cell("GDPA, pre-trained depth encoder", {**FULL_GDPA, "fewshot.shots": None}, {"fewshot_acc": 94.2})
+CLIP_ALONE = Cell("single path, CLIP", {**CLIP_SINGLE_PATH, "fewshot.shots": None})
 
-STUDY = Study(
+STUDY = fewshot_study(
+    "supervised",
+    (GDPA, CLIP_ALONE),
     name="table3_supervised",
     title="Fully supervised top-1 (Table 3): the GDPA trained on the whole train split",
-    trial=fewshot_trial,
-    columns=(Column("fewshot_acc", "supervised", fewshot=True),),
-    cells=CELLS,
-    paper_reference="Table 3 (ModelNet40, 1,024 points, 10 views: GDPA 94.2)",
-    primary="fewshot_acc",
-    prepare=with_depth_encoder,
+    paper_reference=f"Table 3 (ModelNet40, 1,024 points, 10 views: GDPA {GDPA.paper['fewshot_acc']})",
+    stage="table3",
+    heading="Table 3: fully supervised",
+    about="Adapters trained on the whole train split. Difference: GDPA minus the single path on CLIP.",
+    baseline=CLIP_ALONE,
 )
