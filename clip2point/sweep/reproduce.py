@@ -93,9 +93,17 @@ class State:
         if fresh or not storage.exists(location):
             return cls(folder, {"stages": {}})
         try:
-            return cls(folder, json.loads(storage.read_text(location)))
+            data = json.loads(storage.read_text(location))
         except ValueError as exc:
             raise InputError(f"cannot read the reproduction's state {location}: {exc}; use --fresh") from exc
+        older = [key for key, record in data.get("stages", {}).items()
+                 if record.get("status") == "finished" and "baselines" not in record]  # fmt: skip
+        if older:
+            raise InputError(
+                f"the reproduction's state {location} was written by an older clip2point (finished stages "
+                f"{', '.join(older)} record no baselines); use --fresh"
+            )
+        return cls(folder, data)
 
     def save(self) -> None:
         storage.write_text(self.location, json.dumps(self.data, indent=1))

@@ -73,3 +73,23 @@ def test_every_study_of_the_reproduction_names_its_stage_section_and_settings():
         if any(study.baseline_of(cell) for cell in study.cells_for(config))
     }
     assert compared == {study.name for study in REPRODUCTION if study.search is None}
+
+
+def test_a_state_from_before_baselines_were_recorded_asks_for_a_fresh_start(tmp_path):
+    import json
+
+    from clip2point.errors import InputError
+    from clip2point.sweep.reproduce import State
+
+    folder = tmp_path / "reproduce"
+    folder.mkdir()
+    stages = {"pretrain": {"status": "finished", "baselines": {}}, "table5": {"status": "finished"},
+              "table1": {"status": "pending"}}  # fmt: skip
+    (folder / "state.json").write_text(json.dumps({"stages": stages}))
+    with pytest.raises(InputError, match=r"state .*state.json was written by an older clip2point \(finished "
+                                         r"stages table5 record no baselines\); use --fresh"):  # fmt: skip
+        State.load(str(folder), fresh=False)
+    assert State.load(str(folder), fresh=True).data == {"stages": {}}
+    del stages["table5"]
+    (folder / "state.json").write_text(json.dumps({"stages": stages}))
+    assert State.load(str(folder), fresh=False).data["stages"] == stages
