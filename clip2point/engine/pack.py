@@ -118,8 +118,7 @@ def pack_dataset(
                 done[shard_name(index)] = ray.get(ready[0])
                 bar.update(len(chunks[index]))
         finally:  # a failed shard stops the others; finished shards stay for a resume
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            _stop(list(pending))
     manifest = Manifest(
         encoder=encoder, layout=layout, source=str(root), split=split, num_objects=len(plan.objects),
         embed_dim=bundle.embed_dim, class_names=plan.class_names,
@@ -132,6 +131,18 @@ def pack_dataset(
         log(f"left out {len(plan.skipped)} objects (data.on_error: skip); listed in {MANIFEST}")
     log(f"packed {manifest.num_objects} objects in {len(chunks)} shards: {out}")
     return manifest
+
+
+def _stop(refs: list, timeout_s: float = 120.0) -> None:
+    """Cancel the packing tasks ``refs`` and wait until they have ended: a running one is interrupted
+    (not killed), so its shard is either written whole or its temp file removed, never left half-written
+    after :func:`pack_dataset` has returned."""
+    import ray
+
+    for ref in refs:
+        ray.cancel(ref)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
 
 
 def _start_or_resume(out: str, settings: dict) -> None:
