@@ -34,8 +34,16 @@ def run(request, tmp_path) -> str:
     return storage.join(store(request, tmp_path), "pretrain", "grp", "r")
 
 
-def record(run: str) -> dict:
-    return json.loads(storage.read_text(storage.join(run, lease.LEASE_FILE)))
+def record(run: str, tries: int = 5) -> dict:
+    """The lease's record as stored. moto rewrites an object's body in place, so a read racing a heartbeat
+    can see it torn (S3 replaces objects atomically): such a read is tried again."""
+    location = storage.join(run, lease.LEASE_FILE)
+    for _ in range(tries - 1):
+        try:
+            return json.loads(storage.read_text(location))
+        except json.JSONDecodeError:
+            time.sleep(0.05)
+    return json.loads(storage.read_text(location))
 
 
 def test_a_second_start_is_refused_naming_the_holder_and_the_lease_goes_when_done(run):
