@@ -33,8 +33,9 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-from clip2point.engine.pretrain_step import DepthImageContrast, Replay
+from clip2point.engine.pretrain_step import DepthImageContrast, Replay, render_pair
 from clip2point.models.losses import PretrainLoss
+from clip2point.render.depth import DepthRenderer
 
 RngState = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -96,6 +97,25 @@ def rows_in_micro_batches(
             out = part.new_empty((b, *part.shape[1:]))
         out[start : start + rows] = part
     return out
+
+
+def render_pair_in_micro_batches(
+    renderer: DepthRenderer,
+    points: torch.Tensor,
+    azim: torch.Tensor,
+    elev: torch.Tensor,
+    dist: torch.Tensor,
+    factors: tuple[torch.Tensor, torch.Tensor] | None,
+    micro_batch: int,
+) -> torch.Tensor:
+    """:func:`~clip2point.engine.pretrain_step.render_pair` of the same arguments, ``micro_batch`` clouds at a
+    time (:func:`rows_in_micro_batches`): the same depth maps ``(b, 2 or 1, 3, S, S)``. Call it without
+    gradients."""
+
+    def render(p, a, e, d, *f):
+        return render_pair(renderer, p, a, e, d, f or None)
+
+    return rows_in_micro_batches(render, micro_batch, points, azim, elev, dist, *(factors or ()))
 
 
 def encode_without_activations(

@@ -1,10 +1,10 @@
 """The Ray Train per-worker loop of pre-training (docs/method.md section 2), for 1 worker or N DDP workers.
 
 Each worker reads its shard of the ShapeNet55 pre-training pairs, from the raw files or streamed from a pack
-(``pretrain.data``, :mod:`clip2point.engine.pretrain_data`; in a seeded order that is new every epoch), renders every cloud at its sampled view at two jittered distances, encodes the
-depth maps with the trainable depth encoder and the RGB render with the frozen image encoder (a pack holds
-its output), and steps
-LAMB on the objective, with the cosine warm-restart schedule stepped every iteration. After every epoch
+(``pretrain.data``, :mod:`clip2point.engine.pretrain_data`; in a seeded order that is new every epoch),
+renders every cloud at its sampled view at two jittered distances, encodes the depth maps with the trainable
+depth encoder and the RGB render with the frozen image encoder (a pack holds its output), and steps LAMB on
+the objective, with the cosine warm-restart schedule stepped every iteration. After every epoch
 rank 0 measures zero-shot accuracy (pre-training val split and the downstream test set), uploads the best-val
 depth encoder to the run folder in storage (:mod:`clip2point.storage`: a bucket or a shared folder, whichever
 node rank 0 is on), writes the checkpoint that Ray Train persists there, and logs the epoch to MLflow
@@ -33,11 +33,15 @@ from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import Experiment
 from clip2point.engine.features import autocast
-from clip2point.engine.grad_cache import contrastive_backward, rows_in_micro_batches
+from clip2point.engine.grad_cache import (
+    contrastive_backward,
+    render_pair_in_micro_batches,
+    rows_in_micro_batches,
+)
 from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_data import pretrain_batches
 from clip2point.engine.pretrain_state import checkpoint_folder, read_newest, restore_state, write_state
-from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms, render_pair
+from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms
 from clip2point.engine.zeroshot import evaluate_zero_shot
 from clip2point.errors import ConfigError
 from clip2point.models import PretrainObjective, export_official_depth, save_module, save_torch
@@ -170,10 +174,9 @@ class Worker:
             )
             # rendered in micro batches like the depth encoder's: the step's memory does not grow with the batch
             with torch.no_grad():
-                depth = rows_in_micro_batches(
-                    lambda p, a, e, d, *f: render_pair(self.experiment.renderer, p, a, e, d, f or None),
-                    self.micro_batch, points, azim, elev, dist_, *(factors or ()),
-                )  # fmt: skip
+                depth = render_pair_in_micro_batches(
+                    self.experiment.renderer, points, azim, elev, dist_, factors, self.micro_batch
+                )
             with autocast(self.device, self.config.precision):
                 image_features = self.image_features(batch)
             self.optimizer.zero_grad(set_to_none=True)
