@@ -168,8 +168,9 @@ class FewShotConfig(Settings):
 
     ``resample``: the training and test clouds are sampled anew from their meshes for every epoch, seeded
     per ``(seed, epoch, record)`` (the authors' script samples on every load); mesh datasets only. Their
-    features change every epoch: the training samples' are computed live, the test split's once per epoch
-    into a feature-cache entry of that epoch, shared by the cells that render and encode alike.
+    features change every epoch: each epoch the test split's, and the train split's samples that some seed
+    draws, go into feature-cache entries of that epoch, shared by the cells that render and encode alike
+    (without ``feature_cache`` they are computed live).
     :meth:`authors` is the authors' whole reporting protocol.
     """
 

@@ -244,9 +244,8 @@ class SplitFeatures:
     :func:`load_or_extract` once and are indexed per call; for a dataset whose clouds change every epoch
     (``dataset.per_epoch``, ``fewshot.resample``) once per epoch, at the first call in it (the whole split,
     e.g. the test split evaluated after every epoch). ``cache_dir`` None: every call renders and encodes the
-    asked samples anew, from the dataset's current epoch (e.g. the K shots of a re-sampled train split). Both
-    give bit-identical tensors for the same clouds. An encoder
-    listed twice (the dual path with both encoders CLIP's) is computed once.
+    asked samples anew, from the dataset's current epoch. Both give bit-identical tensors for the same clouds.
+    An encoder listed twice (the dual path with both encoders CLIP's) is computed once.
     """
 
     def __init__(
@@ -275,7 +274,7 @@ class SplitFeatures:
             if not known:
                 self._unique.append(encoder)
         self.entries: list[ViewFeatures] | None = None
-        self._cached = dict(cache_dir=cache_dir, progress=progress, **self.extract)
+        self.cache_dir, self.progress = cache_dir, progress
         self._epoch = None  # the dataset epoch of ``entries``
         if cache_dir is not None and not dataset.per_epoch:
             self._load()
@@ -301,7 +300,8 @@ class SplitFeatures:
         self._epoch = self.dataset.epoch
 
     def _entry(self, encoder: nn.Module, wait: bool) -> ViewFeatures | None:
-        return load_or_extract(encoder, self.renderer, self.dataset, self.views, wait=wait, **self._cached)
+        return load_or_extract(encoder, self.renderer, self.dataset, self.views, cache_dir=self.cache_dir,
+                               progress=self.progress, wait=wait, **self.extract)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -309,7 +309,7 @@ class SplitFeatures:
     def __call__(self, indices: torch.Tensor) -> list[torch.Tensor]:
         """Features ``(B, V, C)`` on the device, one per encoder given, of samples ``indices (B,)``."""
         moved = self.dataset.per_epoch and self._epoch != self.dataset.epoch
-        if moved and self._cached["cache_dir"] is not None:
+        if moved and self.cache_dir is not None:
             self._load()  # a re-sampled split's first call in this epoch (fixed clouds load in __init__)
         if self.entries is not None:
             computed = [stored[indices.to(self.device, non_blocking=True)] for stored in self._stored]
