@@ -302,7 +302,8 @@ def training_step(ctx: Context) -> Part:
     part = Part()
     lines, timings = [], {}
     renderer = "-"
-    for row in step_rows(sizes, device):  # each on its own: one running out of memory leaves the others
+    rows = step_rows(sizes, device)
+    for row in rows:  # each on its own: one running out of memory leaves the others
         ctx.log(f"  {row.label}: {sizes.warmup} warm-up + {sizes.steps} timed steps")
         try:
             step, timing = measure_row(ctx, row)
@@ -341,7 +342,7 @@ def training_step(ctx: Context) -> Part:
         + "\n".join(lines)
         + "\n\n"
     )
-    micro = next((r for r in step_rows(sizes, device) if r.micro_batch), None)
+    micro = next((r for r in rows if r.micro_batch), None)
     if micro and micro.label in timings and micro.same_as in timings:
         one, cached = timings[micro.same_as], timings[micro.label]
         memory, slower = one.peak_mib / cached.peak_mib, cached.total / one.total
@@ -354,7 +355,7 @@ def training_step(ctx: Context) -> Part:
             f"{memory:.2f}x lower, {own:.2f}x above the fixed memory; step time {slower:.2f}x.{target}\n\n"
         )
     if device.type == "cuda":
-        for row in step_rows(sizes, device)[1:]:
+        for row in rows[1:]:
             if row.micro_batch is None and row.label in timings:
                 met = "met" if timings[row.label].samples_per_second >= STEP_TARGET else "NOT met"
                 part.markdown += f"Target: {row.label} >= {STEP_TARGET:,} samples/s: {met}.\n\n"
