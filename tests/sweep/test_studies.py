@@ -4,13 +4,16 @@ shared pre-training step. The other studies run end to end in ``test_reproduce.p
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 from PIL import Image
 
 from clip2point.config import load_config
+from clip2point.schema import with_overrides
 from clip2point.sweep.cli import run_and_report
 from clip2point.sweep.studies import rendering
 from clip2point.sweep.studies.common import ENCODER_RUN, with_depth_encoder
+from clip2point.tracking import Tracker
 from tests.sweep.browser import dump_dom, mlflow_ui, screenshot
 from tests.toy_setup import toy_overrides
 
@@ -58,6 +61,7 @@ def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
     table = check_every_cell(rendering.STUDY, work, outcome, len(rendering.CELLS))
     assert "| minimum square R=2 |" in table and "+- " in table and "(n=2; 95% CI" in table
     assert "Toy-world results" in table  # the data root is a toy world
+    check_a_cell_recomputed_here_gives_the_sweeps_numbers(work, config, outcome)
     # Bare `mlflow ui` in the folder of mlflow.db, and a real browser on it.
     with mlflow_ui(work) as url:
         client = MlflowClient(outcome.tracking_uri)
@@ -76,6 +80,22 @@ def test_rendering_study_and_its_runs_in_the_mlflow_ui(ray_session, toy_setup):
         gray = Image.open(shot).convert("L")
         assert gray.size == (1400, 900)
         assert max(gray.histogram()) < 0.97 * 1400 * 900  # a page drawn, not a blank or single-colour one
+
+
+def check_a_cell_recomputed_here_gives_the_sweeps_numbers(work: Path, config, outcome) -> None:
+    """Trials reuse their Ray actors (7 cells ran in at most 2 processes), yet the last cell, recomputed in
+    this test's process (another history of random draws) gives the sweep's numbers: nothing a trial
+    computes depends on what ran before it in its process."""
+    assert len({trial.metrics["pid"] for trial in outcome.trials}) <= 2
+    cell = rendering.CELLS[-1]
+    reported = next(trial for trial in outcome.trials if trial.name == cell.name).metrics
+    torch.manual_seed(12345)  # a global random state no trial started from
+    tracker = Tracker.start(
+        with_overrides(config, {"tracking.uri": f"sqlite:///{work / 'again.db'}"}), "again"
+    )
+    with tracker.active():
+        again = rendering.STUDY.trial(with_overrides(config, cell.overrides), tracker, lambda metrics: None)
+    assert again == {name: reported[name] for name in again}
 
 
 def test_a_study_without_a_depth_encoder_pretrains_one_first_and_then_reuses_it(ray_session, toy_setup):
