@@ -191,7 +191,9 @@ def shard_bytes(rows: list[dict[str, Any]]) -> bytes:
         for name in ("cloud", "features", "cameras"):
             columns[name].append(np.ascontiguousarray(row[name], dtype="<f4").tobytes())
     buffer = io.BytesIO()
-    pq.write_table(pa.table(columns, schema=SCHEMA), buffer)
+    # Uncompressed: Snappy saves nothing on float32 blobs (116.0 KiB per object either way for a cloud of
+    # 8,192 points and 10 features of 512) and costs about 30% more read time (0.111 vs 0.084 ms per object).
+    pq.write_table(pa.table(columns, schema=SCHEMA), buffer, compression="none")
     return buffer.getvalue()
 
 
