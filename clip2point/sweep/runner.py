@@ -145,8 +145,8 @@ def _tune_config(config: ExperimentConfig, search: SearchSetup | None, max_concu
     """Tune's settings: concurrency, and for a search study its algorithm, scheduler and budget.
     Trials reuse their Ray actors: a finished trial's process (torch and open_clip already imported, about
     5 s of start-up on 2 CPU cores) runs the next trial. Nothing a trial computes depends on what ran before
-    it in that process: every random draw is seeded from the trial's config, and a cell's results are the
-    same in any process (``tests/sweep/test_studies.py`` recomputes a cell of the rendering study)."""
+    it in that process: every random draw is seeded from the trial's config (:func:`_run_trial`), and a
+    cell's results are the same in any process (``tests/sweep/test_studies.py`` recomputes one)."""
     from ray import tune
 
     if search is None:
@@ -170,12 +170,16 @@ def _trial_name(trial) -> str:
 
 
 def _run_trial(params: dict, *, study: Study, base: ExperimentConfig, parent_id: str, uri: str) -> None:
-    """One trial, inside a Ray worker: config from the params, a nested MLflow run, the study's trial."""
+    """One trial, inside a Ray worker: config from the params, a nested MLflow run, the study's trial. The
+    global torch RNG starts from ``config.seed`` in every trial, whether its process is fresh or ran other
+    trials before (a model with random weights, ``model.pretrained: null``, is then the same in each)."""
+    import torch
     from ray import tune
 
     overrides = dict(study.cell(params["cell"], base).overrides) if "cell" in params else {}
     overrides.update({k: v for k, v in params.items() if k != "cell"})
     config = with_overrides(base, overrides)
+    torch.manual_seed(config.seed)
     trial_id = tune.get_context().get_trial_id()
     name = params.get("cell", trial_id)
     parent = Tracker.attach(uri, parent_id)

@@ -4,13 +4,17 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from clip2point.stats import seed_metrics
 from clip2point.sweep.study import Cell, Column, SearchSetup, Study
 
 
 def score_trial(config, tracker, report):
     """Scores ``10 * dilation`` (seeds 0, 1, 2: one less, equal, one more); ``radius`` 0.5 raises; a marker
-    file per run in ``$DUMMY_STUDY_MARKERS``, where set, counts executions."""
+    file per run in ``$DUMMY_STUDY_MARKERS``, where set, counts executions. ``global_draw``: the first number
+    the trial draws from torch's global RNG."""
+    global_draw = float(torch.rand(()))
     if markers := os.environ.get("DUMMY_STUDY_MARKERS"):
         (Path(markers) / f"{config.render.dilation}-{config.render.radius}-{time.time_ns()}").touch()
     score = 10.0 * config.render.dilation
@@ -19,7 +23,7 @@ def score_trial(config, tracker, report):
     time.sleep(float(os.environ.get("DUMMY_STUDY_SLEEP", "0")))
     if config.render.radius == 0.5:
         raise RuntimeError("this cell is broken on purpose")
-    return seed_metrics("score", {0: score - 1, 1: score, 2: score + 1})  # mean 10 R, std 1, n 3
+    return seed_metrics("score", {0: score - 1, 1: score, 2: score + 1}) | {"global_draw": global_draw}
 
 
 def radius_search(config):

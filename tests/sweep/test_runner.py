@@ -60,6 +60,9 @@ def test_sweep_nests_runs_records_failure_and_writes_results(ray_session, sweep_
         "R=2": 20.0,
     }
     assert [t.name for t in outcome.failed] == ["broken"] and "broken on purpose" in outcome.failed[0].error
+    one, two = (next(t.metrics for t in outcome.trials if t.name == name) for name in ("R=1", "R=2"))
+    assert one["pid"] == two["pid"]  # one trial after the other in the same Ray actor
+    assert one["global_draw"] == two["global_draw"]  # each from the same global random state
     client, parents, kids = children(config.tracking.uri)
     assert (
         len(parents) == 1
