@@ -6,6 +6,7 @@ aggregators, gate, on the pre-trained depth encoder and CLIP), per dataset of ``
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from clip2point.config import ExperimentConfig
@@ -77,7 +78,10 @@ def plot_curves(study: Study, rows, path: Path, toy: bool, config: ExperimentCon
         ax.set_ylim(0, 100)
         ax.set_title(DATASETS[dataset].title, fontsize=10)
         ax.legend(fontsize=7)
-    fig.suptitle(study.title + (" - toy world" if toy else ""), fontsize=10)
+    title = study.title + (" - toy world" if toy else "")
+    fig.suptitle(
+        textwrap.fill(title, width=int(13 * fig.get_figwidth()), break_on_hyphens=False), fontsize=10
+    )  # ~13 characters/inch
     return save_figure(fig, path)
 
 
