@@ -8,7 +8,7 @@
 
 A step is what the Ray Train worker does per iteration (docs/method.md section 2), built from the same
 library pieces: render each cloud's sampled view at two jittered distances
-(:func:`render_pair_in_micro_batches`), encode the RGB render with the frozen image encoder (``--packed``: take a pack's stored image features instead),
+(:func:`render_pair` with ``micro_batch``), encode the RGB render with the frozen image encoder (``--packed``: take a pack's stored image features instead),
 encode both depth maps with the depth encoder (:class:`DepthImageContrast`), the pre-training objective,
 backward (:func:`contrastive_backward`: in one pass, or with ``--micro-batch`` below the batch in micro
 batches with cached gradients, rendering and image encoder in micro batches too), LAMB step.
@@ -37,13 +37,14 @@ import torch
 from _timing import clock, reset_peak_resident, resident_mib, unit_ball_clouds
 
 from clip2point.config import PretrainConfig
-from clip2point.engine.grad_cache import (
-    contrastive_backward,
-    render_pair_in_micro_batches,
+from clip2point.engine.grad_cache import contrastive_backward
+from clip2point.engine.optim import build_optimizer
+from clip2point.engine.pretrain_step import (
+    DepthImageContrast,
+    distance_factors,
+    render_pair,
     rows_in_micro_batches,
 )
-from clip2point.engine.optim import build_optimizer
-from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors
 from clip2point.models import PretrainObjective, load_clip
 from clip2point.render import DepthRenderer, official_views
 
@@ -163,7 +164,7 @@ def run_step(
     micro = micro_batch or step.batch
     marks = [mark()]
     with torch.no_grad():
-        depth = render_pair_in_micro_batches(step.renderer, step.points, *step.view, step.factors, micro)
+        depth = render_pair(step.renderer, step.points, *step.view, step.factors, micro)
     marks.append(mark())
     with precision_context(step.device, precision):
         image_features = rows_in_micro_batches(step.image_encoder, micro, step.rgb)

@@ -16,7 +16,7 @@ gradients (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under 
 The gradients equal the one-pass step's up to float rounding (the encoder's sums run over micro batches);
 the cost is one more depth-encoder forward per step, the memory that of one micro batch's activations.
 What a step computes before, row by row without gradients (the depth maps' rendering, the frozen image
-encoder), runs in micro batches too (:func:`rows_in_micro_batches`), so that its transient memory does not
+encoder), runs in micro batches too (:func:`~clip2point.engine.pretrain_step.rows_in_micro_batches`), so that its transient memory does not
 grow with the batch either.
 Randomness in the encoder (dropout, stochastic depth) replays: pass 3 restores the RNG state pass 1 saw
 (CPU, and the GPU's on CUDA); CLIP's ViTs draw none. Batch statistics (BatchNorm: the toy CLIP's ResNet,
@@ -33,9 +33,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-from clip2point.engine.pretrain_step import DepthImageContrast, Replay, render_pair
+from clip2point.engine.pretrain_step import DepthImageContrast, Replay
 from clip2point.models.losses import PretrainLoss
-from clip2point.render.depth import DepthRenderer
 
 RngState = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -76,46 +75,6 @@ def contrastive_backward(
             surrogate = trainable(chunk, replay=Replay(cached, tuple(objective_grads) if last else ()))
         surrogate.backward()
     return PretrainLoss(*(t if t is None else t.detach() for t in loss))
-
-
-def rows_in_micro_batches(
-    fn: Callable[..., torch.Tensor], micro_batch: int, *tensors: torch.Tensor
-) -> torch.Tensor:
-    """``fn(*tensors)`` computed on ``micro_batch`` rows of every tensor at a time, written into one output
-    ``(b, ...)``: only one micro batch's temporaries are alive at once. ``fn`` must treat rows independently
-    (rendering, a frozen encoder in eval mode) and run without gradients; ``micro_batch >= b``: one call."""
-    b = tensors[0].shape[0]
-    if micro_batch >= b:
-        return fn(*tensors)
-    out = None
-    for start in range(0, b, micro_batch):
-        rows = min(micro_batch, b - start)
-        part = fn(*(t[start : start + rows] for t in tensors))
-        if part.shape[0] != rows:
-            raise ValueError(f"rows_in_micro_batches: {fn} gave {part.shape[0]} rows for {rows}")
-        if out is None:
-            out = part.new_empty((b, *part.shape[1:]))
-        out[start : start + rows] = part
-    return out
-
-
-def render_pair_in_micro_batches(
-    renderer: DepthRenderer,
-    points: torch.Tensor,
-    azim: torch.Tensor,
-    elev: torch.Tensor,
-    dist: torch.Tensor,
-    factors: tuple[torch.Tensor, torch.Tensor] | None,
-    micro_batch: int,
-) -> torch.Tensor:
-    """:func:`~clip2point.engine.pretrain_step.render_pair` of the same arguments, ``micro_batch`` clouds at a
-    time (:func:`rows_in_micro_batches`): the same depth maps ``(b, 2 or 1, 3, S, S)``. Call it without
-    gradients."""
-
-    def render(p, a, e, d, *f):
-        return render_pair(renderer, p, a, e, d, f or None)
-
-    return rows_in_micro_batches(render, micro_batch, points, azim, elev, dist, *(factors or ()))
 
 
 def encode_without_activations(

@@ -8,6 +8,7 @@ waiting; the epoch's losses are summed on the device (:func:`loss_terms`) and re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -94,6 +95,27 @@ def distance_factors(
     return f1[rank::world], f2[rank::world]
 
 
+def rows_in_micro_batches(
+    fn: Callable[..., torch.Tensor], micro_batch: int, *tensors: torch.Tensor
+) -> torch.Tensor:
+    """``fn(*tensors)`` computed on ``micro_batch`` rows of every tensor at a time, written into one output
+    ``(b, ...)``: only one micro batch's temporaries are alive at once. ``fn`` must treat rows independently
+    (rendering, a frozen encoder in eval mode) and run without gradients; ``micro_batch >= b``: one call."""
+    b = tensors[0].shape[0]
+    if micro_batch >= b:
+        return fn(*tensors)
+    out = None
+    for start in range(0, b, micro_batch):
+        rows = min(micro_batch, b - start)
+        part = fn(*(t[start : start + rows] for t in tensors))
+        if part.shape[0] != rows:
+            raise ValueError(f"rows_in_micro_batches: {fn} gave {part.shape[0]} rows for {rows}")
+        if out is None:
+            out = part.new_empty((b, *part.shape[1:]))
+        out[start : start + rows] = part
+    return out
+
+
 def render_pair(
     renderer: DepthRenderer,
     points: torch.Tensor,
@@ -101,13 +123,21 @@ def render_pair(
     elev: torch.Tensor,
     dist: torch.Tensor,
     factors: tuple[torch.Tensor, torch.Tensor] | None,
+    micro_batch: int | None = None,
 ) -> torch.Tensor:
     """Depth maps of each cloud at its own view: ``points (b, N, 3)``, ``azim``/``elev``/``dist`` ``(b,)``
     (degrees; distance). With ``factors`` (two ``(b,)`` tensors, e.g. on the CPU) the two jittered
     distances give ``(b, 2, 3, S, S)``; with None the undistorted view gives ``(b, 1, 3, S, S)``.
+    ``micro_batch``: render that many clouds at a time (:func:`rows_in_micro_batches`; the same depth maps,
+    call it without gradients); None: all at once.
 
     The values are not checked (``check_values=False``: no host sync): the pre-training pairs dataset
     checks its clouds and gives official views; shapes are checked."""
+    if micro_batch is not None:
+        return rows_in_micro_batches(
+            lambda p, a, e, d, *f: render_pair(renderer, p, a, e, d, f or None),
+            micro_batch, points, azim, elev, dist, *(factors or ()),
+        )  # fmt: skip
     if factors is None:
         return renderer(points, azim[:, None], elev[:, None], dist[:, None], check_values=False)
     f1, f2 = (f.to(dist, non_blocking=True) for f in factors)

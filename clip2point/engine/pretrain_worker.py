@@ -33,15 +33,17 @@ from clip2point import storage
 from clip2point.config import ExperimentConfig
 from clip2point.engine.context import Experiment
 from clip2point.engine.features import autocast
-from clip2point.engine.grad_cache import (
-    contrastive_backward,
-    render_pair_in_micro_batches,
-    rows_in_micro_batches,
-)
+from clip2point.engine.grad_cache import contrastive_backward
 from clip2point.engine.optim import build_optimizer
 from clip2point.engine.pretrain_data import pretrain_batches
 from clip2point.engine.pretrain_state import checkpoint_folder, read_newest, restore_state, write_state
-from clip2point.engine.pretrain_step import DepthImageContrast, distance_factors, loss_terms
+from clip2point.engine.pretrain_step import (
+    DepthImageContrast,
+    distance_factors,
+    loss_terms,
+    render_pair,
+    rows_in_micro_batches,
+)
 from clip2point.engine.zeroshot import evaluate_zero_shot
 from clip2point.errors import ConfigError
 from clip2point.models import PretrainObjective, export_official_depth, save_module, save_torch
@@ -174,7 +176,7 @@ class Worker:
             )
             # rendered in micro batches like the depth encoder's: the step's memory does not grow with the batch
             with torch.no_grad():
-                depth = render_pair_in_micro_batches(
+                depth = render_pair(
                     self.experiment.renderer, points, azim, elev, dist_, factors, self.micro_batch
                 )
             with autocast(self.device, self.config.precision):

@@ -1,6 +1,6 @@
 """What a pre-training step computes row by row before the depth encoder, in micro batches
-(:func:`clip2point.engine.grad_cache.rows_in_micro_batches`): the depth maps
-(:func:`~clip2point.engine.grad_cache.render_pair_in_micro_batches`, jittered pair or one view) and the frozen
+(:func:`clip2point.engine.pretrain_step.rows_in_micro_batches`): the depth maps
+(:func:`~clip2point.engine.pretrain_step.render_pair` with ``micro_batch``, jittered pair or one view) and the frozen
 image encoder's features equal those of the whole batch in one call, the last micro batch smaller."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clip2point.engine.grad_cache import render_pair_in_micro_batches, rows_in_micro_batches
-from clip2point.engine.pretrain_step import distance_factors, render_pair
+from clip2point.engine.pretrain_step import distance_factors, render_pair, rows_in_micro_batches
 from clip2point.render import DepthRenderer, official_views
 from tests.tiny_clip import random_images
 
@@ -24,7 +23,7 @@ def test_depth_pairs_rendered_in_micro_batches_equal_one_call():
         whole = render_pair(renderer, points, azim, elev, dist, pair)
         assert whole.shape == shape and whole.std() > 0
         for micro in (1, 2, 5, 8):  # 5 micro batches, 2 + 2 + 1, one call, one call
-            chunked = render_pair_in_micro_batches(renderer, points, azim, elev, dist, pair, micro)
+            chunked = render_pair(renderer, points, azim, elev, dist, pair, micro)
             assert torch.equal(chunked, whole), (micro, shape)
 
 
