@@ -16,6 +16,11 @@ from tests.toy_setup import toy_world  # noqa: F401
 ROOT = Path(__file__).resolve().parents[1]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# Ray Train's controller steps its state machine once per health-check interval (2 s by default): a run
+# on the tests' tiny worlds spent about 5 s of its 12 s waiting between steps. Every Ray process the suite
+# starts (local, multi-node, the CLI's) inherits this environment.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
 
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
