@@ -1,7 +1,9 @@
 """Pre-training at its edges, through the command line (each run its own process): two starts of one run at
 once, each to start a local Ray (one runs, the other is refused naming it; one MLflow run), then resumes that
 join the running Ray ($RAY_ADDRESS): a damaged latest checkpoint (the resume continues from the previous one,
-naming the damaged file) and no readable checkpoint at all (a clear error, the MLflow run FAILED)."""
+naming the damaged file, and re-runs the lost epoch exactly as the first run did: same weights, optimiser
+and scheduler state, loss, and per-epoch random point subsets) and no readable checkpoint at all (a clear
+error, the MLflow run FAILED)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from clip2point.config import save_config
+from clip2point.engine.pretrain_state import read_state
 from tests.engine.pretrain_fixtures import tiny_config_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -38,11 +42,23 @@ def cut_short(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def assert_same_epoch(again: dict, first: dict) -> None:
+    """Two checkpoints of one epoch: the same weights, optimiser and scheduler state, and loss."""
+    assert again["epoch"] == first["epoch"] and again["scheduler"] == first["scheduler"]
+    for key, tensor in first["model"].items():
+        torch.testing.assert_close(again["model"][key], tensor, msg=key)
+    for index, slot in first["optimizer"]["state"].items():
+        for name, value in slot.items():
+            torch.testing.assert_close(again["optimizer"]["state"][index][name], value, msg=f"{index}.{name}")
+    for key in ("loss_total", "loss_cross", "loss_intra", "s"):
+        assert again["metrics"][key] == pytest.approx(first["metrics"][key], rel=1e-6), key
+
+
 def test_one_writer_per_run_and_resume_past_damaged_checkpoints(ray_session, tmp_path):
     import ray
 
     running = ray.get_runtime_context().gcs_address  # the tests' Ray, which the resumes join
-    config = tiny_config_for(tmp_path)
+    config = tiny_config_for(tmp_path, **{"pretrain.sampling": "random"})  # new point subsets every epoch
     config_file = tmp_path / "tiny.yaml"
     save_config(config, config_file)
     run_dir = tmp_path / "runs" / "pretrain" / "grp" / "twice"
@@ -60,6 +76,7 @@ def test_one_writer_per_run_and_resume_past_damaged_checkpoints(ray_session, tmp
     assert json.loads((run_dir / "mlflow_run.json").read_text())["run_id"] == run.info.run_id
     assert not (run_dir / "lease.json").exists()
 
+    uninterrupted = read_state(run_dir / "epoch_0002")
     cut_short(run_dir / "epoch_0002" / "state.pt")
     code, err = finish(
         pretrain(
@@ -79,6 +96,7 @@ def test_one_writer_per_run_and_resume_past_damaged_checkpoints(ray_session, tmp
 
     # epoch 2 re-run under a new folder name: Ray Train, evicting the old epoch_0002, must not delete it
     assert sorted(p.name for p in run_dir.glob("epoch_*")) == ["epoch_0002.1", "epoch_0003"]
+    assert_same_epoch(read_state(run_dir / "epoch_0002.1"), uninterrupted)  # epoch 2 again, from epoch 1
     for folder in ("epoch_0002.1", "epoch_0003"):  # every checkpoint Ray Train keeps
         cut_short(run_dir / folder / "state.pt")
     code, err = finish(

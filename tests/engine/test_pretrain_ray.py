@@ -1,16 +1,14 @@
-"""Pre-training on a real local Ray cluster: MLflow holds every epoch once and the best checkpoint; a run
-stopped after epoch 1 and resumed continues at epoch 2 exactly as an uninterrupted run (same optimiser
-state, same loss, same per-epoch point subsets)."""
+"""Pre-training on a real local Ray cluster: MLflow holds every epoch once and the best checkpoint, a tie
+keeps the earlier epoch, a run that cannot fit fails first. A run resumed from a checkpoint re-runs the lost
+epoch exactly: tests/engine/test_pretrain_edges.py."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 from mlflow import MlflowClient
 
 from clip2point import lease
 from clip2point.engine.pretrain import run_pretraining
-from clip2point.engine.pretrain_state import read_state
 from clip2point.errors import ConfigError
 from clip2point.models import load_clip, load_module
 from tests.engine.pretrain_fixtures import tiny_config_for
@@ -18,69 +16,31 @@ from tests.engine.pretrain_fixtures import tiny_config_for
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def stop_after_first_epoch(epoch: int, metrics: dict) -> None:
-    """Simulates a run killed after epoch 1's checkpoint and log (max_failures=0: the run stops)."""
-    if epoch == 1:
-        raise RuntimeError("stopped after epoch 1")
-
-
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def test_a_tie_keeps_the_earlier_epoch(ray_session, tmp_path):
+def test_pretrain_logs_every_epoch_once_and_a_tie_keeps_the_earlier_epoch(ray_session, tmp_path):
     # A learning rate too small to move a float32 weight: every epoch's encoder, and val top-1, are equal.
     config = tiny_config_for(tmp_path, **{"pretrain.lr": 1e-30, "pretrain.eta_min": 0.0})
     result = run_pretraining(config, "tie", log=lambda _: None)
     client = MlflowClient(config.tracking.uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["pretrain.epochs"] == "2"
+    assert [s for s, _ in history(client, result.run_id, "loss_total")] == [1, 2]
+    assert [s for s, _ in history(client, result.run_id, "val_acc")] == [0, 1, 2]  # 0: before pre-training
+    for key in ("loss_intra", "loss_cross", "s", "lr", "test_acc"):
+        assert len(history(client, result.run_id, key)) == (3 if key == "test_acc" else 2), key
     vals = [v for s, v in history(client, result.run_id, "val_acc") if s >= 1]
     assert len(vals) == 2 and vals[0] == vals[1]
-    assert result.best_epoch == 1
-
-
-def test_pretrain_logs_every_epoch_once_and_resumes_exactly(ray_session, tmp_path):
-    # Per-epoch random point subsets: the resumed epoch 2 must draw the subsets the full run drew.
-    config = tiny_config_for(tmp_path, **{"pretrain.sampling": "random"})
-    full = run_pretraining(config, "full", log=lambda _: None)
-    client = MlflowClient(config.tracking.uri)
-    run = client.get_run(full.run_id)
-    assert run.info.status == "FINISHED" and run.data.params["pretrain.epochs"] == "2"
-    assert [s for s, _ in history(client, full.run_id, "loss_total")] == [1, 2]
-    assert [s for s, _ in history(client, full.run_id, "val_acc")] == [0, 1, 2]  # 0: before pre-training
-    for key in ("loss_intra", "loss_cross", "s", "lr", "test_acc"):
-        assert len(history(client, full.run_id, key)) == (3 if key == "test_acc" else 2), key
-    assert full.epochs == 2 and 1 <= full.best_epoch <= 2
-    best_vals = [v for s, v in history(client, full.run_id, "val_acc") if s >= 1]
-    assert full.best_val_acc == max(best_vals)
-    artefacts = [f.path for f in client.list_artifacts(full.run_id, "checkpoints")]
+    assert result.epochs == 2 and result.best_epoch == 1 and result.best_val_acc == vals[0]
+    artefacts = [f.path for f in client.list_artifacts(result.run_id, "checkpoints")]
     assert artefacts == ["checkpoints/best_depth_encoder.safetensors"]
     encoder = load_clip(config.model.name, config.model.pretrained).depth_encoder()
-    assert load_module(encoder, full.best_file)["epoch"] == str(full.best_epoch)
+    assert load_module(encoder, result.best_file)["epoch"] == "1"
 
     with pytest.raises(ConfigError, match="already exists.*--resume"):
-        run_pretraining(config, "full", log=lambda _: None)
-
-    with pytest.raises(Exception, match="stopped after epoch 1"):
-        run_pretraining(config, "stopped", on_epoch_end=stop_after_first_epoch, log=lambda _: None)
-    stopped_id = (tmp_path / "runs" / "pretrain" / "stopped" / "mlflow_run.json").read_text()
-    resumed = run_pretraining(config, "stopped", resume=True, log=lambda _: None)
-    assert resumed.run_id in stopped_id
-    assert client.get_run(resumed.run_id).info.status == "FINISHED"
-    assert [s for s, _ in history(client, resumed.run_id, "loss_total")] == [1, 2]  # epoch 1 not redone
-    assert [s for s, _ in history(client, resumed.run_id, "val_acc")] == [0, 1, 2]
-    for key in ("loss_total", "loss_intra", "s", "val_acc"):
-        got, want = history(client, resumed.run_id, key), history(client, full.run_id, key)
-        assert [s for s, _ in got] == [s for s, _ in want], key
-        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6), key
-    a = read_state(tmp_path / "runs" / "pretrain" / "full" / "epoch_0002")
-    b = read_state(tmp_path / "runs" / "pretrain" / "stopped" / "epoch_0002")
-    for key, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][key], tensor, msg=key)
-    for index, slot in a["optimizer"]["state"].items():
-        for name, value in slot.items():
-            torch.testing.assert_close(b["optimizer"]["state"][index][name], value, msg=f"{index}.{name}")
-    assert b["scheduler"] == a["scheduler"] and b["epoch"] == 2
-
+        run_pretraining(config, "tie", log=lambda _: None)
     with pytest.raises(ConfigError, match="no run named 'nothing'"):
         run_pretraining(config, "nothing", resume=True, log=lambda _: None)
 
