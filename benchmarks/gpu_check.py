@@ -28,7 +28,7 @@ written with whatever worked (it is rewritten after every part):
    agree within :data:`LOSS_RTOL` and the few-shot accuracy within one test sample.
 
 ``--device cpu`` runs the same code paths at small sizes (the toy CLIP or ``--model``, a small toy world
-in a temporary folder, the CPU reference against itself: the results must then be identical; the
+in a temporary folder or ``--toy-root``'s, the CPU reference against itself: the results must then be identical; the
 micro-batch and stored-feature rows in fp32, equal to one pass within :data:`EXACT_RTOL`), which the test
 suite does with a tiny ViT. The report goes to ``--out`` (default ``results/gpu.md``); the exit status is 0 when every check
 passed.
@@ -536,6 +536,12 @@ def main() -> int:
         help="open_clip model of parts 2 and 3, random weights (default: ViT-B-32 in part 2, the toy CLIP in "
         "part 3; on the CPU the toy CLIP in both); a small one makes the CPU fallback quick",
     )
+    parser.add_argument(
+        "--toy-root",
+        type=Path,
+        help="part 3's data: an existing toy world (a folder named toy, read only) instead of building one "
+        "(default: data/toy on CUDA, a small world in the scratch folder on the CPU)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -549,6 +555,12 @@ def main() -> int:
     if args.model:
         part3 = sizes.part3 | {"model.name": args.model, "model.pretrained": None}
         sizes = replace(sizes, model=args.model, pretrained=None, part3=part3)
+    if args.toy_root:
+        if args.toy_root.name != "toy" or not (args.toy_root / "toy_world.json").is_file():
+            parser.error(
+                f"--toy-root {args.toy_root}: not a toy world (a folder named toy with toy_world.json)"
+            )
+        sizes = replace(sizes, part3=sizes.part3 | {"data.root": str(args.toy_root.resolve())})
     out = args.out or project_root() / "results" / "gpu.md"
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     started = time.perf_counter()

@@ -38,11 +38,11 @@ def step_losses(report: str) -> dict[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_cpu_fallback_runs_every_part_and_writes_the_report(tmp_path):
+def test_cpu_fallback_runs_every_part_and_writes_the_report(tmp_path, toy_world):
     gpu_md = project_root() / "results" / "gpu.md"
     before = gpu_md.read_bytes() if gpu_md.exists() else None
     out = tmp_path / "report" / "gpu.md"
-    result = run_check(out, "--model", write_tiny_clip(tmp_path / "clip"))
+    result = run_check(out, "--model", write_tiny_clip(tmp_path / "clip"), "--toy-root", str(toy_world))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     for step in ("1. Rendering", "2. The pre-training step", "3. Ray Train", "report written to"):
         assert step in result.stdout  # progress, as it happens
@@ -102,6 +102,10 @@ def test_a_failed_part_is_reported_with_its_traceback():
     [
         (["--out", "x.md", "--parts", "render,warp"], "--parts: unknown warp; allowed: render, step, train"),
         ([], "--out is required without CUDA (results/gpu.md holds GPU figures only)"),
+        (
+            ["--out", "x.md", "--toy-root", "data"],
+            "--toy-root data: not a toy world (a folder named toy with",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(args, message, monkeypatch, capsys):
