@@ -137,6 +137,13 @@ def input_error(error: Exception) -> Exception:
     return error
 
 
+def has_finished(tracker: Tracker, run_dir: str, epochs: int) -> bool:
+    """Whether a resumed run has nothing left to train: MLflow holds epoch ``epochs`` (logged after its
+    checkpoint) and the best encoder is stored. Such a resume returns without starting Ray Train."""
+    steps = [m.step for m in tracker.client.get_metric_history(tracker.run_id, "loss_total")]
+    return max(steps, default=0) >= epochs and storage.exists(storage.join(run_dir, BEST_FILE))
+
+
 def summarise(tracker: Tracker, name: str, run_dir: str) -> PretrainResult:
     """Read the run's outcome back from MLflow."""
     latest = tracker.client.get_run(tracker.run_id).data.metrics
@@ -208,10 +215,15 @@ def run_pretraining(
         with tracker.active(), driver_progress(progress) as queue:
             job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri,
                    "run_id": tracker.run_id, "on_epoch_end": EpochHooks(queue, on_epoch_end)}  # fmt: skip
-            try:
-                make_trainer(config, name, job).fit()
-            except Exception as error:
-                raise input_error(error) from error
+            if resume and has_finished(tracker, run_dir, config.pretrain.epochs):
+                log(
+                    f"pre-training run {name!r}: all {config.pretrain.epochs} epoch(s) done already, nothing to train"
+                )
+            else:
+                try:
+                    make_trainer(config, name, job).fit()
+                except Exception as error:
+                    raise input_error(error) from error
             result = summarise(tracker, name, run_dir)
             with tempfile.TemporaryDirectory() as folder:  # the encoder as the storage has it, into MLflow
                 best = storage.download(result.best_file, Path(folder) / BEST_FILE)

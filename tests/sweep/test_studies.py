@@ -98,16 +98,23 @@ def check_a_cell_recomputed_here_gives_the_sweeps_numbers(work: Path, config, ou
     assert again == {name: reported[name] for name in again}
 
 
-def test_a_study_without_a_depth_encoder_pretrains_one_first_and_then_reuses_it(ray_session, toy_setup):
+def test_a_study_without_a_depth_encoder_pretrains_one_first_and_then_reuses_it(
+    ray_session, toy_setup, capsys
+):
     """Tables 1-4 and the search, run on their own, need a pre-trained depth encoder: without
-    ``model.depth_encoder`` the shared pre-training run is made once; a second study reuses it."""
+    ``model.depth_encoder`` the shared pre-training run is made once; a second study reuses it (the
+    finished run's resume returns without starting Ray Train)."""
     base, world, clip = toy_setup
     work, config = study_config(base, world, clip, "prepare")
     prepared = with_depth_encoder(config)
     encoder = work / "storage" / "pretrain" / ENCODER_RUN / "best_depth_encoder.safetensors"
     assert prepared.model.depth_encoder == str(encoder) and encoder.is_file()
     made = encoder.stat().st_mtime_ns
+    capsys.readouterr()
     assert with_depth_encoder(config).model.depth_encoder == str(encoder)
+    assert f"pre-training run '{ENCODER_RUN}': all 1 epoch(s) done already, nothing to train" in (
+        capsys.readouterr().out
+    )
     assert encoder.stat().st_mtime_ns == made  # the finished run was resumed, not trained again
     assert with_depth_encoder(prepared) is prepared  # an encoder in the config is used as it is
     client = MlflowClient(config.tracking.uri)
