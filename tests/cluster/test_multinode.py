@@ -110,7 +110,10 @@ def cluster(shared_bucket):
         env.setenv("RAY_TMPDIR", str(temp))  # Ray's session and address file go here, not /tmp/ray
         env.setenv("PYTHONPATH", str(ROOT))  # workers import this module and tests.engine
         ray.shutdown()  # the tests' local Ray (tests/conftest.py), if a test started it
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        # A killed node is declared dead after 5 failed health checks: 1 s apart instead of 3 s.
+        checks = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
+        head = {"num_cpus": 0, "include_dashboard": False, "_system_config": checks}
+        nodes = Cluster(initialize_head=True, head_node_args=head)
         try:
             for _ in range(WORKER_NODES):
                 nodes.add_node(num_cpus=1)
