@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from clip2point.errors import InputError
 
@@ -59,8 +58,10 @@ def estimate(values: Sequence[float], level: float = 0.95) -> Estimate:
     n, mean = int(array.size), float(array.mean())
     if n == 1:
         return Estimate(mean, 0.0, 1, math.nan, math.nan, level)
+    from scipy.special import stdtrit  # Student's t quantile; imported here: trials and workers need none
+
     std = float(array.std(ddof=1))
-    half = float(scipy_stats.t.ppf((1 + level) / 2, df=n - 1)) * std / math.sqrt(n)
+    half = float(stdtrit(n - 1, (1 + level) / 2)) * std / math.sqrt(n)
     return Estimate(mean, std, n, mean - half, mean + half, level)
 
 
