@@ -22,6 +22,17 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
+@pytest.fixture(autouse=True)
+def no_default_toy_world_built():
+    """Every test runs on worlds of its own: none may build the default toy world (``data/toy``) in this
+    checkout, as a run with the default ``data.root`` does (half a minute, and a clean clone has none)."""
+    default = ROOT / "data" / "toy"
+    existed = default.exists()
+    yield
+    if not existed and default.exists():
+        pytest.fail(f"the test built the default toy world in {default}: give it a data.root of its own")
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     return torch.device(request.param)

@@ -27,6 +27,7 @@ def sweep_env(tmp_path, monkeypatch):
     monkeypatch.setenv("DUMMY_STUDY_MARKERS", str(markers))  # for the sweep drivers the tests start
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # their Ray workers import tests.sweep.dummy_study
     overrides = {
+        "data.root": str(tmp_path / "data"),  # no data is read; not a toy root, so nothing is built
         "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "storage": str(tmp_path / "storage"),
         "sweep.results_dir": str(tmp_path / "results"),
@@ -138,7 +139,7 @@ def test_killed_search_resumes_on_another_checkout_from_the_bucket_with_its_samp
     tmp, markers, config = sweep_env
     root = f"s3://{bucket}/clip2point"
     args = [f"tracking.uri={config.tracking.uri}", f"sweep.results_dir={tmp / 'results'}",
-            "sweep.max_concurrent=1", "sweep.num_samples=4"]  # fmt: skip
+            f"data.root={config.data.root}", "sweep.max_concurrent=1", "sweep.num_samples=4"]  # fmt: skip
     env = {**os.environ, "CLIP2POINT_STORAGE": root, "DUMMY_STUDY": "DUMMY_SEARCH"}
     state = f"{root}/sweeps/dummy_search/clip2point_sweep.json"
     finished_before = kill_mid_sweep(args, {**env, "DUMMY_STUDY_SLEEP": "3"}, state, tmp)
