@@ -12,7 +12,8 @@ re-opens) the MLflow run, and runs ``pretrain.num_workers`` workers (DDP: gloo o
 over the run of a driver that died). Each is written there by
 the process that has it (the driver, or the rank-0 worker on whichever node), atomically; a restart after a
 node loss and ``resume=True`` read only from there, so any machine that reaches the storage can continue a
-run from its latest checkpoint; MLflow then holds each epoch once.
+run from its latest checkpoint; MLflow then holds each epoch once. A resume of a run that has all its
+epochs returns at once, without starting Ray Train.
 """
 
 from __future__ import annotations
