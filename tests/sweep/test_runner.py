@@ -159,10 +159,10 @@ def test_killed_search_resumes_on_another_checkout_from_the_bucket_with_its_samp
     assert resumed.returncode == 0
     _, parents, kids = children(config.tracking.uri)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent, re-attached
-    finished = {k.data.tags["cell"]: float(k.data.params["render.radius"]) for k in kids
-                if k.info.status == "FINISHED"}  # fmt: skip
+    done = [k for k in kids if k.info.status == "FINISHED"]
+    finished = {k.data.tags["cell"]: float(k.data.params["render.radius"]) for k in done}
     assert (
-        len(finished) == 4 and len(set(finished.values())) == 4
+        len(done) == len(finished) == 4 and len(set(finished.values())) == 4
     )  # no proposal repeated: the sampler went on
     assert all(k.info.status != "RUNNING" for k in kids)
     runs = Counter(float(marker.name.split("-")[1]) for marker in markers.iterdir())
