@@ -68,8 +68,7 @@ def ensure_toy_world(config: ExperimentConfig, size: str = "default", progress: 
     from clip2point.toy.world import WORLD_VERSION, build_toy_world
 
     root = resolve_path(config.data.root)
-    manifest = root / "toy_world.json"
-    if root.name != "toy" or (manifest.exists() and _world_version(manifest) == WORLD_VERSION):
+    if root.name != "toy" or is_current_toy_world(root):
         return
     print(f"building the toy world (version {WORLD_VERSION}) in {root}")
     staging = root.with_name(f".toy-building-{os.getpid()}")
@@ -78,6 +77,14 @@ def ensure_toy_world(config: ExperimentConfig, size: str = "default", progress: 
     if root.exists():  # an empty or unfinished folder from before
         shutil.rmtree(root)
     os.replace(staging, root)
+
+
+def is_current_toy_world(root: Path) -> bool:
+    """Whether ``root`` holds a finished toy world of this version of the code (its ``toy_world.json``)."""
+    from clip2point.toy.world import WORLD_VERSION
+
+    manifest = root / "toy_world.json"
+    return manifest.exists() and _world_version(manifest) == WORLD_VERSION
 
 
 def _world_version(manifest: Path) -> int | None:

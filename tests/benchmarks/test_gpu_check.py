@@ -104,7 +104,7 @@ def test_a_failed_part_is_reported_with_its_traceback():
         ([], "--out is required without CUDA (results/gpu.md holds GPU figures only)"),
         (
             ["--out", "x.md", "--toy-root", "data"],
-            "--toy-root data: not a toy world (a folder named toy with",
+            "--toy-root data: not a toy world of this version of the code",
         ),
     ],
 )
