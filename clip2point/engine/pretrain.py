@@ -138,11 +138,15 @@ def input_error(error: Exception) -> Exception:
     return error
 
 
+def logged_epochs(tracker: Tracker) -> int:
+    """The last epoch the run's MLflow run holds (each is logged once, after its checkpoint); 0: none."""
+    return max((m.step for m in tracker.client.get_metric_history(tracker.run_id, "loss_total")), default=0)
+
+
 def has_finished(tracker: Tracker, run_dir: str, epochs: int) -> bool:
-    """Whether a resumed run has nothing left to train: MLflow holds epoch ``epochs`` (logged after its
-    checkpoint) and the best encoder is stored. Such a resume returns without starting Ray Train."""
-    steps = [m.step for m in tracker.client.get_metric_history(tracker.run_id, "loss_total")]
-    return max(steps, default=0) >= epochs and storage.exists(storage.join(run_dir, BEST_FILE))
+    """Whether a resumed run has nothing left to train: MLflow holds epoch ``epochs`` and the best encoder is
+    stored. Such a resume returns without starting Ray Train."""
+    return logged_epochs(tracker) >= epochs and storage.exists(storage.join(run_dir, BEST_FILE))
 
 
 def summarise(tracker: Tracker, name: str, run_dir: str) -> PretrainResult:
@@ -152,10 +156,9 @@ def summarise(tracker: Tracker, name: str, run_dir: str) -> PretrainResult:
         key: next(m.value for m in tracker.client.get_metric_history(tracker.run_id, key) if m.step == 0)
         for key in ("val_acc", "test_acc")
     }
-    steps = [m.step for m in tracker.client.get_metric_history(tracker.run_id, "loss_total")]
     return PretrainResult(
         name=name, run_dir=run_dir, run_id=tracker.run_id, tracking_uri=tracker.uri,
-        epochs=max(steps, default=0), best_epoch=int(latest["best_epoch"]),
+        epochs=logged_epochs(tracker), best_epoch=int(latest["best_epoch"]),
         best_val_acc=latest["best_val_acc"], best_test_acc=latest["best_test_acc"],
         baseline_val_acc=baseline["val_acc"], baseline_test_acc=baseline["test_acc"],
         best_file=storage.join(run_dir, BEST_FILE),
