@@ -13,7 +13,7 @@ over the run of a driver that died). Each is written there by
 the process that has it (the driver, or the rank-0 worker on whichever node), atomically; a restart after a
 node loss and ``resume=True`` read only from there, so any machine that reaches the storage can continue a
 run from its latest checkpoint; MLflow then holds each epoch once. A resume of a run that has all its
-epochs returns at once, without starting Ray Train.
+epochs trains nothing: no Ray Train run, no progress queue.
 """
 
 from __future__ import annotations
@@ -128,6 +128,25 @@ def make_trainer(config: ExperimentConfig, name: str, job: dict):
     )
 
 
+def train(
+    config: ExperimentConfig,
+    name: str,
+    run_dir: str,
+    tracker: Tracker,
+    on_epoch_end: EpochCallback | None,
+    progress: EpochCallback | None,
+) -> None:
+    """Fit the run's Ray Train trainer, the epochs reaching ``progress`` here through a queue on this node;
+    a worker's :class:`Clip2PointError` is raised as it is (:func:`input_error`)."""
+    with driver_progress(progress) as queue:
+        job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri,
+               "run_id": tracker.run_id, "on_epoch_end": EpochHooks(queue, on_epoch_end)}  # fmt: skip
+        try:
+            make_trainer(config, name, job).fit()
+        except Exception as error:
+            raise input_error(error) from error
+
+
 def input_error(error: Exception) -> Exception:
     """What to raise for Ray Train's failed ``fit``: the :class:`Clip2PointError` that a worker raised (bad
     input, said plainly), if that is why it failed; else ``error``."""
@@ -216,18 +235,13 @@ def run_pretraining(
         check_pretraining_fits(config)
         tracker = open_run(config, name, run_dir, resume)
         log(f"pre-training run {name!r}: {run_dir} (MLflow run {tracker.run_id} at {tracker.uri})")
-        with tracker.active(), driver_progress(progress) as queue:
-            job = {"config": config, "run_dir": run_dir, "tracking_uri": tracker.uri,
-                   "run_id": tracker.run_id, "on_epoch_end": EpochHooks(queue, on_epoch_end)}  # fmt: skip
+        with tracker.active():
             if resume and has_finished(tracker, run_dir, config.pretrain.epochs):
                 log(
                     f"pre-training run {name!r}: all {config.pretrain.epochs} epoch(s) done already, nothing to train"
                 )
             else:
-                try:
-                    make_trainer(config, name, job).fit()
-                except Exception as error:
-                    raise input_error(error) from error
+                train(config, name, run_dir, tracker, on_epoch_end, progress)
             result = summarise(tracker, name, run_dir)
             with tempfile.TemporaryDirectory() as folder:  # the encoder as the storage has it, into MLflow
                 best = storage.download(result.best_file, Path(folder) / BEST_FILE)
