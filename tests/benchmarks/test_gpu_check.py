@@ -106,6 +106,10 @@ def test_a_failed_part_is_reported_with_its_traceback():
             ["--out", "x.md", "--toy-root", "data"],
             "--toy-root data: not a toy world of this version of the code",
         ),
+        (  # named toy, but no manifest of this version there
+            ["--out", "x.md", "--toy-root", "nowhere/toy"],
+            "--toy-root nowhere/toy: not a toy world of this version of the code",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(args, message, monkeypatch, capsys):
