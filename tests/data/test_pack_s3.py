@@ -1,5 +1,8 @@
 """A pack written to a bucket of the loopback S3 server by Ray tasks, killed mid-way (the driver and the Ray
-instance it started, SIGKILL) and resumed by the same command: finished shards are kept, not redone."""
+instance it started, SIGKILL) and resumed by the same command: finished shards are kept, not redone.
+
+One object's cloud is a named pipe while the first command runs: the task packing it waits on the pipe, so
+the kill always finds the pack unfinished, however fast the other tasks write their shards."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clip2point.data.pack import MANIFEST, PENDING, read_manifest
+from clip2point.data.pack_sources import plan_pack
 from tests.engine.pretrain_fixtures import tiny_config_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -31,8 +35,19 @@ def objects(s3_server, bucket: str) -> list[str]:
     return [k for k in s3_server.keys(bucket, "packs/tiny/") if not k.endswith("/")]
 
 
+def block_first_cloud(root: str) -> tuple[Path, Path]:
+    """Put a named pipe in place of the cloud of the first object to pack under ``root``: reading it waits for
+    a writer that never comes. Returns (the cloud's path, where its file was moved)."""
+    cloud = Path(plan_pack("shapenet55", root).objects[0].cloud)
+    kept = cloud.with_name(cloud.name + ".kept")
+    cloud.rename(kept)
+    os.mkfifo(cloud)
+    return cloud, kept
+
+
 def test_pack_to_a_bucket_killed_and_resumed(bucket, s3_server, tmp_path):
     config = tiny_config_for(tmp_path)
+    cloud, kept = block_first_cloud(config.data.root)
     out = f"s3://{bucket}/packs/tiny"
     ray_dir = tempfile.mkdtemp(prefix="c2p-pack-", dir="/tmp")  # short: Ray's socket paths live under it
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_dir}
@@ -48,6 +63,8 @@ def test_pack_to_a_bucket_killed_and_resumed(bucket, s3_server, tmp_path):
     assert 1 <= len(shards) < 16 and set(keys) == {*shards, f"packs/tiny/{PENDING}"}  # nothing half-written
     client = s3_server.client()
     tags = {k: client.head_object(Bucket=bucket, Key=k)["LastModified"] for k in shards}
+    cloud.unlink()
+    kept.rename(cloud)
 
     resumed = subprocess.run(pack_command(config, out), env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
