@@ -58,7 +58,7 @@ from pretrain_throughput import STAGES, build_step, measure_step, run_step
 from render import REFERENCE, SETTINGS, reused_buffer_seconds
 
 from clip2point.paths import project_root, write_text_atomic
-from clip2point.prepare import is_current_toy_world
+from clip2point.prepare import is_current_toy_world, is_toy_root
 from clip2point.render import DepthRenderer, official_views
 from clip2point.render.depth import BACKGROUND_RAW
 
@@ -557,7 +557,7 @@ def main() -> int:
         part3 = sizes.part3 | {"model.name": args.model, "model.pretrained": None}
         sizes = replace(sizes, model=args.model, pretrained=None, part3=part3)
     if args.toy_root:
-        if args.toy_root.name != "toy" or not is_current_toy_world(args.toy_root):
+        if not is_toy_root(args.toy_root) or not is_current_toy_world(args.toy_root):
             parser.error(
                 f"--toy-root {args.toy_root}: not a toy world of this version of the code (a folder named "
                 "toy with its toy_world.json)"

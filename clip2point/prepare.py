@@ -61,14 +61,14 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def ensure_toy_world(config: ExperimentConfig, size: str = "default", progress: bool = True) -> None:
-    """Build the toy world under ``data.root`` if that is a toy root (its folder is named ``toy``) without
+    """Build the toy world under ``data.root`` if that is a toy root (:func:`is_toy_root`) without
     a finished world of this version of the code (``toy_world.json``; an older world is rebuilt). Built in a
     sibling folder and renamed into place, so an interrupted build never leaves half a world. Call it in
     the driver, before any worker reads data."""
     from clip2point.toy.world import WORLD_VERSION, build_toy_world
 
     root = resolve_path(config.data.root)
-    if root.name != "toy" or is_current_toy_world(root):
+    if not is_toy_root(root) or is_current_toy_world(root):
         return
     print(f"building the toy world (version {WORLD_VERSION}) in {root}")
     staging = root.with_name(f".toy-building-{os.getpid()}")
@@ -79,17 +79,18 @@ def ensure_toy_world(config: ExperimentConfig, size: str = "default", progress: 
     os.replace(staging, root)
 
 
+def is_toy_root(root: str | Path) -> bool:
+    """Whether the data root ``root`` is a toy root: a folder named ``toy``, where the toy world lives."""
+    return Path(root).name == "toy"
+
+
 def is_current_toy_world(root: Path) -> bool:
-    """Whether ``root`` holds a finished toy world of this version of the code (its ``toy_world.json``)."""
+    """Whether ``root`` holds a finished toy world of this version of the code: its ``toy_world.json``
+    records :data:`~clip2point.toy.world.WORLD_VERSION` (an unreadable one, or one from before versions,
+    does not)."""
     from clip2point.toy.world import WORLD_VERSION
 
-    manifest = root / "toy_world.json"
-    return manifest.exists() and _world_version(manifest) == WORLD_VERSION
-
-
-def _world_version(manifest: Path) -> int | None:
-    """The version a toy world's manifest records (None: unreadable, or written before versions)."""
     try:
-        return json.loads(manifest.read_text()).get("version")
+        return json.loads((root / "toy_world.json").read_text()).get("version") == WORLD_VERSION
     except (OSError, ValueError):
-        return None
+        return False

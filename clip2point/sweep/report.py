@@ -11,6 +11,7 @@ import yaml
 from clip2point.config import ExperimentConfig
 from clip2point.paths import project_root, resolve_path
 from clip2point.plots import pyplot, save_figure
+from clip2point.prepare import is_toy_root
 from clip2point.stats import estimate, seed_values
 from clip2point.sweep.runner import SweepOutcome, TrialOutcome
 from clip2point.sweep.study import AUTHORS, Study
@@ -19,7 +20,7 @@ from clip2point.tracking import git_revision
 
 def is_toy(config: ExperimentConfig) -> bool:
     """Whether the config runs the embedded toy world (toy CLIP or the toy data root)."""
-    return config.model.pretrained == "toy" or Path(config.data.root).name == "toy"
+    return config.model.pretrained == "toy" or is_toy_root(config.data.root)
 
 
 STOPPED_EARLY = "stopped early"  # a search's trial that its scheduler ended before its final metrics
