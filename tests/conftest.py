@@ -32,7 +32,8 @@ def no_default_toy_world_built():
     existed = default.exists()
     yield
     if not existed and default.exists():
-        pytest.fail(f"the test built the default toy world in {default}: give it a data.root of its own")
+        pytest.fail(f"the default toy world appeared in {default} during this test: it, or a test running "
+                    "beside it in the other pytest process, needs a data.root of its own")  # fmt: skip
 
 
 @pytest.fixture(params=DEVICES)
